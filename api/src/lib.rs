@@ -1,0 +1,85 @@
+//! The MedInform HTTP API.
+//!
+//! `POST /v1/jobs` validates an upload, stores it under its content address, records a `queued`
+//! job and publishes its message; `GET /v1/jobs/{id}` answers its state and result;
+//! `GET /v1/models` lists the registry; `/healthz` and `/readyz` are for orchestrators.
+
+mod error;
+mod routes;
+
+use std::future::IntoFuture;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use medinform_core::app::Backends;
+use medinform_core::imaging::ImageLimits;
+use medinform_core::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+
+pub use error::{ApiError, ErrorBody, ErrorDetail};
+
+/// Multipart framing and the small text fields around the image.
+const FORM_OVERHEAD_BYTES: usize = 64 * 1024;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub backends: Backends,
+    pub registry: Arc<Registry>,
+    pub limits: ImageLimits,
+}
+
+/// Builds the router (tests call this too).
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.limits.max_bytes + FORM_OVERHEAD_BYTES;
+    routes::router()
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// A bound, not yet serving, API (so that tests can bind port 0 and learn the address).
+pub struct ApiServer {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl ApiServer {
+    pub async fn bind(addr: SocketAddr, state: AppState) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        Ok(Self { listener, state })
+    }
+
+    pub fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// Serves until `shutdown`, then stops accepting and lets in-flight requests finish for up
+    /// to `grace`.
+    pub async fn serve(self, shutdown: CancellationToken, grace: Duration) -> anyhow::Result<()> {
+        let addr = self.local_addr()?;
+        tracing::info!(%addr, "API listening");
+        let app = router(self.state);
+        let stopping = shutdown.clone();
+        let server = axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move { stopping.cancelled().await })
+            .into_future();
+        tokio::pin!(server);
+        tokio::select! {
+            result = &mut server => result.context("serving HTTP")?,
+            () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!("requests still running after the grace period; stopping anyway");
+            }
+        }
+        tracing::info!("API stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,84 @@
+//! Liveness and readiness.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Serialize;
+
+use crate::AppState;
+
+/// The process is alive.
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+#[derive(Debug, Serialize)]
+pub struct Readiness {
+    status: &'static str,
+    checks: Checks,
+}
+
+#[derive(Debug, Serialize)]
+struct Checks {
+    database: Check,
+    queue: Check,
+    storage: Check,
+    models: Check,
+}
+
+#[derive(Debug, Serialize)]
+struct Check {
+    ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    detail: Option<String>,
+}
+
+impl Check {
+    fn from_result<E: std::fmt::Display>(result: Result<(), E>) -> Self {
+        match result {
+            Ok(()) => Self {
+                ok: true,
+                detail: None,
+            },
+            Err(e) => Self {
+                ok: false,
+                detail: Some(e.to_string()),
+            },
+        }
+    }
+}
+
+/// Database, queue and storage reachable, and at least one model loaded. 503 otherwise, with
+/// what is wrong.
+pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+    let (database, queue, storage) = tokio::join!(
+        state.backends.jobs.check(),
+        state.backends.queue.check(),
+        state.backends.blobs.check(),
+    );
+    let models = state.registry.list();
+    let ready = models.iter().filter(|m| m.is_ready()).count();
+    let models = Check {
+        ok: ready > 0,
+        detail: Some(format!("{ready} of {} models ready", models.len())),
+    };
+    let checks = Checks {
+        database: Check::from_result(database),
+        queue: Check::from_result(queue),
+        storage: Check::from_result(storage),
+        models,
+    };
+    let ok = checks.database.ok && checks.queue.ok && checks.storage.ok && checks.models.ok;
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(Readiness {
+            status: if ok { "ready" } else { "not_ready" },
+            checks,
+        }),
+    )
+}

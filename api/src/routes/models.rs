@@ -1,0 +1,120 @@
+//! `GET /v1/models` and `GET /v1/models/{id}`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use medinform_core::registry::manifest::{InputSpec, Metrics, Modality, Task};
+use medinform_core::registry::{Model, ModelStatus};
+use serde::Serialize;
+
+use crate::{ApiError, AppState};
+
+/// A registry entry as the API shows it. Fields read from the manifest are absent when the
+/// manifest itself is unusable (the `reason` says why).
+#[derive(Debug, Serialize)]
+pub struct ModelResponse {
+    pub id: String,
+    /// `ready` (loaded here, or by the workers that serve it) or `unavailable`.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<ModelSpec>,
+    pub links: ModelLinks,
+}
+
+/// What the manifest declares.
+#[derive(Debug, Serialize)]
+pub struct ModelSpec {
+    pub version: String,
+    pub name: String,
+    pub description: String,
+    pub modality: Modality,
+    pub task: Task,
+    /// Class labels in the model's output order.
+    pub labels: Vec<String>,
+    /// The class a screening programme looks for.
+    pub finding: String,
+    /// The decision threshold in force (a site's override, or the manifest's).
+    pub threshold: f64,
+    /// The network input and the preprocessing that produces it (models/README.md).
+    pub input: InputSpec,
+    /// Measured on held-out data, as the model card states.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Metrics>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModelLinks {
+    #[serde(rename = "self")]
+    pub this: String,
+}
+
+/// One model with its card.
+#[derive(Debug, Serialize)]
+pub struct ModelDetailResponse {
+    #[serde(flatten)]
+    pub model: ModelResponse,
+    /// The model card (Markdown).
+    pub card: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModelList {
+    pub models: Vec<ModelResponse>,
+}
+
+impl From<&Model> for ModelResponse {
+    fn from(model: &Model) -> Self {
+        let (status, reason) = match model.status() {
+            ModelStatus::Ready | ModelStatus::NotLoaded => ("ready", None),
+            ModelStatus::Unavailable { reason } => ("unavailable", Some(reason.clone())),
+        };
+        let spec = model.manifest().map(|manifest| ModelSpec {
+            version: manifest.version.clone(),
+            name: manifest.name.clone(),
+            description: manifest.description.clone(),
+            modality: manifest.modality,
+            task: manifest.task,
+            labels: manifest.output.labels.clone(),
+            finding: manifest.decision.finding.clone(),
+            threshold: model.threshold().unwrap_or(manifest.decision.threshold),
+            input: manifest.input.clone(),
+            metrics: manifest.metrics.clone(),
+        });
+        Self {
+            id: model.id().to_string(),
+            status,
+            reason,
+            spec,
+            links: ModelLinks {
+                this: format!("/v1/models/{}", model.id()),
+            },
+        }
+    }
+}
+
+/// `GET /v1/models`: every model of the registry, ready or not.
+pub async fn list(State(state): State<AppState>) -> Json<ModelList> {
+    Json(ModelList {
+        models: state
+            .registry
+            .list()
+            .iter()
+            .map(|m| ModelResponse::from(m.as_ref()))
+            .collect(),
+    })
+}
+
+/// `GET /v1/models/{id}`: one model with its card.
+pub async fn get(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ModelDetailResponse>, ApiError> {
+    let model = state.registry.get(&id).ok_or_else(|| {
+        ApiError::not_found("model_not_found", format!("There is no model {id:?}."))
+    })?;
+    Ok(Json(ModelDetailResponse {
+        model: ModelResponse::from(model.as_ref()),
+        card: model.card().map(str::to_string),
+    }))
+}

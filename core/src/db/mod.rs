@@ -1,0 +1,112 @@
+//! Job store: the source of truth for job state.
+//!
+//! The state machine (`queued → processing → succeeded | failed`, and back from `processing` to
+//! `queued` for a retry or when a lease runs out) lives here, in single conditional statements,
+//! so that two workers racing for one job cannot both win and a result is written once.
+
+mod postgres;
+mod sqlite;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::job::{Job, JobFailure, JobId, ScreeningResult};
+
+pub use postgres::PostgresJobStore;
+pub use sqlite::SqliteJobStore;
+
+/// Errors of a job store.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("database error: {0:#}")]
+    Backend(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Backend(e.into())
+    }
+}
+
+/// What the API knows of a job when it creates it.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub id: JobId,
+    pub model: String,
+    pub model_version: String,
+    pub image_key: String,
+    pub image_sha256: String,
+    pub image_content_type: String,
+    pub image_bytes: i64,
+    pub client_reference: Option<String>,
+}
+
+/// The outcome of a worker's attempt to take a job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// The job is this worker's until its lease ends; `job.attempts` is the fencing token to
+    /// finish it with.
+    Claimed(Job),
+    /// The job is finished (a redelivered or duplicate message): nothing to do.
+    Finished(Job),
+    /// Another worker holds a live lease on it.
+    Busy,
+    /// No such job (a message that outlived its job, or another deployment's message).
+    Missing,
+}
+
+/// A job to publish (again): its id and model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Republish {
+    pub id: JobId,
+    pub model: String,
+}
+
+/// A store of jobs.
+#[async_trait]
+pub trait JobStore: Send + Sync + 'static {
+    /// Applies the migrations that are not applied yet.
+    async fn migrate(&self) -> Result<(), DbError>;
+    /// Inserts a `queued` job.
+    async fn insert(&self, job: &NewJob) -> Result<Job, DbError>;
+    async fn get(&self, id: JobId) -> Result<Option<Job>, DbError>;
+    /// Records that the queue confirmed the job's message.
+    async fn mark_published(&self, id: JobId) -> Result<(), DbError>;
+    /// Takes a job for processing. A `processing` job is taken over when its lease has ended,
+    /// or when `take_over` is set (the message was redelivered: its previous holder is gone).
+    async fn claim(&self, id: JobId, lease: Duration, take_over: bool) -> Result<Claim, DbError>;
+    /// Writes the result, if the claim `attempt` still holds. False: someone else took over.
+    async fn succeed(
+        &self,
+        id: JobId,
+        attempt: i32,
+        result: &ScreeningResult,
+    ) -> Result<bool, DbError>;
+    /// Marks the job `failed`, if the claim `attempt` still holds.
+    async fn fail(&self, id: JobId, attempt: i32, failure: &JobFailure) -> Result<bool, DbError>;
+    /// Hands the job back to `queued` for another attempt, keeping the error seen.
+    async fn release(&self, id: JobId, attempt: i32, failure: &JobFailure)
+    -> Result<bool, DbError>;
+    /// Takes back `processing` jobs whose lease ended before `now` (all of them when `now` is
+    /// `None`: a single-process deployment at start-up), making them `queued` and unpublished.
+    async fn reclaim_expired(&self, now: Option<DateTime<Utc>>) -> Result<u64, DbError>;
+    /// `queued` jobs to publish (again): never confirmed and created before
+    /// `unconfirmed_before`, or confirmed before `stale_before`. Oldest first.
+    async fn due_for_publish(
+        &self,
+        unconfirmed_before: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<Republish>, DbError>;
+    /// Answers whether the database is reachable (readiness).
+    async fn check(&self) -> Result<(), DbError>;
+    /// A short description for logs, without secrets.
+    fn describe(&self) -> String;
+}
+
+/// A lease as a chrono duration (leases are minutes, far from chrono's limits).
+fn lease_duration(lease: Duration) -> chrono::TimeDelta {
+    chrono::TimeDelta::from_std(lease).unwrap_or(chrono::TimeDelta::MAX)
+}

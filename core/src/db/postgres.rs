@@ -1,0 +1,285 @@
+//! The distributed job store: PostgreSQL.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::{Claim, DbError, JobStore, NewJob, Republish, lease_duration};
+use crate::job::{Job, JobFailure, JobId, JobStatus, ScreeningResult};
+
+/// Jobs in PostgreSQL; one pool per process.
+#[derive(Debug, Clone)]
+pub struct PostgresJobStore {
+    pool: PgPool,
+    description: String,
+}
+
+const JOB_COLUMNS: &str = "id, model, model_version, status, image_key, image_sha256, \
+     image_content_type, image_bytes, client_reference, attempts, result, error_code, \
+     error_message, created_at, updated_at, started_at, finished_at";
+
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    id: Uuid,
+    model: String,
+    model_version: String,
+    status: String,
+    image_key: String,
+    image_sha256: String,
+    image_content_type: String,
+    image_bytes: i64,
+    client_reference: Option<String>,
+    attempts: i32,
+    result: Option<Json<ScreeningResult>>,
+    error_code: Option<String>,
+    error_message: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    started_at: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+impl TryFrom<JobRow> for Job {
+    type Error = DbError;
+    fn try_from(row: JobRow) -> Result<Self, DbError> {
+        Ok(Job {
+            id: JobId(row.id),
+            model: row.model,
+            model_version: row.model_version,
+            status: row.status.parse().map_err(anyhow::Error::msg)?,
+            image_key: row.image_key,
+            image_sha256: row.image_sha256,
+            image_content_type: row.image_content_type,
+            image_bytes: row.image_bytes,
+            client_reference: row.client_reference,
+            attempts: row.attempts,
+            result: row.result.map(|Json(r)| r),
+            error: row.error_code.map(|code| JobFailure {
+                code,
+                message: row.error_message.unwrap_or_default(),
+            }),
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            started_at: row.started_at,
+            finished_at: row.finished_at,
+        })
+    }
+}
+
+impl PostgresJobStore {
+    /// Connects the pool. Fails when the server cannot be reached.
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(if max_connections == 0 {
+                10
+            } else {
+                max_connections
+            })
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .with_context(|| {
+                format!(
+                    "connecting to PostgreSQL at {}",
+                    crate::config::redact_url(url)
+                )
+            })?;
+        Ok(Self {
+            pool,
+            description: format!("PostgreSQL at {}", crate::config::redact_url(url)),
+        })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+#[async_trait]
+impl JobStore for PostgresJobStore {
+    async fn migrate(&self) -> Result<(), DbError> {
+        sqlx::migrate!("../migrations/postgres")
+            .run(&self.pool)
+            .await
+            .context("applying PostgreSQL migrations")?;
+        Ok(())
+    }
+
+    async fn insert(&self, job: &NewJob) -> Result<Job, DbError> {
+        let row: JobRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "insert into jobs (id, model, model_version, status, image_key, image_sha256, \
+             image_content_type, image_bytes, client_reference) \
+             values ($1, $2, $3, 'queued', $4, $5, $6, $7, $8) returning {JOB_COLUMNS}"
+        )))
+        .bind(job.id.0)
+        .bind(&job.model)
+        .bind(&job.model_version)
+        .bind(&job.image_key)
+        .bind(&job.image_sha256)
+        .bind(&job.image_content_type)
+        .bind(job.image_bytes)
+        .bind(&job.client_reference)
+        .fetch_one(&self.pool)
+        .await?;
+        row.try_into()
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>, DbError> {
+        let row: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select {JOB_COLUMNS} from jobs where id = $1"
+        )))
+        .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(Job::try_from).transpose()
+    }
+
+    async fn mark_published(&self, id: JobId) -> Result<(), DbError> {
+        sqlx::query(
+            "update jobs set published_at = now() \
+             where id = $1 and status = 'queued'",
+        )
+        .bind(id.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn claim(&self, id: JobId, lease: Duration, take_over: bool) -> Result<Claim, DbError> {
+        let claimed: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "update jobs set status = 'processing', attempts = attempts + 1, \
+                 lease_expires_at = now() + $2, started_at = coalesce(started_at, now()), \
+                 updated_at = now() \
+             where id = $1 and (status = 'queued' or (status = 'processing' \
+                 and (lease_expires_at < now() or $3))) \
+             returning {JOB_COLUMNS}"
+        )))
+        .bind(id.0)
+        .bind(lease_duration(lease))
+        .bind(take_over)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = claimed {
+            return Ok(Claim::Claimed(row.try_into()?));
+        }
+        Ok(match self.get(id).await? {
+            None => Claim::Missing,
+            Some(job) if job.status.is_final() => Claim::Finished(job),
+            Some(_) => Claim::Busy,
+        })
+    }
+
+    async fn succeed(
+        &self,
+        id: JobId,
+        attempt: i32,
+        result: &ScreeningResult,
+    ) -> Result<bool, DbError> {
+        let done = sqlx::query(
+            "update jobs set status = 'succeeded', result = $3, error_code = null, \
+                 error_message = null, lease_expires_at = null, finished_at = now(), \
+                 updated_at = now() \
+             where id = $1 and status = 'processing' and attempts = $2",
+        )
+        .bind(id.0)
+        .bind(attempt)
+        .bind(Json(result))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn fail(&self, id: JobId, attempt: i32, failure: &JobFailure) -> Result<bool, DbError> {
+        self.finish_attempt(id, attempt, failure, JobStatus::Failed)
+            .await
+    }
+
+    async fn release(
+        &self,
+        id: JobId,
+        attempt: i32,
+        failure: &JobFailure,
+    ) -> Result<bool, DbError> {
+        self.finish_attempt(id, attempt, failure, JobStatus::Queued)
+            .await
+    }
+
+    async fn reclaim_expired(&self, now: Option<DateTime<Utc>>) -> Result<u64, DbError> {
+        let done = sqlx::query(
+            "update jobs set status = 'queued', lease_expires_at = null, published_at = null, \
+                 updated_at = now() \
+             where status = 'processing' and ($1::timestamptz is null or lease_expires_at < $1)",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn due_for_publish(
+        &self,
+        unconfirmed_before: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<Republish>, DbError> {
+        let rows: Vec<(Uuid, String)> = sqlx::query_as(
+            "select id, model from jobs where status = 'queued' and \
+                 ((published_at is null and created_at < $1) or published_at < $2) \
+             order by created_at limit $3",
+        )
+        .bind(unconfirmed_before)
+        .bind(stale_before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, model)| Republish {
+                id: JobId(id),
+                model,
+            })
+            .collect())
+    }
+
+    async fn check(&self) -> Result<(), DbError> {
+        sqlx::query("select 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+}
+
+impl PostgresJobStore {
+    /// Ends a claim with an error: `failed` for good, or `queued` for another attempt.
+    async fn finish_attempt(
+        &self,
+        id: JobId,
+        attempt: i32,
+        failure: &JobFailure,
+        status: JobStatus,
+    ) -> Result<bool, DbError> {
+        let done = sqlx::query(
+            "update jobs set status = $3, error_code = $4, error_message = $5, \
+                 lease_expires_at = null, \
+                 published_at = case when $3 = 'queued' then now() else published_at end, \
+                 finished_at = case when $3 = 'failed' then now() else null end, \
+                 updated_at = now() \
+             where id = $1 and status = 'processing' and attempts = $2",
+        )
+        .bind(id.0)
+        .bind(attempt)
+        .bind(status.as_str())
+        .bind(&failure.code)
+        .bind(&failure.message)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

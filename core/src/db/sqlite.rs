@@ -1,0 +1,305 @@
+//! The embedded job store: a SQLite file.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+
+use super::{Claim, DbError, JobStore, NewJob, Republish, lease_duration};
+use crate::job::{Job, JobFailure, JobId, JobStatus, ScreeningResult};
+
+/// Jobs in one SQLite file (write-ahead log, so readers never wait for the writer).
+#[derive(Debug, Clone)]
+pub struct SqliteJobStore {
+    pool: SqlitePool,
+    description: String,
+}
+
+const JOB_COLUMNS: &str = "id, model, model_version, status, image_key, image_sha256, \
+     image_content_type, image_bytes, client_reference, attempts, result, error_code, \
+     error_message, created_at, updated_at, started_at, finished_at";
+
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    id: String,
+    model: String,
+    model_version: String,
+    status: String,
+    image_key: String,
+    image_sha256: String,
+    image_content_type: String,
+    image_bytes: i64,
+    client_reference: Option<String>,
+    attempts: i32,
+    result: Option<String>,
+    error_code: Option<String>,
+    error_message: Option<String>,
+    created_at: i64,
+    updated_at: i64,
+    started_at: Option<i64>,
+    finished_at: Option<i64>,
+}
+
+fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn time(ms: i64) -> Result<DateTime<Utc>, DbError> {
+    DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| DbError::Backend(anyhow::anyhow!("timestamp {ms} out of range")))
+}
+
+impl TryFrom<JobRow> for Job {
+    type Error = DbError;
+    fn try_from(row: JobRow) -> Result<Self, DbError> {
+        Ok(Job {
+            id: JobId::from_str(&row.id).context("job id")?,
+            model: row.model,
+            model_version: row.model_version,
+            status: row.status.parse().map_err(anyhow::Error::msg)?,
+            image_key: row.image_key,
+            image_sha256: row.image_sha256,
+            image_content_type: row.image_content_type,
+            image_bytes: row.image_bytes,
+            client_reference: row.client_reference,
+            attempts: row.attempts,
+            result: row
+                .result
+                .map(|r| serde_json::from_str(&r))
+                .transpose()
+                .context("stored result")?,
+            error: row.error_code.map(|code| JobFailure {
+                code,
+                message: row.error_message.unwrap_or_default(),
+            }),
+            created_at: time(row.created_at)?,
+            updated_at: time(row.updated_at)?,
+            started_at: row.started_at.map(time).transpose()?,
+            finished_at: row.finished_at.map(time).transpose()?,
+        })
+    }
+}
+
+impl SqliteJobStore {
+    /// Opens (and creates) the database file.
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        let options = SqliteConnectOptions::from_str(url)
+            .with_context(|| format!("database URL {url}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        if let Some(dir) = options.get_filename().parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating database folder {}", dir.display()))?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(if max_connections == 0 {
+                4
+            } else {
+                max_connections
+            })
+            .connect_with(options)
+            .await
+            .with_context(|| format!("opening SQLite database {url}"))?;
+        Ok(Self {
+            pool,
+            description: format!("SQLite {url}"),
+        })
+    }
+}
+
+#[async_trait]
+impl JobStore for SqliteJobStore {
+    async fn migrate(&self) -> Result<(), DbError> {
+        sqlx::migrate!("../migrations/sqlite")
+            .run(&self.pool)
+            .await
+            .context("applying SQLite migrations")?;
+        Ok(())
+    }
+
+    async fn insert(&self, job: &NewJob) -> Result<Job, DbError> {
+        let now = millis(Utc::now());
+        let row: JobRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "insert into jobs (id, model, model_version, status, image_key, image_sha256, \
+             image_content_type, image_bytes, client_reference, created_at, updated_at) \
+             values (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?9) returning {JOB_COLUMNS}"
+        )))
+        .bind(job.id.to_string())
+        .bind(&job.model)
+        .bind(&job.model_version)
+        .bind(&job.image_key)
+        .bind(&job.image_sha256)
+        .bind(&job.image_content_type)
+        .bind(job.image_bytes)
+        .bind(&job.client_reference)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        row.try_into()
+    }
+
+    async fn get(&self, id: JobId) -> Result<Option<Job>, DbError> {
+        let row: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select {JOB_COLUMNS} from jobs where id = ?1"
+        )))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(Job::try_from).transpose()
+    }
+
+    async fn mark_published(&self, id: JobId) -> Result<(), DbError> {
+        sqlx::query("update jobs set published_at = ?2 where id = ?1 and status = 'queued'")
+            .bind(id.to_string())
+            .bind(millis(Utc::now()))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn claim(&self, id: JobId, lease: Duration, take_over: bool) -> Result<Claim, DbError> {
+        let now = Utc::now();
+        let claimed: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "update jobs set status = 'processing', attempts = attempts + 1, \
+                 lease_expires_at = ?3, started_at = coalesce(started_at, ?2), updated_at = ?2 \
+             where id = ?1 and (status = 'queued' or (status = 'processing' \
+                 and (lease_expires_at < ?2 or ?4))) \
+             returning {JOB_COLUMNS}"
+        )))
+        .bind(id.to_string())
+        .bind(millis(now))
+        .bind(millis(now + lease_duration(lease)))
+        .bind(take_over)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = claimed {
+            return Ok(Claim::Claimed(row.try_into()?));
+        }
+        Ok(match self.get(id).await? {
+            None => Claim::Missing,
+            Some(job) if job.status.is_final() => Claim::Finished(job),
+            Some(_) => Claim::Busy,
+        })
+    }
+
+    async fn succeed(
+        &self,
+        id: JobId,
+        attempt: i32,
+        result: &ScreeningResult,
+    ) -> Result<bool, DbError> {
+        let done = sqlx::query(
+            "update jobs set status = 'succeeded', result = ?3, error_code = null, \
+                 error_message = null, lease_expires_at = null, finished_at = ?4, \
+                 updated_at = ?4 \
+             where id = ?1 and status = 'processing' and attempts = ?2",
+        )
+        .bind(id.to_string())
+        .bind(attempt)
+        .bind(serde_json::to_string(result).context("encoding the result")?)
+        .bind(millis(Utc::now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn fail(&self, id: JobId, attempt: i32, failure: &JobFailure) -> Result<bool, DbError> {
+        self.finish_attempt(id, attempt, failure, JobStatus::Failed)
+            .await
+    }
+
+    async fn release(
+        &self,
+        id: JobId,
+        attempt: i32,
+        failure: &JobFailure,
+    ) -> Result<bool, DbError> {
+        self.finish_attempt(id, attempt, failure, JobStatus::Queued)
+            .await
+    }
+
+    async fn reclaim_expired(&self, now: Option<DateTime<Utc>>) -> Result<u64, DbError> {
+        let done = sqlx::query(
+            "update jobs set status = 'queued', lease_expires_at = null, published_at = null, \
+                 updated_at = ?2 \
+             where status = 'processing' and (?1 is null or lease_expires_at < ?1)",
+        )
+        .bind(now.map(millis))
+        .bind(millis(Utc::now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn due_for_publish(
+        &self,
+        unconfirmed_before: DateTime<Utc>,
+        stale_before: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<Republish>, DbError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "select id, model from jobs where status = 'queued' and \
+                 ((published_at is null and created_at < ?1) or published_at < ?2) \
+             order by created_at limit ?3",
+        )
+        .bind(millis(unconfirmed_before))
+        .bind(millis(stale_before))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(id, model)| {
+                Ok(Republish {
+                    id: JobId::from_str(&id).context("job id")?,
+                    model,
+                })
+            })
+            .collect()
+    }
+
+    async fn check(&self) -> Result<(), DbError> {
+        sqlx::query("select 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        self.description.clone()
+    }
+}
+
+impl SqliteJobStore {
+    /// Ends a claim with an error: `failed` for good, or `queued` for another attempt.
+    async fn finish_attempt(
+        &self,
+        id: JobId,
+        attempt: i32,
+        failure: &JobFailure,
+        status: JobStatus,
+    ) -> Result<bool, DbError> {
+        let now = millis(Utc::now());
+        let done = sqlx::query(
+            "update jobs set status = ?3, error_code = ?4, error_message = ?5, \
+                 lease_expires_at = null, \
+                 published_at = case when ?3 = 'queued' then ?6 else published_at end, \
+                 finished_at = case when ?3 = 'failed' then ?6 else null end, \
+                 updated_at = ?6 \
+             where id = ?1 and status = 'processing' and attempts = ?2",
+        )
+        .bind(id.to_string())
+        .bind(attempt)
+        .bind(status.as_str())
+        .bind(&failure.code)
+        .bind(&failure.message)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}

@@ -1,0 +1,534 @@
+//! Uploaded images: what is accepted, and decoding that cannot be turned against the service.
+//!
+//! [`validate`] runs at upload time and [`decode`] in the worker; both apply the same checks in
+//! the same order, cheapest first:
+//! 1. the byte size (`empty_file`, `image_too_large`);
+//! 2. the format, sniffed from the magic bytes, never from a name or a declared content type
+//!    (`unsupported_image_format` for formats we recognise but do not take, e.g. GIF or DICOM;
+//!    `not_an_image` otherwise);
+//! 3. the dimensions, read from the header alone, so a decompression bomb (a few bytes declaring
+//!    100000 x 100000 pixels) is refused before any pixel buffer exists
+//!    (`image_dimensions_too_large`);
+//! 4. a full decode under [`image::Limits`], so a truncated or damaged file is refused
+//!    (`corrupt_image`) rather than half-read.
+
+use std::io::Cursor;
+
+use image::{DynamicImage, ImageDecoder, ImageError, ImageReader};
+use serde::Serialize;
+
+/// Limits on an uploaded image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageLimits {
+    /// Largest accepted file, in bytes.
+    pub max_bytes: usize,
+    /// Largest accepted width * height.
+    pub max_pixels: u64,
+}
+
+impl Default for ImageLimits {
+    /// 20 MiB and 50 megapixels: any clinical photograph or radiograph export, with room.
+    fn default() -> Self {
+        Self {
+            max_bytes: 20 * 1024 * 1024,
+            max_pixels: 50_000_000,
+        }
+    }
+}
+
+/// The image formats MedInform accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageFormat {
+    Png,
+    Jpeg,
+    Bmp,
+    Tiff,
+    WebP,
+}
+
+impl ImageFormat {
+    /// The MIME type.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Png => "image/png",
+            Self::Jpeg => "image/jpeg",
+            Self::Bmp => "image/bmp",
+            Self::Tiff => "image/tiff",
+            Self::WebP => "image/webp",
+        }
+    }
+
+    /// The usual name, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Png => "PNG",
+            Self::Jpeg => "JPEG",
+            Self::Bmp => "BMP",
+            Self::Tiff => "TIFF",
+            Self::WebP => "WebP",
+        }
+    }
+
+    fn to_image_format(self) -> image::ImageFormat {
+        match self {
+            Self::Png => image::ImageFormat::Png,
+            Self::Jpeg => image::ImageFormat::Jpeg,
+            Self::Bmp => image::ImageFormat::Bmp,
+            Self::Tiff => image::ImageFormat::Tiff,
+            Self::WebP => image::ImageFormat::WebP,
+        }
+    }
+}
+
+/// What an accepted upload is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ImageInfo {
+    pub format: ImageFormat,
+    pub content_type: &'static str,
+    pub width: u32,
+    pub height: u32,
+}
+
+const ACCEPTED: &str = "PNG, JPEG, BMP, TIFF or WebP";
+
+/// Why an upload is refused. [`ImageRejection::code`] is stable (API clients match on it); the
+/// message tells a person what to do.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageRejection {
+    #[error("the file is empty: choose an image file and upload it again")]
+    EmptyFile,
+    #[error(
+        "the file is {size} bytes, over the limit of {max} bytes: upload a smaller export of the image"
+    )]
+    ImageTooLarge { size: usize, max: usize },
+    #[error(
+        "{format} images are not accepted: convert the image to {ACCEPTED} and upload it again"
+    )]
+    UnsupportedImageFormat { format: &'static str },
+    #[error("the file is not an image MedInform can read: upload a {ACCEPTED} file")]
+    NotAnImage,
+    #[error(
+        "the {format} image could not be decoded ({detail}); the file may be truncated or damaged: export it again and upload the new file"
+    )]
+    CorruptImage {
+        format: &'static str,
+        detail: String,
+    },
+    #[error(
+        "the image is {width} x {height} pixels, over the limit of {max} pixels: downscale it before uploading"
+    )]
+    ImageDimensionsTooLarge { width: u32, height: u32, max: u64 },
+}
+
+impl ImageRejection {
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::EmptyFile => "empty_file",
+            Self::ImageTooLarge { .. } => "image_too_large",
+            Self::UnsupportedImageFormat { .. } => "unsupported_image_format",
+            Self::NotAnImage => "not_an_image",
+            Self::CorruptImage { .. } => "corrupt_image",
+            Self::ImageDimensionsTooLarge { .. } => "image_dimensions_too_large",
+        }
+    }
+}
+
+/// Checks an upload completely (including a full decode) and says what it is.
+pub fn validate(bytes: &[u8], limits: &ImageLimits) -> Result<ImageInfo, ImageRejection> {
+    decode_with_info(bytes, limits).map(|(info, _)| info)
+}
+
+/// [`validate`]'s checks, then the decoded image.
+pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<DynamicImage, ImageRejection> {
+    decode_with_info(bytes, limits).map(|(_, img)| img)
+}
+
+/// The checks and the decoded image with what it is.
+pub fn decode_with_info(
+    bytes: &[u8],
+    limits: &ImageLimits,
+) -> Result<(ImageInfo, DynamicImage), ImageRejection> {
+    if bytes.is_empty() {
+        return Err(ImageRejection::EmptyFile);
+    }
+    if bytes.len() > limits.max_bytes {
+        return Err(ImageRejection::ImageTooLarge {
+            size: bytes.len(),
+            max: limits.max_bytes,
+        });
+    }
+    let format = match sniff(bytes) {
+        Sniffed::Supported(format) => format,
+        Sniffed::Unsupported(format) => {
+            return Err(ImageRejection::UnsupportedImageFormat { format });
+        }
+        Sniffed::Unknown => return Err(ImageRejection::NotAnImage),
+    };
+    let corrupt = |e: ImageError| classify(e, format);
+
+    // The header alone: dimensions before a single pixel is allocated.
+    let decoder = reader(bytes, format, limits)
+        .into_decoder()
+        .map_err(corrupt)?;
+    let (width, height) = decoder.dimensions();
+    drop(decoder);
+    if width == 0 || height == 0 {
+        return Err(ImageRejection::CorruptImage {
+            format: format.name(),
+            detail: format!("the header declares {width} x {height} pixels"),
+        });
+    }
+    if u64::from(width) * u64::from(height) > limits.max_pixels {
+        return Err(ImageRejection::ImageDimensionsTooLarge {
+            width,
+            height,
+            max: limits.max_pixels,
+        });
+    }
+
+    if format == ImageFormat::Jpeg && !jpeg_reaches_eoi(bytes) {
+        // The JPEG decoder fills a truncated scan with grey instead of failing: check first.
+        return Err(ImageRejection::CorruptImage {
+            format: format.name(),
+            detail: "the file ends before the end-of-image marker".into(),
+        });
+    }
+    let img = reader(bytes, format, limits).decode().map_err(corrupt)?;
+    let info = ImageInfo {
+        format,
+        content_type: format.content_type(),
+        width: img.width(),
+        height: img.height(),
+    };
+    Ok((info, img))
+}
+
+fn reader<'a>(
+    bytes: &'a [u8],
+    format: ImageFormat,
+    limits: &ImageLimits,
+) -> ImageReader<Cursor<&'a [u8]>> {
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format.to_image_format());
+    reader.limits(decoder_limits(limits));
+    reader
+}
+
+/// The decoder's allocation budget: the largest accepted image at 8 bytes a pixel (16-bit RGBA),
+/// plus 16 MiB for the decoders' own buffers.
+fn decoder_limits(limits: &ImageLimits) -> image::Limits {
+    let side = u32::try_from(limits.max_pixels).unwrap_or(u32::MAX);
+    let mut out = image::Limits::default();
+    out.max_image_width = Some(side);
+    out.max_image_height = Some(side);
+    out.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(16 << 20));
+    out
+}
+
+fn classify(error: ImageError, format: ImageFormat) -> ImageRejection {
+    match error {
+        ImageError::Limits(e) => ImageRejection::CorruptImage {
+            // Only reachable when a header under-declares what decoding then needs.
+            format: format.name(),
+            detail: format!("decoding exceeds the memory limit: {e}"),
+        },
+        ImageError::Unsupported(e) => ImageRejection::CorruptImage {
+            format: format.name(),
+            detail: format!("a feature of this file is not supported: {e}"),
+        },
+        other => ImageRejection::CorruptImage {
+            format: format.name(),
+            detail: other.to_string(),
+        },
+    }
+}
+
+/// Whether a JPEG's marker structure reaches the end-of-image marker (`FF D9`). Segments are
+/// skipped by their declared length (so an EXIF thumbnail's own `FF D9` does not count), and in
+/// entropy-coded data `FF 00` (a stuffed byte) and `FF D0`..`FF D7` (restarts) are data. Bytes
+/// after the EOI (some cameras append metadata there) are ignored.
+fn jpeg_reaches_eoi(bytes: &[u8]) -> bool {
+    let mut i = 2; // after SOI
+    while i + 1 < bytes.len() {
+        if bytes[i] != 0xFF {
+            i += 1; // scan data, or stray bytes between segments (tolerated, as decoders do)
+            continue;
+        }
+        match bytes[i + 1] {
+            0xD9 => return true,
+            // Fill byte, stuffed zero, restart markers, TEM and SOI carry no length.
+            0xFF => i += 1,
+            0x00 | 0x01 | 0xD0..=0xD8 => i += 2,
+            _ => {
+                let Some(len) = bytes.get(i + 2..i + 4) else {
+                    return false;
+                };
+                i += 2 + usize::from(u16::from_be_bytes([len[0], len[1]]));
+            }
+        }
+    }
+    false
+}
+
+enum Sniffed {
+    Supported(ImageFormat),
+    /// Recognised, but not taken (the name, for the message).
+    Unsupported(&'static str),
+    Unknown,
+}
+
+/// The format from the magic bytes.
+fn sniff(bytes: &[u8]) -> Sniffed {
+    use Sniffed::{Supported, Unknown, Unsupported};
+    let starts = |magic: &[u8]| bytes.starts_with(magic);
+    if starts(b"\x89PNG\r\n\x1a\n") {
+        Supported(ImageFormat::Png)
+    } else if starts(&[0xFF, 0xD8, 0xFF]) {
+        Supported(ImageFormat::Jpeg)
+    } else if starts(b"BM") && bytes.len() >= 14 {
+        Supported(ImageFormat::Bmp)
+    } else if starts(b"II*\0") || starts(b"MM\0*") || starts(b"II+\0") || starts(b"MM\0+") {
+        Supported(ImageFormat::Tiff)
+    } else if starts(b"RIFF") && bytes.get(8..12) == Some(b"WEBP") {
+        Supported(ImageFormat::WebP)
+    } else if starts(b"GIF87a") || starts(b"GIF89a") {
+        Unsupported("GIF")
+    } else if bytes.get(128..132) == Some(b"DICM") {
+        Unsupported("DICOM")
+    } else if bytes.get(4..8) == Some(b"ftyp") {
+        Unsupported("HEIF/AVIF")
+    } else if starts(b"\0\0\0\x0cjP  \r\n\x87\n") || starts(&[0xFF, 0x4F, 0xFF, 0x51]) {
+        Unsupported("JPEG 2000")
+    } else if starts(b"\0\0\0\x0cJXL \r\n\x87\n") || starts(&[0xFF, 0x0A]) {
+        Unsupported("JPEG XL")
+    } else if starts(b"8BPS") {
+        Unsupported("Photoshop (PSD)")
+    } else if starts(&[0, 0, 1, 0]) {
+        Unsupported("ICO")
+    } else if starts(b"qoif") {
+        Unsupported("QOI")
+    } else if starts(&[0x76, 0x2F, 0x31, 0x01]) {
+        Unsupported("OpenEXR")
+    } else if starts(b"%PDF") {
+        Unsupported("PDF")
+    } else if starts(b"<svg") {
+        Unsupported("SVG")
+    } else {
+        Unknown
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use image::{ImageBuffer, Rgb, Rgba};
+
+    use super::*;
+
+    const LIMITS: ImageLimits = ImageLimits {
+        max_bytes: 1 << 20,
+        max_pixels: 1_000_000,
+    };
+
+    fn sample() -> DynamicImage {
+        DynamicImage::ImageRgb8(ImageBuffer::from_fn(64, 48, |x, y| {
+            Rgb([(x * 4) as u8, (y * 5) as u8, ((x + y) * 2) as u8])
+        }))
+    }
+
+    fn encode(img: &DynamicImage, format: image::ImageFormat) -> Vec<u8> {
+        let mut out = Cursor::new(Vec::new());
+        img.write_to(&mut out, format).unwrap();
+        out.into_inner()
+    }
+
+    fn code(bytes: &[u8]) -> &'static str {
+        validate(bytes, &LIMITS).unwrap_err().code()
+    }
+
+    /// A PNG chunk: length, type, data, CRC-32 of type and data.
+    fn png_chunk(kind: &[u8; 4], data: &[u8]) -> Vec<u8> {
+        fn crc32(bytes: &[u8]) -> u32 {
+            let mut crc = 0xFFFF_FFFFu32;
+            for &b in bytes {
+                crc ^= u32::from(b);
+                for _ in 0..8 {
+                    crc = if crc & 1 == 1 {
+                        (crc >> 1) ^ 0xEDB8_8320
+                    } else {
+                        crc >> 1
+                    };
+                }
+            }
+            !crc
+        }
+        let mut out = (data.len() as u32).to_be_bytes().to_vec();
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        let mut crc_input = kind.to_vec();
+        crc_input.extend_from_slice(data);
+        out.extend_from_slice(&crc32(&crc_input).to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn all_five_formats_are_accepted() {
+        let img = sample();
+        let rgba = DynamicImage::ImageRgba8(img.to_rgba8());
+        for (format, source, expected) in [
+            (image::ImageFormat::Png, &img, ImageFormat::Png),
+            (image::ImageFormat::Jpeg, &img, ImageFormat::Jpeg),
+            (image::ImageFormat::Bmp, &img, ImageFormat::Bmp),
+            (image::ImageFormat::Tiff, &img, ImageFormat::Tiff),
+            (image::ImageFormat::WebP, &rgba, ImageFormat::WebP),
+        ] {
+            let bytes = encode(source, format);
+            let info = validate(&bytes, &LIMITS).unwrap_or_else(|e| panic!("{format:?}: {e}"));
+            assert_eq!(info.format, expected);
+            assert_eq!(info.content_type, expected.content_type());
+            assert_eq!((info.width, info.height), (64, 48));
+            let decoded = decode(&bytes, &LIMITS).unwrap();
+            assert_eq!((decoded.width(), decoded.height()), (64, 48));
+        }
+    }
+
+    #[test]
+    fn sixteen_bit_png_is_accepted_and_kept_at_16_bits() {
+        let img = DynamicImage::ImageRgb16(ImageBuffer::from_fn(20, 10, |x, y| {
+            Rgb([(x * 3000) as u16, (y * 6000) as u16, 65535])
+        }));
+        let bytes = encode(&img, image::ImageFormat::Png);
+        assert_eq!(validate(&bytes, &LIMITS).unwrap().format, ImageFormat::Png);
+        assert!(matches!(
+            decode(&bytes, &LIMITS).unwrap(),
+            DynamicImage::ImageRgb16(_)
+        ));
+    }
+
+    #[test]
+    fn empty_file() {
+        assert_eq!(code(b""), "empty_file");
+    }
+
+    #[test]
+    fn too_many_bytes() {
+        let limits = ImageLimits {
+            max_bytes: 100,
+            ..LIMITS
+        };
+        let bytes = encode(&sample(), image::ImageFormat::Png);
+        let err = validate(&bytes, &limits).unwrap_err();
+        assert_eq!(err.code(), "image_too_large");
+        assert!(err.to_string().contains("100 bytes"), "{err}");
+    }
+
+    #[test]
+    fn gif_and_dicom_are_recognised_but_unsupported() {
+        let err = validate(b"GIF89a\x01\x00\x01\x00\x00\x00\x00;", &LIMITS).unwrap_err();
+        assert_eq!(err.code(), "unsupported_image_format");
+        assert!(
+            err.to_string().starts_with("GIF images are not accepted"),
+            "{err}"
+        );
+
+        let mut dicom = vec![0u8; 132];
+        dicom[128..132].copy_from_slice(b"DICM");
+        assert_eq!(code(&dicom), "unsupported_image_format");
+    }
+
+    #[test]
+    fn text_is_not_an_image() {
+        assert_eq!(code(b"patient,finding\n1,none\n"), "not_an_image");
+        assert_eq!(code(&[0u8; 10]), "not_an_image");
+    }
+
+    #[test]
+    fn truncated_png_is_corrupt() {
+        let bytes = encode(&sample(), image::ImageFormat::Png);
+        assert_eq!(code(&bytes[..bytes.len() / 2]), "corrupt_image");
+        assert_eq!(code(&bytes[..20]), "corrupt_image");
+    }
+
+    #[test]
+    fn truncated_jpeg_is_corrupt() {
+        let bytes = encode(&sample(), image::ImageFormat::Jpeg);
+        for cut in [bytes.len() - 2, bytes.len() * 2 / 3, bytes.len() / 3, 40] {
+            assert_eq!(
+                code(&bytes[..cut]),
+                "corrupt_image",
+                "cut at {cut} of {}",
+                bytes.len()
+            );
+        }
+    }
+
+    #[test]
+    fn jpeg_with_data_after_the_end_marker_is_accepted() {
+        let mut bytes = encode(&sample(), image::ImageFormat::Jpeg);
+        bytes.extend(std::iter::repeat_n(0xAB, 4096));
+        assert_eq!(validate(&bytes, &LIMITS).unwrap().format, ImageFormat::Jpeg);
+    }
+
+    #[test]
+    fn damaged_png_data_is_corrupt() {
+        let mut bytes = encode(&sample(), image::ImageFormat::Png);
+        let middle = bytes.len() / 2;
+        for b in &mut bytes[middle..middle + 16] {
+            *b ^= 0x5A;
+        }
+        assert_eq!(code(&bytes), "corrupt_image");
+    }
+
+    #[test]
+    fn decompression_bomb_is_refused_from_the_header() {
+        // A 100000 x 100000 RGBA PNG header (40 GB of pixels) in well under a kilobyte.
+        let mut ihdr = Vec::new();
+        ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+        ihdr.extend_from_slice(&100_000u32.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 6, 0, 0, 0]); // 8-bit RGBA, deflate, no interlace
+        let mut bomb = b"\x89PNG\r\n\x1a\n".to_vec();
+        bomb.extend(png_chunk(b"IHDR", &ihdr));
+        // zlib header + an empty final stored block: the pixel data would follow.
+        bomb.extend(png_chunk(
+            b"IDAT",
+            &[0x78, 0x01, 0x01, 0x00, 0x00, 0xFF, 0xFF],
+        ));
+        bomb.extend(png_chunk(b"IEND", &[]));
+        assert!(bomb.len() < 100);
+        let err = validate(&bomb, &ImageLimits::default()).unwrap_err();
+        assert_eq!(
+            err,
+            ImageRejection::ImageDimensionsTooLarge {
+                width: 100_000,
+                height: 100_000,
+                max: ImageLimits::default().max_pixels
+            }
+        );
+        assert_eq!(err.code(), "image_dimensions_too_large");
+    }
+
+    #[test]
+    fn dimensions_over_the_pixel_limit() {
+        let limits = ImageLimits {
+            max_pixels: 64 * 48 - 1,
+            ..LIMITS
+        };
+        let bytes = encode(&sample(), image::ImageFormat::Png);
+        assert_eq!(
+            validate(&bytes, &limits).unwrap_err().code(),
+            "image_dimensions_too_large"
+        );
+        let limits = ImageLimits {
+            max_pixels: 64 * 48,
+            ..LIMITS
+        };
+        validate(&bytes, &limits).unwrap();
+    }
+
+    #[test]
+    fn alpha_png_is_accepted() {
+        let img = DynamicImage::ImageRgba8(ImageBuffer::from_pixel(3, 3, Rgba([1, 2, 3, 4])));
+        let bytes = encode(&img, image::ImageFormat::Png);
+        assert_eq!(validate(&bytes, &LIMITS).unwrap().format, ImageFormat::Png);
+    }
+}

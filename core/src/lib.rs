@@ -1,0 +1,16 @@
+//! The MedInform domain: jobs, the model registry and inference, and the three backends
+//! (job store, blob store, job queue) that the API and the worker share.
+//!
+//! Every backend concern is one trait with two implementations: a distributed one
+//! (PostgreSQL, S3, RabbitMQ) and an embedded one (SQLite, a local folder, an in-process
+//! queue). Which one runs is decided once, at start-up, by [`app::Backends::connect`].
+
+pub mod app;
+pub mod config;
+pub mod db;
+pub mod imaging;
+pub mod job;
+pub mod queue;
+pub mod registry;
+pub mod republish;
+pub mod storage;

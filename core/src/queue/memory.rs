@@ -1,0 +1,201 @@
+//! The embedded job queue: in-process lanes, for a single `medinform serve` process.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+use super::{Delivery, JobMessage, JobQueue, Outcome, QueueError, Settle, Subscription};
+
+#[derive(Debug, Default)]
+struct State {
+    lanes: HashMap<String, VecDeque<Envelope>>,
+    dead_letters: Vec<JobMessage>,
+}
+
+#[derive(Debug)]
+struct Envelope {
+    message: JobMessage,
+    redelivered: bool,
+}
+
+/// Lanes in memory with the same delivery semantics as RabbitMQ: prefetch, acknowledgement,
+/// redelivery of what a consumer drops, dead letters. Nothing survives the process, which the
+/// re-publisher makes up for at start-up ([`JobQueue::is_durable`] is false).
+#[derive(Debug, Clone, Default)]
+pub struct MemoryQueue {
+    state: Arc<Mutex<State>>,
+    arrived: Arc<Notify>,
+}
+
+impl MemoryQueue {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Messages that were dead-lettered, oldest first.
+    pub fn dead_letters(&self) -> Vec<JobMessage> {
+        self.lock().dead_letters.clone()
+    }
+
+    /// Messages waiting in the lane of `model`.
+    pub fn pending(&self, model: &str) -> usize {
+        self.lock().lanes.get(model).map_or(0, VecDeque::len)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; carry on with it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn push(&self, envelope: Envelope, front: bool) {
+        let mut state = self.lock();
+        let lane = state
+            .lanes
+            .entry(envelope.message.model().to_string())
+            .or_default();
+        if front {
+            lane.push_front(envelope);
+        } else {
+            lane.push_back(envelope);
+        }
+        drop(state);
+        self.arrived.notify_waiters();
+    }
+}
+
+#[async_trait]
+impl JobQueue for MemoryQueue {
+    async fn publish(&self, message: &JobMessage) -> Result<(), QueueError> {
+        self.push(
+            Envelope {
+                message: message.clone(),
+                redelivered: false,
+            },
+            false,
+        );
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        models: &[String],
+        prefetch: u16,
+    ) -> Result<Box<dyn Subscription>, QueueError> {
+        Ok(Box::new(MemorySubscription {
+            queue: self.clone(),
+            models: models.to_vec(),
+            next_lane: 0,
+            credit: Arc::new(Semaphore::new(usize::from(prefetch.max(1)))),
+        }))
+    }
+
+    async fn check(&self) -> Result<(), QueueError> {
+        Ok(())
+    }
+
+    fn is_durable(&self) -> bool {
+        false
+    }
+
+    fn describe(&self) -> String {
+        "in-process queue".into()
+    }
+}
+
+struct MemorySubscription {
+    queue: MemoryQueue,
+    models: Vec<String>,
+    /// Round robin over the lanes, so one busy model cannot starve another.
+    next_lane: usize,
+    /// One permit per unacknowledged delivery (the prefetch window).
+    credit: Arc<Semaphore>,
+}
+
+impl MemorySubscription {
+    fn take(&mut self) -> Option<Envelope> {
+        let mut state = self.queue.lock();
+        for offset in 0..self.models.len() {
+            let index = (self.next_lane + offset) % self.models.len();
+            if let Some(envelope) = state
+                .lanes
+                .get_mut(&self.models[index])
+                .and_then(VecDeque::pop_front)
+            {
+                self.next_lane = index + 1;
+                return Some(envelope);
+            }
+        }
+        None
+    }
+}
+
+#[async_trait]
+impl Subscription for MemorySubscription {
+    async fn next(&mut self) -> Option<Result<Delivery, QueueError>> {
+        let permit = self.credit.clone().acquire_owned().await.ok()?;
+        loop {
+            // Register interest before looking, so a publish between the look and the wait
+            // is not missed.
+            let arrived = self.queue.arrived.clone();
+            let notified = arrived.notified();
+            if let Some(envelope) = self.take() {
+                return Some(Ok(Delivery {
+                    redelivered: envelope.redelivered,
+                    settle: Box::new(MemorySettle {
+                        queue: self.queue.clone(),
+                        message: envelope.message.clone(),
+                        settled: AtomicBool::new(false),
+                        _permit: permit,
+                    }),
+                    message: envelope.message,
+                }));
+            }
+            notified.await;
+        }
+    }
+}
+
+struct MemorySettle {
+    queue: MemoryQueue,
+    message: JobMessage,
+    settled: AtomicBool,
+    _permit: OwnedSemaphorePermit,
+}
+
+#[async_trait]
+impl Settle for MemorySettle {
+    async fn settle(&self, outcome: Outcome) -> Result<(), QueueError> {
+        if self.settled.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        match outcome {
+            Outcome::Ack => {}
+            Outcome::Requeue => self.queue.push(
+                Envelope {
+                    message: self.message.clone(),
+                    redelivered: true,
+                },
+                true,
+            ),
+            Outcome::DeadLetter => self.queue.lock().dead_letters.push(self.message.clone()),
+        }
+        Ok(())
+    }
+}
+
+impl Drop for MemorySettle {
+    fn drop(&mut self) {
+        if !self.settled.swap(true, Ordering::SeqCst) {
+            self.queue.push(
+                Envelope {
+                    message: self.message.clone(),
+                    redelivered: true,
+                },
+                true,
+            );
+        }
+    }
+}

@@ -1,0 +1,474 @@
+//! ONNX Runtime: loading the shared library, building sessions, and running a batch.
+//!
+//! ONNX Runtime is loaded at run time (`ort`'s `load-dynamic`) from the library of the
+//! `onnxruntime` Python wheel, so the worker and the training pipeline run the very same build.
+//!
+//! `ort`'s `Session::run` takes `&mut self` (some ONNX Runtime internals are not thread-safe), so
+//! each model holds one session behind a `Mutex`. Throughput comes from batching, not from
+//! concurrent runs: the worker passes many jobs' tensors to one [`Runner::run`] call, and ONNX
+//! Runtime's intra-op thread pool already spreads that one run over the cores, so a pool of
+//! sessions would only make runs compete for the same cores (and hold the weights twice).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+use anyhow::{Context, anyhow, bail};
+use ort::environment::Environment;
+use ort::ep::ExecutionProvider as _;
+use ort::session::Session;
+use ort::value::{TensorElementType, TensorRef, ValueType};
+use serde::{Deserialize, Serialize};
+
+use super::manifest::{Layout, Manifest};
+
+/// Where inference runs, as configured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionProvider {
+    /// The CPU only.
+    Cpu,
+    /// CUDA; falls back to the CPU with a warning when it cannot be used.
+    Cuda,
+    /// CUDA when this ONNX Runtime has it and it starts, else the CPU.
+    #[default]
+    Auto,
+}
+
+/// Where a session actually runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActiveProvider {
+    Cpu,
+    Cuda,
+}
+
+impl ActiveProvider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cpu => "cpu",
+            Self::Cuda => "cuda",
+        }
+    }
+}
+
+/// Why a batch could not be screened.
+#[derive(Debug, thiserror::Error)]
+pub enum InferenceError {
+    #[error("model {id} is unavailable: {reason}")]
+    Unavailable { id: String, reason: String },
+    #[error("input {index} has shape {actual:?}; model {id} expects {expected:?}")]
+    InputShape {
+        id: String,
+        index: usize,
+        actual: Vec<usize>,
+        expected: [usize; 3],
+    },
+    #[error("ONNX Runtime failed running model {id}: {message}")]
+    Runtime { id: String, message: String },
+    #[error("model {id} gave an unusable output: {message}")]
+    Output { id: String, message: String },
+}
+
+impl InferenceError {
+    /// A stable code for a job's failure record.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unavailable { .. } => "model_unavailable",
+            Self::InputShape { .. } | Self::Runtime { .. } | Self::Output { .. } => {
+                "inference_failed"
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading ONNX Runtime
+
+struct Runtime {
+    library: PathBuf,
+    environment: Environment,
+}
+
+static RUNTIME: Mutex<Option<Runtime>> = Mutex::new(None);
+
+/// Loads ONNX Runtime once per process and returns the library it came from.
+///
+/// The library is `library` if given, else `$ORT_DYLIB_PATH`, else the newest
+/// `.venv/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so*` in the current
+/// directory or its nearest ancestor that has one. Later calls return the library already
+/// loaded (a process can load only one); a failed attempt can be retried.
+pub fn init_onnxruntime(library: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let mut runtime = RUNTIME.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(loaded) = runtime.as_ref() {
+        if let Some(requested) = library.filter(|l| *l != loaded.library) {
+            tracing::warn!(
+                requested = %requested.display(),
+                loaded = %loaded.library.display(),
+                "ONNX Runtime is already loaded from another library; keeping it"
+            );
+        }
+        return Ok(loaded.library.clone());
+    }
+    let path = locate_library(library)?;
+    let builder = ort::init_from(&path)
+        .map_err(|e| anyhow!("cannot load ONNX Runtime from {}: {e}", path.display()))?;
+    let environment = builder
+        .with_name("medinform")
+        .build()
+        .map_err(|e| anyhow!("cannot start ONNX Runtime from {}: {e}", path.display()))?;
+    tracing::info!(library = %path.display(), "ONNX Runtime loaded");
+    *runtime = Some(Runtime {
+        library: path.clone(),
+        environment,
+    });
+    Ok(path)
+}
+
+fn environment() -> Option<Environment> {
+    let runtime = RUNTIME.lock().unwrap_or_else(PoisonError::into_inner);
+    runtime.as_ref().map(|r| r.environment.clone())
+}
+
+fn locate_library(library: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(path) = library {
+        if path.is_file() {
+            return Ok(path.to_path_buf());
+        }
+        bail!(
+            "ONNX Runtime library {} does not exist (setting onnxruntime_library)",
+            path.display()
+        );
+    }
+    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        let path = PathBuf::from(path);
+        if path.is_file() {
+            return Ok(path);
+        }
+        bail!(
+            "ONNX Runtime library {} does not exist (ORT_DYLIB_PATH)",
+            path.display()
+        );
+    }
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let mut looked = Vec::new();
+    for dir in cwd.ancestors() {
+        let lib = dir.join(".venv").join("lib");
+        looked.push(lib.join("python3*/site-packages/onnxruntime/capi/libonnxruntime.so*"));
+        if let Some(found) = find_in_venv(&lib) {
+            return Ok(found);
+        }
+    }
+    bail!(
+        "ONNX Runtime library not found: set onnxruntime_library or ORT_DYLIB_PATH, or install the \
+         onnxruntime wheel into .venv; looked for {}",
+        looked
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// The newest `python3*/site-packages/onnxruntime/capi/libonnxruntime.so*` under a venv's `lib`.
+fn find_in_venv(lib: &Path) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(lib)
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("python3"))
+        .filter_map(|e| std::fs::read_dir(e.path().join("site-packages/onnxruntime/capi")).ok())
+        .flat_map(|entries| entries.flatten())
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("libonnxruntime.so") || n == "libonnxruntime.dylib")
+        })
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions
+
+/// A loaded ONNX session, checked against its manifest.
+pub(crate) struct Runner {
+    session: Mutex<Session>,
+    provider: ActiveProvider,
+    input_name: String,
+    output_name: String,
+    /// `Some(n)` when the graph's batch axis is fixed (runs are then made n images at a time).
+    fixed_batch: Option<usize>,
+}
+
+impl Runner {
+    /// Builds a session for `weights` and checks its input and output against the manifest.
+    /// The error is the reason a person reads in the model list.
+    pub(crate) fn load(
+        weights: &Path,
+        manifest: &Manifest,
+        requested: ExecutionProvider,
+        intra_threads: usize,
+    ) -> anyhow::Result<Self> {
+        let environment = environment().context("ONNX Runtime is not loaded")?;
+        let build = |cuda: bool| -> anyhow::Result<Session> {
+            let mut builder = Session::builder(&environment)?;
+            if intra_threads > 0 {
+                builder = builder
+                    .with_intra_threads(intra_threads)
+                    .map_err(<ort::Error>::from)?;
+            }
+            if cuda {
+                builder = builder
+                    .with_execution_providers([ort::ep::CUDA::default().build().error_on_failure()])
+                    .map_err(<ort::Error>::from)?;
+            }
+            Ok(builder.commit_from_file(weights)?)
+        };
+        let id = &manifest.id;
+        let (session, provider) = match requested {
+            ExecutionProvider::Cpu => (build(false)?, ActiveProvider::Cpu),
+            ExecutionProvider::Cuda | ExecutionProvider::Auto => {
+                let cuda = match ort::ep::CUDA::is_available() {
+                    Ok(true) => build(true).map_err(|e| e.to_string()),
+                    Ok(false) => {
+                        Err("this ONNX Runtime build has no CUDA execution provider".to_owned())
+                    }
+                    Err(e) => Err(e.to_string()),
+                };
+                match cuda {
+                    Ok(session) => (session, ActiveProvider::Cuda),
+                    Err(why) => {
+                        if requested == ExecutionProvider::Cuda {
+                            tracing::warn!(model = %id, reason = %why, "CUDA was requested but is not available; running on the CPU");
+                        } else {
+                            tracing::info!(model = %id, reason = %why, "CUDA not available; running on the CPU");
+                        }
+                        (build(false)?, ActiveProvider::Cpu)
+                    }
+                }
+            }
+        };
+        let fixed_batch = check_io(&session, manifest)?;
+        tracing::info!(model = %id, version = %manifest.version, provider = provider.as_str(), "model loaded");
+        Ok(Self {
+            session: Mutex::new(session),
+            provider,
+            input_name: manifest.input.name.clone(),
+            output_name: manifest.output.name.clone(),
+            fixed_batch,
+        })
+    }
+
+    pub(crate) fn provider(&self) -> ActiveProvider {
+        self.provider
+    }
+
+    /// Runs a batch (`batch` tensors of `shape`, stacked in `data`) and returns the output
+    /// values, `batch * per_image` of them.
+    pub(crate) fn run(
+        &self,
+        id: &str,
+        data: &[f32],
+        batch: usize,
+        shape: [usize; 3],
+        per_image: usize,
+    ) -> Result<Vec<f32>, InferenceError> {
+        let runtime = |e: ort::Error| InferenceError::Runtime {
+            id: id.to_owned(),
+            message: e.to_string(),
+        };
+        let image_len = shape.iter().product::<usize>();
+        let chunk = self.fixed_batch.unwrap_or(batch).max(1);
+        let mut out = Vec::with_capacity(batch * per_image);
+        let mut session = self.session.lock().unwrap_or_else(PoisonError::into_inner);
+        for images in data.chunks(chunk * image_len) {
+            let n = images.len() / image_len;
+            let tensor = TensorRef::from_array_view(([n, shape[0], shape[1], shape[2]], images))
+                .map_err(runtime)?;
+            let outputs = session
+                .run(ort::inputs![self.input_name.as_str() => tensor])
+                .map_err(runtime)?;
+            let value = outputs
+                .get(&self.output_name)
+                .ok_or_else(|| InferenceError::Output {
+                    id: id.to_owned(),
+                    message: format!(
+                        "the session produced no output named {:?}",
+                        self.output_name
+                    ),
+                })?;
+            let (out_shape, values) =
+                value
+                    .try_extract_tensor::<f32>()
+                    .map_err(|e| InferenceError::Output {
+                        id: id.to_owned(),
+                        message: format!(
+                            "output {:?} is not a float32 tensor: {e}",
+                            self.output_name
+                        ),
+                    })?;
+            if values.len() != n * per_image || out_shape.first().copied() != Some(n as i64) {
+                return Err(InferenceError::Output {
+                    id: id.to_owned(),
+                    message: format!(
+                        "output {:?} has shape {:?}; expected {n} row(s) of {per_image} value(s)",
+                        self.output_name,
+                        &out_shape[..]
+                    ),
+                });
+            }
+            out.extend_from_slice(values);
+        }
+        Ok(out)
+    }
+}
+
+/// Checks the graph's input and output against the manifest; returns the fixed batch size, if
+/// the batch axis is not dynamic.
+fn check_io(session: &Session, manifest: &Manifest) -> anyhow::Result<Option<usize>> {
+    let names = |outlets: &[ort::value::Outlet]| {
+        outlets
+            .iter()
+            .map(|o| o.name().to_owned())
+            .collect::<Vec<_>>()
+    };
+    let spec = &manifest.input;
+    if session.inputs().len() != 1 {
+        bail!(
+            "the ONNX graph has {} inputs {:?}; MedInform feeds exactly one",
+            session.inputs().len(),
+            names(session.inputs())
+        );
+    }
+    let input = session
+        .inputs()
+        .iter()
+        .find(|i| i.name() == spec.name)
+        .ok_or_else(|| {
+            anyhow!(
+                "input.name {:?} is not the ONNX graph's input {:?}",
+                spec.name,
+                names(session.inputs())
+            )
+        })?;
+    let dims = tensor_dims(input.dtype(), "input", &spec.name)?;
+    let [a, b, c] = spec.tensor_shape();
+    let expected = [a as i64, b as i64, c as i64];
+    let layout = match spec.layout {
+        Layout::Nchw => "nchw",
+        Layout::Nhwc => "nhwc",
+    };
+    let matches = dims.len() == 4
+        && dims[1..]
+            .iter()
+            .zip(&expected)
+            .all(|(d, e)| *d < 0 || d == e);
+    if !matches {
+        bail!(
+            "the ONNX input {:?} has shape {} but the manifest ({layout}, {} x {}, {} channel(s)) needs [batch, {a}, {b}, {c}]",
+            spec.name,
+            show_dims(&dims),
+            spec.width,
+            spec.height,
+            spec.channels()
+        );
+    }
+    let fixed_batch = (dims[0] > 0).then_some(dims[0] as usize);
+
+    let out_spec = &manifest.output;
+    let output = session
+        .outputs()
+        .iter()
+        .find(|o| o.name() == out_spec.name)
+        .ok_or_else(|| {
+            anyhow!(
+                "output.name {:?} is not among the ONNX graph's outputs {:?}",
+                out_spec.name,
+                names(session.outputs())
+            )
+        })?;
+    let dims = tensor_dims(output.dtype(), "output", &out_spec.name)?;
+    let per_image = if out_spec.activation.is_single_output() {
+        1
+    } else {
+        out_spec.labels.len() as i64
+    };
+    let known: Vec<i64> = dims.iter().skip(1).copied().collect();
+    let fits = if known.iter().all(|d| *d >= 0) {
+        known.iter().product::<i64>() == per_image
+    } else {
+        true // a dynamic output shape is checked on every run
+    };
+    if dims.is_empty() || !fits {
+        bail!(
+            "the ONNX output {:?} has shape {} but the manifest's {} label(s) and activation {:?} need {per_image} value(s) per image",
+            out_spec.name,
+            show_dims(&dims),
+            out_spec.labels.len(),
+            out_spec.activation
+        );
+    }
+    Ok(fixed_batch)
+}
+
+fn tensor_dims(dtype: &ValueType, what: &str, name: &str) -> anyhow::Result<Vec<i64>> {
+    match dtype {
+        ValueType::Tensor {
+            ty: TensorElementType::Float32,
+            shape,
+            ..
+        } => Ok(shape.to_vec()),
+        other => bail!("the ONNX {what} {name:?} is {other}, not a float32 tensor"),
+    }
+}
+
+fn show_dims(dims: &[i64]) -> String {
+    let parts: Vec<String> = dims
+        .iter()
+        .map(|d| {
+            if *d < 0 {
+                "?".to_owned()
+            } else {
+                d.to_string()
+            }
+        })
+        .collect();
+    format!("[{}]", parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_configured_library_that_does_not_exist_is_named() {
+        let err = locate_library(Some(Path::new("/nowhere/libonnxruntime.so"))).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("/nowhere/libonnxruntime.so") && text.contains("onnxruntime_library"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_venv_search_takes_the_runtime_library_not_the_provider_bridge() {
+        let venv = tempfile::tempdir().unwrap();
+        let capi = venv
+            .path()
+            .join("lib/python3.11/site-packages/onnxruntime/capi");
+        std::fs::create_dir_all(&capi).unwrap();
+        for name in [
+            "libonnxruntime_providers_shared.so",
+            "libonnxruntime.so.1.31.1",
+            "onnxruntime_pybind11_state.so",
+        ] {
+            std::fs::write(capi.join(name), b"").unwrap();
+        }
+        assert_eq!(
+            find_in_venv(&venv.path().join("lib")),
+            Some(capi.join("libonnxruntime.so.1.31.1"))
+        );
+        assert_eq!(find_in_venv(&venv.path().join("missing")), None);
+    }
+}

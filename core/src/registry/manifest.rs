@@ -1,0 +1,752 @@
+//! `manifest.toml`: what the worker must know about a model, as `models/README.md` specifies it.
+//!
+//! Parsing is strict (unknown keys are refused, so a misspelt `treshold` is an error rather than
+//! a silently ignored setting) except under `[metrics]`, which the training pipeline fills freely.
+//! [`Manifest::validate`] then checks what the types cannot say, and every error names the field.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The file name of a manifest inside a model folder.
+pub const MANIFEST_FILE: &str = "manifest.toml";
+
+/// A model's manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Equals the folder name; `[a-z0-9_]+`.
+    pub id: String,
+    /// Part of every result; bumped whenever the weights change.
+    pub version: String,
+    /// For people.
+    pub name: String,
+    pub modality: Modality,
+    pub task: Task,
+    pub description: String,
+    /// The ONNX file, relative to the folder.
+    pub weights: String,
+    /// The model card (Markdown), relative to the folder.
+    pub card: String,
+    pub input: InputSpec,
+    pub output: OutputSpec,
+    pub decision: DecisionSpec,
+    /// Measured on the held-out split, written by the training pipeline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Metrics>,
+}
+
+/// What kind of image a model reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Modality {
+    ChestXray,
+    BloodSmearCell,
+    Dermoscopy,
+    Fundus,
+}
+
+/// The kind of decision a model makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Task {
+    /// Two classes; the label is the finding when p(finding) >= threshold.
+    Binary,
+    /// Several unordered classes; the label is the argmax.
+    Multiclass,
+    /// Ordered grades; the label is the argmax and p(finding) is the sum over `referable`.
+    Ordinal,
+}
+
+/// The network's input and how an image becomes it (`[input]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    /// ONNX input tensor name.
+    pub name: String,
+    pub layout: Layout,
+    pub color: ColorSpace,
+    pub width: u32,
+    pub height: u32,
+    /// Applied in order to the 8-bit image after colour conversion.
+    #[serde(default)]
+    pub preprocess: Vec<PreprocessStep>,
+    pub normalize: Normalize,
+}
+
+impl InputSpec {
+    /// 1 for gray, 3 for rgb.
+    pub fn channels(&self) -> usize {
+        self.color.channels()
+    }
+
+    /// The shape of one image's tensor, without the batch axis: `[C, H, W]` or `[H, W, C]`.
+    pub fn tensor_shape(&self) -> [usize; 3] {
+        let (c, h, w) = (self.channels(), self.height as usize, self.width as usize);
+        match self.layout {
+            Layout::Nchw => [c, h, w],
+            Layout::Nhwc => [h, w, c],
+        }
+    }
+}
+
+/// Axis order of the input tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layout {
+    Nchw,
+    Nhwc,
+}
+
+/// The colour space the image is converted to before any step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColorSpace {
+    /// ITU-R BT.601 luma, one channel.
+    Gray,
+    /// Three channels, alpha dropped.
+    Rgb,
+}
+
+impl ColorSpace {
+    /// Number of channels of an image in this colour space.
+    pub fn channels(self) -> usize {
+        match self {
+            Self::Gray => 1,
+            Self::Rgb => 3,
+        }
+    }
+}
+
+/// One `[[input.preprocess]]` step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PreprocessStep {
+    /// Resize to `input.width` x `input.height`.
+    Resize { filter: ResizeFilter },
+    /// 3x3 convolution with OpenCV `filter2D` semantics, row-major kernel.
+    Sharpen { kernel: Vec<f64> },
+    /// OpenCV `equalizeHist` (of the Y of YUV for rgb images).
+    EqualizeHistogram,
+}
+
+/// Resampling filter of a `resize` step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResizeFilter {
+    /// PIL `NEAREST`.
+    Nearest,
+    /// Antialiased bilinear (PIL `BILINEAR` support), float32, rounded after each pass.
+    Triangle,
+}
+
+/// `x = (pixel * scale - mean[c]) / std[c]` (`[input.normalize]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Normalize {
+    pub scale: f64,
+    pub mean: Vec<f64>,
+    pub std: Vec<f64>,
+}
+
+/// The network's output and what its classes are (`[output]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputSpec {
+    /// ONNX output tensor name.
+    pub name: String,
+    pub activation: Activation,
+    /// Class order of the output.
+    pub labels: Vec<String>,
+    /// For `sigmoid` / `sigmoid_probability`: the label the single output value is the
+    /// probability of (the other label gets 1 - p).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sigmoid_positive: Option<String>,
+}
+
+/// How the raw output becomes class probabilities.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// N logits -> N probabilities.
+    Softmax,
+    /// 1 logit -> 2 classes.
+    Sigmoid,
+    /// The model already outputs N probabilities.
+    None,
+    /// 1 probability (already sigmoid-ed) -> 2 classes.
+    SigmoidProbability,
+}
+
+impl Activation {
+    /// Whether the network has a single output value for two classes.
+    pub fn is_single_output(self) -> bool {
+        matches!(self, Self::Sigmoid | Self::SigmoidProbability)
+    }
+}
+
+/// How probabilities become a screening decision (`[decision]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionSpec {
+    /// The class a screening programme looks for.
+    pub finding: String,
+    /// Positive when p(finding) >= threshold; overridable per site.
+    pub threshold: f64,
+    /// Ordinal models: the grades whose probabilities add up to p(finding).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referable: Option<Vec<String>>,
+}
+
+/// Held-out metrics written by the training pipeline (`[metrics]`); keys beyond the usual ones
+/// are kept as they are.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sensitivity: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub specificity: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roc_auc: Option<f64>,
+    #[serde(flatten)]
+    pub other: BTreeMap<String, toml::Value>,
+}
+
+/// Why a manifest cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{MANIFEST_FILE} line {line}: {message}")]
+    Parse { line: usize, message: String },
+    #[error("{MANIFEST_FILE}: `{field}` {problem}")]
+    Invalid { field: String, problem: String },
+}
+
+impl ManifestError {
+    fn invalid(field: impl Into<String>, problem: impl fmt::Display) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            problem: problem.to_string(),
+        }
+    }
+
+    /// The manifest field at fault, for validation errors.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            Self::Invalid { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+}
+
+/// The largest accepted `input.width` / `input.height`.
+pub const MAX_INPUT_SIDE: u32 = 4096;
+
+impl Manifest {
+    /// Reads and validates `<dir>/manifest.toml`; the folder name must be the model id.
+    pub fn load(dir: &Path) -> Result<Self, ManifestError> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| ManifestError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let folder = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        Self::parse(&text, folder)
+    }
+
+    /// Parses and validates a manifest's text; `folder` is the name of its folder.
+    pub fn parse(text: &str, folder: &str) -> Result<Self, ManifestError> {
+        let manifest: Manifest = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|span| text[..span.start.min(text.len())].lines().count().max(1))
+                .unwrap_or(1);
+            ManifestError::Parse {
+                line,
+                message: e.message().trim().to_owned(),
+            }
+        })?;
+        manifest.validate(folder)?;
+        Ok(manifest)
+    }
+
+    /// Checks everything the types cannot: names, lengths, label sets, ranges.
+    pub fn validate(&self, folder: &str) -> Result<(), ManifestError> {
+        if self.id.is_empty()
+            || !self
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(ManifestError::invalid(
+                "id",
+                format!("must match [a-z0-9_]+, got {:?}", self.id),
+            ));
+        }
+        if self.id != folder {
+            return Err(ManifestError::invalid(
+                "id",
+                format!(
+                    "is {:?} but the folder is named {folder:?}; they must be equal",
+                    self.id
+                ),
+            ));
+        }
+        for (field, value) in [
+            ("version", &self.version),
+            ("name", &self.name),
+            ("input.name", &self.input.name),
+            ("output.name", &self.output.name),
+        ] {
+            if value.trim().is_empty() {
+                return Err(ManifestError::invalid(field, "must not be empty"));
+            }
+        }
+        check_relative_path("weights", &self.weights)?;
+        check_relative_path("card", &self.card)?;
+        self.validate_input()?;
+        self.validate_output()?;
+        self.validate_decision()
+    }
+
+    fn validate_input(&self) -> Result<(), ManifestError> {
+        let input = &self.input;
+        for (field, side) in [("input.width", input.width), ("input.height", input.height)] {
+            if side == 0 || side > MAX_INPUT_SIDE {
+                return Err(ManifestError::invalid(
+                    field,
+                    format!("must be 1..={MAX_INPUT_SIDE}, got {side}"),
+                ));
+            }
+        }
+        for (i, step) in input.preprocess.iter().enumerate() {
+            if let PreprocessStep::Sharpen { kernel } = step {
+                let field = format!("input.preprocess[{i}].kernel");
+                if kernel.len() != 9 {
+                    return Err(ManifestError::invalid(
+                        field,
+                        format!("must have 9 entries (3x3, row-major), got {}", kernel.len()),
+                    ));
+                }
+                if kernel.iter().any(|k| !k.is_finite()) {
+                    return Err(ManifestError::invalid(field, "must be finite numbers"));
+                }
+            }
+        }
+        let norm = &input.normalize;
+        if !norm.scale.is_finite() || norm.scale == 0.0 {
+            return Err(ManifestError::invalid(
+                "input.normalize.scale",
+                "must be a finite, non-zero number",
+            ));
+        }
+        let channels = input.channels();
+        for (field, values) in [
+            ("input.normalize.mean", &norm.mean),
+            ("input.normalize.std", &norm.std),
+        ] {
+            if values.len() != channels {
+                return Err(ManifestError::invalid(
+                    field,
+                    format!(
+                        "must have {channels} value(s), one per channel of a {} image, got {}",
+                        color_name(input.color),
+                        values.len()
+                    ),
+                ));
+            }
+            if values.iter().any(|v| !v.is_finite()) {
+                return Err(ManifestError::invalid(field, "must be finite numbers"));
+            }
+        }
+        if norm.std.contains(&0.0) {
+            return Err(ManifestError::invalid(
+                "input.normalize.std",
+                "must not contain 0",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_output(&self) -> Result<(), ManifestError> {
+        let output = &self.output;
+        let labels = &output.labels;
+        if labels.is_empty() {
+            return Err(ManifestError::invalid("output.labels", "must not be empty"));
+        }
+        if labels.iter().any(|l| l.trim().is_empty()) {
+            return Err(ManifestError::invalid(
+                "output.labels",
+                "must not contain an empty label",
+            ));
+        }
+        for (i, label) in labels.iter().enumerate() {
+            if labels[..i].contains(label) {
+                return Err(ManifestError::invalid(
+                    "output.labels",
+                    format!("lists {label:?} twice"),
+                ));
+            }
+        }
+        let expected = match self.task {
+            Task::Binary => labels.len() == 2,
+            Task::Multiclass => labels.len() >= 2,
+            Task::Ordinal => labels.len() >= 3,
+        };
+        if !expected {
+            let wanted = match self.task {
+                Task::Binary => "exactly 2 labels",
+                Task::Multiclass => "at least 2 labels",
+                Task::Ordinal => "at least 3 labels",
+            };
+            return Err(ManifestError::invalid(
+                "output.labels",
+                format!(
+                    "has {} label(s); a {:?} task needs {wanted}",
+                    labels.len(),
+                    self.task
+                ),
+            ));
+        }
+        if output.activation.is_single_output() {
+            if labels.len() != 2 {
+                return Err(ManifestError::invalid(
+                    "output.labels",
+                    format!(
+                        "must have exactly 2 labels for activation {:?}, got {}",
+                        output.activation,
+                        labels.len()
+                    ),
+                ));
+            }
+            match &output.sigmoid_positive {
+                None => {
+                    return Err(ManifestError::invalid(
+                        "output.sigmoid_positive",
+                        "is required for a sigmoid activation: name the label the output is the probability of",
+                    ));
+                }
+                Some(positive) if !labels.contains(positive) => {
+                    return Err(ManifestError::invalid(
+                        "output.sigmoid_positive",
+                        format!("{positive:?} is not one of output.labels {labels:?}"),
+                    ));
+                }
+                Some(_) => {}
+            }
+        } else if output.sigmoid_positive.is_some() {
+            return Err(ManifestError::invalid(
+                "output.sigmoid_positive",
+                format!(
+                    "only applies to sigmoid activations, not {:?}",
+                    output.activation
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_decision(&self) -> Result<(), ManifestError> {
+        let decision = &self.decision;
+        let labels = &self.output.labels;
+        if !labels.contains(&decision.finding) {
+            return Err(ManifestError::invalid(
+                "decision.finding",
+                format!(
+                    "{:?} is not one of output.labels {labels:?}",
+                    decision.finding
+                ),
+            ));
+        }
+        if !(decision.threshold > 0.0 && decision.threshold < 1.0) {
+            return Err(ManifestError::invalid(
+                "decision.threshold",
+                format!(
+                    "must be strictly between 0 and 1, got {}",
+                    decision.threshold
+                ),
+            ));
+        }
+        match (self.task, &decision.referable) {
+            (Task::Ordinal, None) => Err(ManifestError::invalid(
+                "decision.referable",
+                "is required for an ordinal task: list the grades that make up the finding",
+            )),
+            (Task::Ordinal, Some(referable)) => {
+                if referable.is_empty() {
+                    return Err(ManifestError::invalid(
+                        "decision.referable",
+                        "must not be empty",
+                    ));
+                }
+                for (i, grade) in referable.iter().enumerate() {
+                    if !labels.contains(grade) {
+                        return Err(ManifestError::invalid(
+                            "decision.referable",
+                            format!("{grade:?} is not one of output.labels {labels:?}"),
+                        ));
+                    }
+                    if referable[..i].contains(grade) {
+                        return Err(ManifestError::invalid(
+                            "decision.referable",
+                            format!("lists {grade:?} twice"),
+                        ));
+                    }
+                }
+                if referable[0] != decision.finding {
+                    return Err(ManifestError::invalid(
+                        "decision.finding",
+                        format!(
+                            "must be the first grade of decision.referable ({:?}), got {:?}",
+                            referable[0], decision.finding
+                        ),
+                    ));
+                }
+                Ok(())
+            }
+            (_, Some(_)) => Err(ManifestError::invalid(
+                "decision.referable",
+                "only applies to ordinal tasks",
+            )),
+            (_, None) => Ok(()),
+        }
+    }
+
+    /// The index of `label` in the output's class order.
+    pub fn label_index(&self, label: &str) -> Option<usize> {
+        self.output.labels.iter().position(|l| l == label)
+    }
+}
+
+fn color_name(color: ColorSpace) -> &'static str {
+    match color {
+        ColorSpace::Gray => "gray",
+        ColorSpace::Rgb => "rgb",
+    }
+}
+
+/// A path inside the model folder: relative, and never climbing out of it.
+fn check_relative_path(field: &str, value: &str) -> Result<(), ManifestError> {
+    let path = Path::new(value);
+    let inside = !value.is_empty()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if inside {
+        Ok(())
+    } else {
+        Err(ManifestError::invalid(
+            field,
+            format!("must be a path inside the model folder, got {value:?}"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MALARIA: &str = r#"
+id = "malaria"
+version = "1.0.0"
+name = "Malaria"
+modality = "blood_smear_cell"
+task = "binary"
+description = "Thin blood smear single-cell crop: parasitized or uninfected."
+weights = "model.onnx"
+card = "CARD.md"
+
+[input]
+name = "input"
+layout = "nchw"
+color = "gray"
+width = 50
+height = 50
+
+[[input.preprocess]]
+op = "resize"
+filter = "triangle"
+
+[[input.preprocess]]
+op = "sharpen"
+kernel = [0, -1, 0, -1, 6, -1, 0, -1, 0]
+
+[[input.preprocess]]
+op = "equalize_histogram"
+
+[input.normalize]
+scale = 0.00392156862745098
+mean = [0.0]
+std = [1.0]
+
+[output]
+name = "output"
+activation = "softmax"
+labels = ["Uninfected", "Parasitized"]
+
+[decision]
+finding = "Parasitized"
+threshold = 0.5
+
+[metrics]
+split = "holdout"
+n = 3491
+accuracy = 0.97
+per_source = "P61"
+"#;
+
+    fn parse_err(text: &str) -> ManifestError {
+        Manifest::parse(text, "malaria").expect_err("the manifest should be refused")
+    }
+
+    #[test]
+    fn readme_example_parses() {
+        let m = Manifest::parse(MALARIA, "malaria").unwrap();
+        assert_eq!(m.input.tensor_shape(), [1, 50, 50]);
+        assert_eq!(
+            m.input.preprocess,
+            vec![
+                PreprocessStep::Resize {
+                    filter: ResizeFilter::Triangle
+                },
+                PreprocessStep::Sharpen {
+                    kernel: vec![0.0, -1.0, 0.0, -1.0, 6.0, -1.0, 0.0, -1.0, 0.0]
+                },
+                PreprocessStep::EqualizeHistogram,
+            ]
+        );
+        let metrics = m.metrics.unwrap();
+        assert_eq!(metrics.n, Some(3491));
+        assert_eq!(metrics.other["per_source"].as_str(), Some("P61"));
+    }
+
+    #[test]
+    fn id_must_match_the_folder() {
+        let err = Manifest::parse(MALARIA, "tuberculosis").unwrap_err();
+        assert_eq!(err.field(), Some("id"));
+        assert!(err.to_string().contains("tuberculosis"), "{err}");
+    }
+
+    #[test]
+    fn misspelt_key_is_refused_with_its_line() {
+        let err = parse_err(&MALARIA.replace("threshold = 0.5", "treshold = 0.5"));
+        let text = err.to_string();
+        assert!(matches!(err, ManifestError::Parse { .. }), "{text}");
+        assert!(text.contains("treshold"), "{text}");
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        let err = parse_err(&MALARIA.replace("threshold = 0.5", ""));
+        assert!(err.to_string().contains("threshold"), "{err}");
+    }
+
+    #[test]
+    fn normalize_needs_one_value_per_channel() {
+        let err = parse_err(&MALARIA.replace("mean = [0.0]", "mean = [0.0, 0.0, 0.0]"));
+        assert_eq!(err.field(), Some("input.normalize.mean"));
+    }
+
+    #[test]
+    fn kernel_needs_nine_entries() {
+        let err = parse_err(&MALARIA.replace("[0, -1, 0, -1, 6, -1, 0, -1, 0]", "[0, -1, 0]"));
+        assert_eq!(err.field(), Some("input.preprocess[1].kernel"));
+    }
+
+    #[test]
+    fn threshold_is_strictly_between_0_and_1() {
+        for bad in ["0.0", "1.0", "1.5", "-0.1", "nan"] {
+            let err = parse_err(&MALARIA.replace("threshold = 0.5", &format!("threshold = {bad}")));
+            assert_eq!(err.field(), Some("decision.threshold"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn finding_must_be_a_label() {
+        let err =
+            parse_err(&MALARIA.replace(r#"finding = "Parasitized""#, r#"finding = "Infected""#));
+        assert_eq!(err.field(), Some("decision.finding"));
+    }
+
+    #[test]
+    fn labels_must_not_be_empty() {
+        let err =
+            parse_err(&MALARIA.replace(r#"labels = ["Uninfected", "Parasitized"]"#, "labels = []"));
+        assert_eq!(err.field(), Some("output.labels"));
+    }
+
+    #[test]
+    fn sigmoid_needs_two_labels_and_a_positive_label() {
+        let sigmoid = MALARIA.replace(r#"activation = "softmax""#, r#"activation = "sigmoid""#);
+        assert_eq!(parse_err(&sigmoid).field(), Some("output.sigmoid_positive"));
+
+        let wrong = sigmoid.replace(
+            r#"labels = ["Uninfected", "Parasitized"]"#,
+            "labels = [\"Uninfected\", \"Parasitized\"]\nsigmoid_positive = \"Healthy\"",
+        );
+        assert_eq!(parse_err(&wrong).field(), Some("output.sigmoid_positive"));
+
+        let ok = sigmoid.replace(
+            r#"labels = ["Uninfected", "Parasitized"]"#,
+            "labels = [\"Uninfected\", \"Parasitized\"]\nsigmoid_positive = \"Uninfected\"",
+        );
+        Manifest::parse(&ok, "malaria").unwrap();
+
+        let softmax_with_positive = MALARIA.replace(
+            r#"labels = ["Uninfected", "Parasitized"]"#,
+            "labels = [\"Uninfected\", \"Parasitized\"]\nsigmoid_positive = \"Uninfected\"",
+        );
+        assert_eq!(
+            parse_err(&softmax_with_positive).field(),
+            Some("output.sigmoid_positive")
+        );
+    }
+
+    #[test]
+    fn ordinal_needs_referable_grades_starting_with_the_finding() {
+        let ordinal = MALARIA
+            .replace(r#"task = "binary""#, r#"task = "ordinal""#)
+            .replace(
+                r#"labels = ["Uninfected", "Parasitized"]"#,
+                r#"labels = ["None", "Mild", "Moderate", "Severe"]"#,
+            )
+            .replace(r#"finding = "Parasitized""#, r#"finding = "Moderate""#);
+        assert_eq!(parse_err(&ordinal).field(), Some("decision.referable"));
+        let ok = format!("{ordinal}\n").replace(
+            "threshold = 0.5",
+            "threshold = 0.5\nreferable = [\"Moderate\", \"Severe\"]",
+        );
+        Manifest::parse(&ok, "malaria").unwrap();
+        let wrong_first = ok.replace(r#"finding = "Moderate""#, r#"finding = "Severe""#);
+        assert_eq!(parse_err(&wrong_first).field(), Some("decision.finding"));
+    }
+
+    #[test]
+    fn weights_stay_inside_the_folder() {
+        for bad in ["../other/model.onnx", "/etc/passwd", ""] {
+            let err = parse_err(
+                &MALARIA.replace(r#"weights = "model.onnx""#, &format!("weights = {bad:?}")),
+            );
+            assert_eq!(err.field(), Some("weights"), "{bad}");
+        }
+    }
+
+    #[test]
+    fn unknown_preprocess_op_is_refused() {
+        let err = parse_err(&MALARIA.replace(r#"op = "equalize_histogram""#, r#"op = "clahe""#));
+        assert!(err.to_string().contains("clahe"), "{err}");
+    }
+}

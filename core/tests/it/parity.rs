@@ -1,0 +1,237 @@
+//! Parity: the Rust path against the original MedInform pipeline (golden tensors and Keras
+//! probabilities) and against ONNX Runtime in Python for every trained model in `models/`.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use medinform_core::registry::manifest::InputSpec;
+use medinform_core::registry::preprocess::preprocess;
+use medinform_core::registry::{Manifest, Registry};
+
+use crate::registry::{
+    assert_parity, cpu_options, decode_file, golden_pngs, read_npy_f32, reference, repo_root,
+    run_python, shared_dir,
+};
+
+/// The original server's preprocessing, in manifest form.
+const ORIGINAL_MALARIA_INPUT: &str = r#"
+name = "input"
+layout = "nhwc"
+color = "rgb"
+width = 125
+height = 125
+
+[[preprocess]]
+op = "resize"
+filter = "nearest"
+
+[[preprocess]]
+op = "sharpen"
+kernel = [0, -1, 0, -1, 6, -1, 0, -1, 0]
+
+[[preprocess]]
+op = "equalize_histogram"
+
+[normalize]
+scale = 0.00392156862745098
+mean = [0.0, 0.0, 0.0]
+std = [1.0, 1.0, 1.0]
+"#;
+
+#[test]
+fn golden_tensors_of_the_original_malaria_pipeline_are_reproduced() {
+    let spec: InputSpec = toml::from_str(ORIGINAL_MALARIA_INPUT).unwrap();
+    let mut worst = 0f32;
+    for png in golden_pngs() {
+        let tensor = preprocess(&decode_file(&png), &spec);
+        let npy = png.with_file_name(
+            png.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .replace(".png", ".input_nhwc_f32.npy"),
+        );
+        let (shape, golden) = read_npy_f32(&npy);
+        assert_eq!(tensor.shape(), &shape[..], "{}", png.display());
+        let diffs: Vec<f32> = tensor
+            .iter()
+            .zip(&golden)
+            .map(|(a, b)| (a - b).abs())
+            .collect();
+        let max = diffs.iter().copied().fold(0f32, f32::max);
+        let differing = diffs.iter().filter(|d| **d > 0.0).count();
+        eprintln!(
+            "{}: max abs diff {max}, {differing} of {} values differ",
+            png.display(),
+            diffs.len()
+        );
+        assert!(
+            max < 1.0 / 255.0,
+            "{}: max abs diff {max} (limit 1/255)",
+            png.display()
+        );
+        // Every step is integer arithmetic on 8-bit values: anything but an exact match is a bug.
+        assert_eq!(
+            differing,
+            0,
+            "{}: {differing} values differ (max {max})",
+            png.display()
+        );
+        worst = worst.max(max);
+    }
+    eprintln!("golden tensors: max abs diff {worst} over 6 images");
+}
+
+/// A few real images for a model: from `datasets/<id>`, else the data set of its modality,
+/// written as PNG into `out` (the test compares preprocessing and inference, not JPEG decoders,
+/// which differ between Pillow and the worker).
+fn sample_images(manifest: &Manifest, out: &Path) -> Vec<PathBuf> {
+    let datasets = shared_dir().join("datasets");
+    let by_modality = match manifest.modality {
+        medinform_core::registry::manifest::Modality::BloodSmearCell => "malaria",
+        medinform_core::registry::manifest::Modality::ChestXray => "tuberculosis",
+        medinform_core::registry::manifest::Modality::Dermoscopy => "skin_cancer",
+        medinform_core::registry::manifest::Modality::Fundus => "",
+    };
+    let dataset = [manifest.id.as_str(), by_modality]
+        .into_iter()
+        .map(|name| datasets.join(name))
+        .find(|dir| !dir.as_os_str().is_empty() && dir.is_dir() && dir != &datasets);
+    let Some(dataset) = dataset else {
+        return golden_pngs();
+    };
+    // Four images spread over the labels.csv order (which groups the classes).
+    let script = r#"
+import csv, os, sys
+import numpy as np
+from PIL import Image
+dataset, out = sys.argv[1], sys.argv[2]
+npz = sorted(f for f in os.listdir(dataset) if f.endswith(".npz"))
+if npz:
+    images = np.load(os.path.join(dataset, npz[0]))["images"]
+    picks = [(f"cell_{i}", images[i]) for i in np.linspace(0, len(images) - 1, 4).astype(int)]
+else:
+    rows = list(csv.DictReader(open(os.path.join(dataset, "labels.csv"))))
+    chosen = [rows[i] for i in np.linspace(0, len(rows) - 1, 4).astype(int)]
+    picks = [(os.path.splitext(os.path.basename(r["file"]))[0], np.asarray(Image.open(os.path.join(dataset, r["file"])))) for r in chosen]
+for name, pixels in picks:
+    path = os.path.join(out, name + ".png")
+    Image.fromarray(pixels).save(path)
+    print(path)
+"#;
+    run_python([
+        "-c",
+        script,
+        dataset.to_str().unwrap(),
+        out.to_str().unwrap(),
+    ])
+    .lines()
+    .map(PathBuf::from)
+    .collect()
+}
+
+#[test]
+fn trained_models_agree_with_onnxruntime_in_python() {
+    let models = repo_root().join("models");
+    let registry = Registry::load(&cpu_options(&models)).unwrap();
+    let trained: Vec<_> = registry
+        .list()
+        .into_iter()
+        .filter(|m| {
+            m.manifest()
+                .is_some_and(|man| m.dir().join(&man.weights).exists())
+        })
+        .collect();
+    if trained.is_empty() {
+        eprintln!(
+            "no trained model in {} yet: nothing to compare",
+            models.display()
+        );
+    }
+    for model in trained {
+        let manifest = model.manifest().unwrap();
+        let images = tempfile::tempdir().unwrap();
+        let files = sample_images(manifest, images.path());
+        let worst = assert_parity(&registry, model.id(), model.dir(), &files);
+        eprintln!(
+            "{} {}: max |p_rust - p_python| = {worst:.2e} over {} images",
+            model.id(),
+            manifest.version,
+            files.len()
+        );
+    }
+}
+
+#[test]
+fn original_keras_malaria_model_gives_its_recorded_probabilities() {
+    let importer = repo_root().join("models/training/medinform_train/keras_import.py");
+    if !importer.exists() {
+        eprintln!("SKIPPED: {} does not exist yet", importer.display());
+        return;
+    }
+    let original = shared_dir().join("models/medinform-original/malaria");
+    let work = tempfile::tempdir().unwrap();
+    let imported = work.path().join("import");
+    run_python([
+        "-m".as_ref(),
+        "medinform_train.keras_import".as_ref(),
+        "--h5".as_ref(),
+        original.join("malaria2.h5").as_os_str(),
+        "--out".as_ref(),
+        imported.as_os_str(),
+    ]);
+    // The importer names the model; the registry wants the folder to carry that name.
+    let text = std::fs::read_to_string(imported.join("manifest.toml"))
+        .expect("the importer writes manifest.toml");
+    let id = toml::from_str::<toml::Table>(&text).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let registry_dir = work.path().join("registry");
+    std::fs::create_dir(&registry_dir).unwrap();
+    std::fs::rename(&imported, registry_dir.join(&id)).unwrap();
+
+    let registry = Registry::load(&cpu_options(&registry_dir)).unwrap();
+    let model = registry.get(&id).unwrap();
+    assert!(model.is_ready(), "imported model: {:?}", model.status());
+    let labels = &model.manifest().unwrap().output.labels;
+    let uninfected = labels
+        .iter()
+        .position(|l| l.eq_ignore_ascii_case("uninfected"))
+        .unwrap_or_else(|| panic!("no Uninfected label in {labels:?}"));
+
+    let expected: HashMap<String, f64> = serde_json::from_str(
+        &std::fs::read_to_string(original.join("golden/expected_prob_uninfected.json")).unwrap(),
+    )
+    .unwrap();
+    let pngs = golden_pngs();
+    let inputs: Vec<_> = pngs
+        .iter()
+        .map(|p| model.preprocess(&decode_file(p)).unwrap())
+        .collect();
+    let results = model.predict(&inputs).unwrap();
+    let mut worst = 0f64;
+    for (png, result) in pngs.iter().zip(&results) {
+        let name = png.file_name().unwrap().to_str().unwrap();
+        let p = result.probabilities[uninfected].probability;
+        let diff = (p - expected[name]).abs();
+        worst = worst.max(diff);
+        assert!(
+            diff < 1e-4,
+            "{name}: p(uninfected) = {p}, the Keras model gave {}",
+            expected[name]
+        );
+    }
+    eprintln!("imported Keras model: max |p - p_keras| = {worst:.2e} over 6 golden cells");
+
+    let python = reference(&registry_dir.join(&id), &pngs, None);
+    for (line, result) in python.iter().zip(&results) {
+        let diff =
+            (line.probabilities[uninfected] - result.probabilities[uninfected].probability).abs();
+        assert!(
+            diff < 1e-4,
+            "{}: Rust and Python differ by {diff}",
+            line.file
+        );
+    }
+}
