@@ -1,1 +1,296 @@
-fn main() {}
+//! `medinform`: the one program of MedInform.
+//!
+//! - `medinform serve`: API and worker in one process. With no configuration it runs on the
+//!   embedded backends (SQLite file, local image folder, in-process queue) under `./data`.
+//! - `medinform api` / `medinform worker`: the two roles of a distributed deployment
+//!   (PostgreSQL, RabbitMQ, S3), scaled separately.
+//! - `medinform migrate`: applies the database migrations and exits.
+//! - `medinform screen --model ID FILE...`: screens files locally, with no servers.
+//!
+//! Settings come from defaults, then `--config FILE` (TOML), then `MEDINFORM_*` variables, then
+//! the command-line flags; see `medinform.example.toml`.
+
+mod screen;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use medinform_api::{ApiServer, AppState};
+use medinform_core::app::Backends;
+use medinform_core::config::Config;
+use medinform_core::registry::{Registry, RegistryOptions};
+use medinform_core::republish::Republisher;
+use medinform_worker::{Worker, WorkerSettings};
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "medinform",
+    version,
+    about = "Screens medical images with neural networks"
+)]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "MEDINFORM_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "MEDINFORM_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// API and worker in one process (the embedded default needs no servers).
+    Serve(ServeArgs),
+    /// The HTTP API alone (needs a queue.url: the workers run elsewhere).
+    Api(ServeArgs),
+    /// A worker alone: consumes jobs for its models (worker.models, or all).
+    Worker(CommonArgs),
+    /// Applies the database migrations and exits.
+    Migrate(CommonArgs),
+    /// Screens image files locally and prints one result per file.
+    Screen(screen::ScreenArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct CommonArgs {
+    /// Folder for the embedded database and images (data_dir).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (server.listen; default 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let outcome = runtime.block_on(run(cli));
+    if let Err(e) = &outcome {
+        tracing::error!(error = %format!("{e:#}"), "stopped");
+    }
+    outcome
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut config = Config::load(cli.config.as_deref(), std::env::vars())?;
+    match cli.command {
+        Command::Serve(args) => {
+            apply_serve_args(&mut config, &args);
+            serve(config, Role::Both).await
+        }
+        Command::Api(args) => {
+            apply_serve_args(&mut config, &args);
+            if config.is_embedded_queue() {
+                bail!(
+                    "`medinform api` needs queue.url (MEDINFORM_QUEUE_URL): its workers run in other \
+                     processes. Use `medinform serve` to run API and worker together."
+                );
+            }
+            serve(config, Role::Api).await
+        }
+        Command::Worker(args) => {
+            apply_common_args(&mut config, &args);
+            if config.is_embedded_queue() {
+                bail!(
+                    "`medinform worker` needs queue.url (MEDINFORM_QUEUE_URL) to receive jobs. \
+                     Use `medinform serve` to run API and worker together."
+                );
+            }
+            serve(config, Role::Worker).await
+        }
+        Command::Migrate(args) => {
+            apply_common_args(&mut config, &args);
+            prepare_data_dir(&config)?;
+            let backends = Backends::connect(&config).await?;
+            backends.migrate().await?;
+            tracing::info!(database = %backends.jobs.describe(), "migrations applied");
+            Ok(())
+        }
+        Command::Screen(args) => screen::run(&config, args).await,
+    }
+}
+
+fn apply_common_args(config: &mut Config, args: &CommonArgs) {
+    if let Some(dir) = &args.data_dir {
+        config.data_dir.clone_from(dir);
+    }
+}
+
+fn apply_serve_args(config: &mut Config, args: &ServeArgs) {
+    apply_common_args(config, &args.common);
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Api,
+    Worker,
+    Both,
+}
+
+/// Loads the registry. The API alone never runs a model: it reads the manifests and checks that
+/// the weights are there, without loading them.
+pub(crate) fn load_registry(config: &Config, load_sessions: bool) -> anyhow::Result<Registry> {
+    let library = &config.inference.onnxruntime_library;
+    let options = RegistryOptions {
+        thresholds: config.models.thresholds.clone(),
+        execution_provider: config.inference.execution_provider,
+        intra_threads: config.inference.threads,
+        onnxruntime_library: (!library.as_os_str().is_empty()).then(|| library.clone()),
+        only: if load_sessions {
+            (!config.worker.models.is_empty()).then(|| config.worker.models.clone())
+        } else {
+            Some(Vec::new())
+        },
+        ..RegistryOptions::new(&config.models.dir)
+    };
+    Registry::load(&options)
+}
+
+fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
+    if config.database_url().starts_with("sqlite:")
+        || config.storage.backend == medinform_core::config::StorageBackend::Local
+    {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
+    }
+    Ok(())
+}
+
+async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
+    prepare_data_dir(&config)?;
+    let backends = Backends::connect(&config).await?;
+    backends.migrate().await?;
+    let registry = Arc::new(load_registry(&config, role != Role::Api)?);
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
+    let mut tasks = tokio::task::JoinSet::new();
+
+    if role != Role::Api {
+        let republisher = Republisher::new(
+            backends.jobs.clone(),
+            backends.queue.clone(),
+            config.jobs.clone(),
+        );
+        tasks.spawn(republisher.run(shutdown.clone()).map_ok());
+        let worker = Worker::new(
+            backends.clone(),
+            registry.clone(),
+            WorkerSettings {
+                worker: config.worker.clone(),
+                jobs: config.jobs.clone(),
+                limits: config.limits.image_limits(),
+            },
+        );
+        let stop = shutdown.clone();
+        tasks.spawn(async move { worker.run(stop).await.context("worker") });
+    }
+    if role != Role::Worker {
+        let state = AppState {
+            backends: backends.clone(),
+            registry: registry.clone(),
+            limits: config.limits.image_limits(),
+        };
+        let server = ApiServer::bind(config.server.listen, state).await?;
+        let addr = server.local_addr()?;
+        if role == Role::Both {
+            tracing::info!("MedInform is running: open http://{addr}/v1/models");
+        }
+        let stop = shutdown.clone();
+        tasks.spawn(async move { server.serve(stop, grace).await.context("API") });
+    }
+
+    // The first task to end (with an error, or after shutdown) stops the others.
+    let mut outcome = Ok(());
+    while let Some(done) = tasks.join_next().await {
+        let result = done.context("a task panicked").and_then(|r| r);
+        if !shutdown.is_cancelled() {
+            shutdown.cancel();
+        }
+        if let Err(e) = result {
+            tracing::error!(error = %format!("{e:#}"), "stopping");
+            if outcome.is_ok() {
+                outcome = Err(e);
+            }
+        }
+    }
+    outcome
+}
+
+/// Ok(()) for tasks that cannot fail.
+trait MapOk {
+    fn map_ok(self) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+impl<F: Future<Output = ()> + Send> MapOk for F {
+    async fn map_ok(self) -> anyhow::Result<()> {
+        self.await;
+        Ok(())
+    }
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutdown requested: finishing what is in flight");
+    shutdown.cancel();
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("MEDINFORM_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,lapin=warn,ort=warn,aws=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

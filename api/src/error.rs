@@ -62,8 +62,8 @@ impl From<ImageRejection> for ApiError {
     fn from(rejection: ImageRejection) -> Self {
         let status = match rejection.code() {
             "image_too_large" => StatusCode::PAYLOAD_TOO_LARGE,
-            "unsupported_image_format" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "image_dimensions_too_large" => StatusCode::UNPROCESSABLE_ENTITY,
+            "unsupported_image_format" | "not_an_image" => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "image_dimensions_too_large" | "corrupt_image" => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::BAD_REQUEST,
         };
         Self::client(status, rejection.code(), rejection.to_string())

@@ -327,7 +327,10 @@ impl Config {
         }
         let mut env: Vec<_> = env
             .into_iter()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .filter(|(k, _)| {
+                k.strip_prefix(ENV_PREFIX)
+                    .is_some_and(|name| !is_process_variable(name))
+            })
             .collect();
         env.sort();
         for (name, value) in env {
@@ -422,6 +425,12 @@ fn merge(base: &mut toml::Table, overlay: toml::Table) {
 
 /// Sets the setting that `name` (upper case, `_`-joined path) denotes. Keys contain `_` too, so
 /// the path is found by matching the known keys of each table level.
+/// `MEDINFORM_*` variables that are not settings: read by the command line (`CONFIG`,
+/// `LOG`, `LOG_FORMAT`) or by the test suite (`TEST_*`).
+fn is_process_variable(name: &str) -> bool {
+    matches!(name, "CONFIG" | "LOG" | "LOG_FORMAT") || name.starts_with("TEST_")
+}
+
 fn apply_env(tree: &mut toml::Table, name: &str, value: &str) -> anyhow::Result<()> {
     let lower = name.to_ascii_lowercase();
     let mut keys: Vec<&String> = tree.keys().collect();
@@ -514,6 +523,9 @@ mod tests {
                 ("MEDINFORM_MODELS_THRESHOLDS_TUBERCULOSIS", "0.35"),
                 ("MEDINFORM_DATA_DIR", "/var/lib/medinform"),
                 ("OTHER_VARIABLE", "ignored"),
+                ("MEDINFORM_CONFIG", "read by the command line"),
+                ("MEDINFORM_LOG", "debug"),
+                ("MEDINFORM_TEST_DATABASE_URL", "read by the tests"),
             ]),
         )
         .unwrap();

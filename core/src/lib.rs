@@ -13,4 +13,5 @@ pub mod job;
 pub mod queue;
 pub mod registry;
 pub mod republish;
+pub mod screening;
 pub mod storage;

@@ -1,1 +1,217 @@
+//! The MedInform worker: consumes screening jobs from the queue, runs the models, writes the
+//! results.
+//!
+//! Deliveries are gathered into batches per model (up to `max_batch` images, waiting at most
+//! `batch_window_ms` after the first one), so that one model run screens many images; at most
+//! `concurrency` batches are processed at once, and the queue's prefetch bounds what is held
+//! unacknowledged. A message is acknowledged only after its job's final state is written, so a
+//! worker that dies mid-job loses nothing: the message is redelivered.
 
+mod process;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use medinform_core::app::Backends;
+use medinform_core::config::{JobsConfig, WorkerConfig};
+use medinform_core::imaging::ImageLimits;
+use medinform_core::queue::Delivery;
+use medinform_core::registry::Registry;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::process::Processor;
+
+/// What a worker needs besides its backends and models.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub worker: WorkerConfig,
+    pub jobs: JobsConfig,
+    pub limits: ImageLimits,
+}
+
+/// A worker bound to its backends and models, ready to [`run`](Worker::run).
+pub struct Worker {
+    backends: Backends,
+    registry: Arc<Registry>,
+    settings: WorkerSettings,
+}
+
+/// Deliveries of one model waiting to fill a batch.
+struct Pending {
+    deliveries: Vec<Delivery>,
+    /// When the batch goes, full or not.
+    due: Instant,
+}
+
+impl Worker {
+    pub fn new(backends: Backends, registry: Arc<Registry>, settings: WorkerSettings) -> Self {
+        Self {
+            backends,
+            registry,
+            settings,
+        }
+    }
+
+    /// The models this worker consumes: those configured (all when none are) that are ready
+    /// in this process. A configured model that is not ready is logged and left out, so its
+    /// jobs wait for a worker that can run them.
+    pub fn served_models(&self) -> Vec<String> {
+        let wanted = &self.settings.worker.models;
+        let mut served = Vec::new();
+        for model in self.registry.list() {
+            if !wanted.is_empty() && !wanted.iter().any(|w| w == model.id()) {
+                continue;
+            }
+            if model.is_ready() {
+                served.push(model.id().to_owned());
+            } else {
+                tracing::warn!(model = model.id(), status = ?model.status(), "not serving a model that is not ready");
+            }
+        }
+        for id in wanted {
+            if self.registry.get(id).is_none() {
+                tracing::warn!(model = %id, "worker.models names a model that is not in the registry");
+            }
+        }
+        served
+    }
+
+    /// Consumes until `shutdown`, then stops consuming, hands back the deliveries not yet
+    /// started and waits for the batches in progress to finish.
+    pub async fn run(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let models = self.served_models();
+        if models.is_empty() {
+            tracing::warn!("no ready model to serve; this worker takes no jobs");
+            shutdown.cancelled().await;
+            return Ok(());
+        }
+        let config = &self.settings.worker;
+        let max_batch = config.max_batch.max(1);
+        let window = Duration::from_millis(config.batch_window_ms);
+        let mut subscription = self
+            .backends
+            .queue
+            .subscribe(&models, config.prefetch.max(1))
+            .await
+            .context("subscribing to the job queue")?;
+        tracing::info!(
+            ?models,
+            prefetch = config.prefetch,
+            max_batch,
+            batch_window_ms = config.batch_window_ms,
+            concurrency = config.concurrency,
+            "worker consuming"
+        );
+
+        let processor = Arc::new(Processor::new(
+            self.backends.clone(),
+            self.registry.clone(),
+            self.settings.clone(),
+        ));
+        let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        let mut running = JoinSet::new();
+        let mut pending: HashMap<String, Pending> = HashMap::new();
+
+        loop {
+            let next_due = pending.values().map(|p| p.due).min();
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                Some(done) = running.join_next(), if !running.is_empty() => {
+                    if let Err(e) = done {
+                        tracing::error!(error = %e, "a batch task panicked");
+                    }
+                }
+                () = sleep_until(next_due) => {
+                    let now = Instant::now();
+                    let due: Vec<String> = pending
+                        .iter()
+                        .filter(|(_, p)| p.due <= now)
+                        .map(|(m, _)| m.clone())
+                        .collect();
+                    for model in due {
+                        let batch = pending.remove(&model).expect("due batch").deliveries;
+                        dispatch(&processor, &slots, &mut running, model, batch).await;
+                    }
+                }
+                delivery = subscription.next() => match delivery {
+                    Some(Ok(delivery)) => {
+                        let model = delivery.message.model().to_owned();
+                        let entry = pending.entry(model.clone()).or_insert_with(|| Pending {
+                            deliveries: Vec::with_capacity(max_batch),
+                            due: Instant::now() + window,
+                        });
+                        entry.deliveries.push(delivery);
+                        if entry.deliveries.len() >= max_batch {
+                            let batch = pending.remove(&model).expect("full batch").deliveries;
+                            dispatch(&processor, &slots, &mut running, model, batch).await;
+                        }
+                    }
+                    Some(Err(e)) => {
+                        tracing::error!(error = %e, "job queue error; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    None => {
+                        // The broker went away: stop, so the supervisor restarts the worker
+                        // and what is unacknowledged is redelivered.
+                        hand_back(pending).await;
+                        running.join_all().await;
+                        anyhow::bail!("the job queue subscription closed");
+                    }
+                },
+            }
+        }
+
+        tracing::info!(
+            in_flight = running.len(),
+            "worker stopping: no new jobs; finishing the batches in progress"
+        );
+        hand_back(pending).await;
+        running.join_all().await;
+        drop(subscription);
+        tracing::info!("worker stopped");
+        Ok(())
+    }
+}
+
+/// Waits for a slot, then processes `batch` on its own task.
+async fn dispatch(
+    processor: &Arc<Processor>,
+    slots: &Arc<Semaphore>,
+    running: &mut JoinSet<()>,
+    model: String,
+    batch: Vec<Delivery>,
+) {
+    let permit = slots
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("the semaphore is never closed");
+    let processor = processor.clone();
+    running.spawn(async move {
+        processor.process(&model, batch).await;
+        drop(permit);
+    });
+}
+
+/// Returns deliveries that were never started to the queue, for another worker.
+async fn hand_back(pending: HashMap<String, Pending>) {
+    for delivery in pending.into_values().flat_map(|p| p.deliveries) {
+        let job_id = delivery.message.job_id();
+        if let Err(e) = delivery.requeue().await {
+            tracing::warn!(%job_id, error = %e, "could not hand a delivery back; the broker redelivers it");
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

@@ -48,7 +48,7 @@ impl Check {
     }
 }
 
-/// Database, queue and storage reachable, and at least one model loaded. 503 otherwise, with
+/// Database, queue and storage reachable, and at least one model available. 503 otherwise, with
 /// what is wrong.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let (database, queue, storage) = tokio::join!(
@@ -57,10 +57,10 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
         state.backends.blobs.check(),
     );
     let models = state.registry.list();
-    let ready = models.iter().filter(|m| m.is_ready()).count();
+    let ready = models.iter().filter(|m| m.is_available()).count();
     let models = Check {
         ok: ready > 0,
-        detail: Some(format!("{ready} of {} models ready", models.len())),
+        detail: Some(format!("{ready} of {} models available", models.len())),
     };
     let checks = Checks {
         database: Check::from_result(database),

@@ -1,0 +1,270 @@
+//! No job lost, none done twice: redeliveries, dead workers, corrupt images, restarts.
+
+use std::time::Duration;
+
+use medinform_core::db::{Claim, NewJob};
+use medinform_core::job::{JobId, JobStatus};
+use medinform_core::queue::JobMessage;
+use medinform_core::storage::{image_key, sha256_hex};
+
+use crate::support::{Kind, Options, TestApp, cell_images};
+
+/// Stores `bytes` and records a queued job for them, as the API would, without publishing.
+async fn queued_job(app: &TestApp, bytes: Vec<u8>) -> JobId {
+    let sha = sha256_hex(&bytes);
+    let key = image_key(&sha);
+    let size = bytes.len() as i64;
+    app.backends
+        .blobs
+        .put(&key, bytes.into(), "image/png")
+        .await
+        .unwrap();
+    let model = app.registry.get("malaria").unwrap();
+    app.backends
+        .jobs
+        .insert(&NewJob {
+            id: JobId::new(),
+            model: "malaria".into(),
+            model_version: model.version().unwrap().into(),
+            image_key: key,
+            image_sha256: sha,
+            image_content_type: "image/png".into(),
+            image_bytes: size,
+            client_reference: None,
+        })
+        .await
+        .unwrap()
+        .id
+}
+
+async fn a_redelivered_message_for_a_finished_job_changes_nothing(kind: Kind) {
+    let app = TestApp::start(kind).await;
+    let (name, bytes) = cell_images().remove(0);
+    let (_, body) = app.submit("malaria", &name, bytes).await;
+    let id = body["id"].as_str().unwrap().to_owned();
+    let first = app.wait_finished(&id).await;
+    assert_eq!(first["status"], "succeeded");
+
+    let job_id: JobId = id.parse().unwrap();
+    for _ in 0..3 {
+        app.backends
+            .queue
+            .publish(&JobMessage::screen(job_id, "malaria"))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, again) = app.get(&format!("/v1/jobs/{id}")).await;
+    assert_eq!(again, first, "a finished job changed");
+    let stored = app.backends.jobs.get(job_id).await.unwrap().unwrap();
+    assert_eq!(stored.attempts, 1, "the job was run more than once");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_redelivered_message_for_a_finished_job_changes_nothing_embedded() {
+    a_redelivered_message_for_a_finished_job_changes_nothing(Kind::Embedded).await;
+}
+
+#[tokio::test]
+async fn a_redelivered_message_for_a_finished_job_changes_nothing_distributed() {
+    a_redelivered_message_for_a_finished_job_changes_nothing(Kind::Distributed).await;
+}
+
+async fn a_corrupt_image_fails_at_once_and_is_dead_lettered(kind: Kind) {
+    let app = TestApp::start(kind).await;
+    // A PNG cut in half: its header is fine, its pixels are not.
+    let (_, bytes) = cell_images().remove(0);
+    let truncated = bytes[..bytes.len() / 2].to_vec();
+    let id = queued_job(&app, truncated).await;
+    app.backends
+        .queue
+        .publish(&JobMessage::screen(id, "malaria"))
+        .await
+        .unwrap();
+    let job = app.wait_finished(&id.to_string()).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["error"]["code"], "corrupt_image", "{job}");
+    assert!(
+        job["error"]["message"].as_str().unwrap().contains("upload"),
+        "{job}"
+    );
+    let stored = app.backends.jobs.get(id).await.unwrap().unwrap();
+    assert_eq!(stored.attempts, 1, "a corrupt image is not retried");
+    if let Some(queue) = &app.memory_queue {
+        assert_eq!(
+            queue.dead_letters(),
+            vec![JobMessage::screen(id, "malaria")]
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_corrupt_image_fails_at_once_and_is_dead_lettered_embedded() {
+    a_corrupt_image_fails_at_once_and_is_dead_lettered(Kind::Embedded).await;
+}
+
+#[tokio::test]
+async fn a_corrupt_image_fails_at_once_and_is_dead_lettered_distributed() {
+    a_corrupt_image_fails_at_once_and_is_dead_lettered(Kind::Distributed).await;
+}
+
+/// A worker that claimed a job and died: its message comes back (unacknowledged), the new
+/// worker takes the job over, and the result is written once.
+#[tokio::test]
+async fn a_job_left_by_a_dead_worker_is_taken_over() {
+    let mut options = Options::new(Kind::Distributed);
+    options.worker = false;
+    let idle = TestApp::start_with(options).await;
+    let (_, bytes) = cell_images().remove(3);
+    let id = queued_job(&idle, bytes).await;
+    idle.backends
+        .queue
+        .publish(&JobMessage::screen(id, "malaria"))
+        .await
+        .unwrap();
+
+    // The doomed worker: receives the message, claims the job, and dies holding both.
+    {
+        let mut subscription = idle
+            .backends
+            .queue
+            .subscribe(&["malaria".to_owned()], 1)
+            .await
+            .unwrap();
+        let delivery = subscription.next().await.unwrap().unwrap();
+        assert_eq!(delivery.message.job_id(), id);
+        let claim = idle
+            .backends
+            .jobs
+            .claim(id, Duration::from_secs(600), false)
+            .await
+            .unwrap();
+        assert!(matches!(claim, Claim::Claimed(_)), "{claim:?}");
+        std::mem::forget(delivery); // never settled
+    }
+    let job = idle.backends.jobs.get(id).await.unwrap().unwrap();
+    assert_eq!(job.status, JobStatus::Processing);
+
+    // A healthy worker on the same backends picks the redelivered message up.
+    let backends = idle.backends.clone();
+    let registry = idle.registry.clone();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let worker = medinform_worker::Worker::new(
+        backends.clone(),
+        registry,
+        medinform_worker::WorkerSettings {
+            worker: Default::default(),
+            jobs: Options::new(Kind::Distributed).jobs,
+            limits: Default::default(),
+        },
+    );
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let job = loop {
+        let job = backends.jobs.get(id).await.unwrap().unwrap();
+        if job.status.is_final() {
+            break job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the job was not taken over: {job:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
+    assert_eq!(job.attempts, 2);
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+    idle.stop().await;
+}
+
+/// The embedded queue lives in memory: a restart finds the jobs the previous process had
+/// accepted and screens them.
+#[tokio::test]
+async fn jobs_queued_before_a_restart_are_screened_after_it() {
+    let data = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", data.path().join("medinform.db").display());
+    let images = data.path().join("images");
+    let open = || async {
+        medinform_core::app::Backends {
+            jobs: std::sync::Arc::new(
+                medinform_core::db::SqliteJobStore::connect(&db, 2)
+                    .await
+                    .unwrap(),
+            ),
+            blobs: std::sync::Arc::new(
+                medinform_core::storage::LocalBlobStore::open(images.clone())
+                    .await
+                    .unwrap(),
+            ),
+            queue: std::sync::Arc::new(medinform_core::queue::MemoryQueue::new()),
+        }
+    };
+    // Before: a job accepted, its message in a queue that then vanished with the process.
+    let before = open().await;
+    before.migrate().await.unwrap();
+    let (_, bytes) = cell_images().remove(4);
+    let sha = sha256_hex(&bytes);
+    before
+        .blobs
+        .put(&image_key(&sha), bytes.into(), "image/png")
+        .await
+        .unwrap();
+    let registry_dir = crate::support::test_registry_dir();
+    let registry = std::sync::Arc::new(crate::support::load_registry(registry_dir.path()));
+    let id = before
+        .jobs
+        .insert(&NewJob {
+            id: JobId::new(),
+            model: "malaria".into(),
+            model_version: registry.get("malaria").unwrap().version().unwrap().into(),
+            image_key: image_key(&sha),
+            image_sha256: sha,
+            image_content_type: "image/png".into(),
+            image_bytes: 1,
+            client_reference: None,
+        })
+        .await
+        .unwrap()
+        .id;
+    before.jobs.mark_published(id).await.unwrap();
+    drop(before);
+
+    // After: a new process on the same files.
+    let after = open().await;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let jobs_config = Options::new(Kind::Embedded).jobs;
+    let republisher = medinform_core::republish::Republisher::new(
+        after.jobs.clone(),
+        after.queue.clone(),
+        jobs_config.clone(),
+    );
+    let sweeping = tokio::spawn(republisher.run(shutdown.clone()));
+    let worker = medinform_worker::Worker::new(
+        after.clone(),
+        registry,
+        medinform_worker::WorkerSettings {
+            worker: Default::default(),
+            jobs: jobs_config,
+            limits: Default::default(),
+        },
+    );
+    let running = tokio::spawn(worker.run(shutdown.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let job = after.jobs.get(id).await.unwrap().unwrap();
+        if job.status == JobStatus::Succeeded {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not screened after restart: {job:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    shutdown.cancel();
+    running.await.unwrap().unwrap();
+    sweeping.await.unwrap();
+}

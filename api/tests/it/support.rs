@@ -1,0 +1,408 @@
+//! A running MedInform (API + worker + re-publisher) on port 0, with either backend set:
+//! - embedded: a SQLite file, a local folder and the in-process queue, in a temp dir;
+//! - distributed: a fresh PostgreSQL database, a RabbitMQ prefix of its own and a key prefix of
+//!   its own in the S3 bucket of `MEDINFORM_TEST_S3_*` (infra/test starts a Garage for it).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use medinform_api::{ApiServer, AppState};
+use medinform_core::app::Backends;
+use medinform_core::config::{Config, JobsConfig, S3Config, StorageBackend, WorkerConfig};
+use medinform_core::db::{JobStore, SqliteJobStore};
+use medinform_core::imaging::ImageLimits;
+use medinform_core::queue::{JobMessage, JobQueue, MemoryQueue, QueueError, Subscription};
+use medinform_core::registry::{Registry, RegistryOptions};
+use medinform_core::republish::Republisher;
+use medinform_core::storage::{BlobStore, LocalBlobStore, StorageError};
+use medinform_worker::{Worker, WorkerSettings};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// `../shared` beside the repository.
+pub fn shared_dir() -> PathBuf {
+    let dir = repo_root().join("../shared");
+    assert!(
+        dir.is_dir(),
+        "{} is missing: the tests read real images from it",
+        dir.display()
+    );
+    dir
+}
+
+/// Real NIH blood-smear cell images (RGB PNG).
+pub fn cell_images() -> Vec<(String, Vec<u8>)> {
+    let dir = shared_dir().join("models/medinform-original/malaria/golden");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no PNG in {}", dir.display());
+    files
+        .into_iter()
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// A registry of the repository's malaria model plus `retired`, a model whose weights are
+/// missing.
+pub fn test_registry_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let malaria = repo_root().join("models/malaria");
+    let target = dir.path().join("malaria");
+    std::fs::create_dir(&target).unwrap();
+    for entry in
+        std::fs::read_dir(&malaria).unwrap_or_else(|e| panic!("{}: {e}", malaria.display()))
+    {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, target.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    assert!(
+        target.join("model.onnx").is_file(),
+        "models/malaria/model.onnx is missing"
+    );
+    let manifest = std::fs::read_to_string(malaria.join("manifest.toml")).unwrap();
+    let retired = dir.path().join("retired");
+    std::fs::create_dir(&retired).unwrap();
+    std::fs::write(
+        retired.join("manifest.toml"),
+        manifest.replacen("id = \"malaria\"", "id = \"retired\"", 1),
+    )
+    .unwrap();
+    dir
+}
+
+pub fn load_registry(dir: &Path) -> Registry {
+    let options = RegistryOptions {
+        execution_provider: medinform_core::registry::ExecutionProvider::Cpu,
+        intra_threads: 1,
+        ..RegistryOptions::new(dir)
+    };
+    Registry::load(&options).unwrap()
+}
+
+pub enum Kind {
+    Embedded,
+    Distributed,
+}
+
+/// Replaces a backend with a wrapper around it.
+pub type Wrap<T> = Box<dyn FnOnce(Arc<T>) -> Arc<T> + Send>;
+
+/// Knobs a test may turn before start.
+pub struct Options {
+    pub kind: Kind,
+    pub limits: ImageLimits,
+    pub jobs: JobsConfig,
+    /// Wraps the blob store (fault injection).
+    pub wrap_blobs: Option<Wrap<dyn BlobStore>>,
+    /// Wraps the queue (fault injection).
+    pub wrap_queue: Option<Wrap<dyn JobQueue>>,
+    /// Start the worker (false: jobs stay queued).
+    pub worker: bool,
+}
+
+impl Options {
+    pub fn new(kind: Kind) -> Self {
+        Self {
+            kind,
+            limits: ImageLimits::default(),
+            jobs: JobsConfig {
+                max_attempts: 3,
+                lease_secs: 60,
+                republish_unconfirmed_after_secs: 1,
+                republish_stale_after_secs: 3600,
+                sweep_interval_secs: 1,
+            },
+            wrap_blobs: None,
+            wrap_queue: None,
+            worker: true,
+        }
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub backends: Backends,
+    /// The in-process queue of an embedded app.
+    pub memory_queue: Option<Arc<MemoryQueue>>,
+    /// The local image folder of an embedded app.
+    pub image_dir: Option<PathBuf>,
+    pub registry: Arc<Registry>,
+    pub shutdown: CancellationToken,
+    tasks: tokio::task::JoinSet<anyhow::Result<()>>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl TestApp {
+    pub async fn start(kind: Kind) -> Self {
+        Self::start_with(Options::new(kind)).await
+    }
+
+    pub async fn start_with(options: Options) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let registry_dir = test_registry_dir();
+        let registry = Arc::new(load_registry(registry_dir.path()));
+        let mut memory_queue = None;
+        let mut image_dir = None;
+        let mut backends = match options.kind {
+            Kind::Embedded => {
+                let db = format!("sqlite://{}", data.path().join("medinform.db").display());
+                let images = data.path().join("images");
+                let queue = Arc::new(MemoryQueue::new());
+                memory_queue = Some(queue.clone());
+                image_dir = Some(images.clone());
+                Backends {
+                    jobs: Arc::new(SqliteJobStore::connect(&db, 4).await.unwrap())
+                        as Arc<dyn JobStore>,
+                    blobs: Arc::new(LocalBlobStore::open(images).await.unwrap()),
+                    queue,
+                }
+            }
+            Kind::Distributed => Backends::connect(&distributed_config().await)
+                .await
+                .unwrap(),
+        };
+        if let Some(wrap) = options.wrap_blobs {
+            backends.blobs = wrap(backends.blobs);
+        }
+        if let Some(wrap) = options.wrap_queue {
+            backends.queue = wrap(backends.queue);
+        }
+        backends.migrate().await.unwrap();
+
+        let shutdown = CancellationToken::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        if options.worker {
+            let republisher = Republisher::new(
+                backends.jobs.clone(),
+                backends.queue.clone(),
+                options.jobs.clone(),
+            );
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                republisher.run(stop).await;
+                Ok(())
+            });
+            let worker = Worker::new(
+                backends.clone(),
+                registry.clone(),
+                WorkerSettings {
+                    worker: WorkerConfig {
+                        batch_window_ms: 5,
+                        ..WorkerConfig::default()
+                    },
+                    jobs: options.jobs.clone(),
+                    limits: options.limits,
+                },
+            );
+            tasks.spawn(worker.run(shutdown.clone()));
+        }
+        let state = AppState {
+            backends: backends.clone(),
+            registry: registry.clone(),
+            limits: options.limits,
+        };
+        let server = ApiServer::bind("127.0.0.1:0".parse().unwrap(), state)
+            .await
+            .unwrap();
+        let base = format!("http://{}", server.local_addr().unwrap());
+        tasks.spawn(server.serve(shutdown.clone(), Duration::from_secs(5)));
+        Self {
+            base,
+            http: reqwest::Client::new(),
+            backends,
+            memory_queue,
+            image_dir,
+            registry,
+            shutdown,
+            tasks,
+            _dirs: vec![data, registry_dir],
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self.http.get(self.url(path)).send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    /// `POST /v1/jobs` with `model` and `image` fields.
+    pub async fn submit(&self, model: &str, name: &str, bytes: Vec<u8>) -> (u16, Value) {
+        let form = reqwest::multipart::Form::new()
+            .text("model", model.to_owned())
+            .part(
+                "image",
+                reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned()),
+            );
+        let response = self
+            .http
+            .post(self.url("/v1/jobs"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    /// Polls the job until it is `succeeded` or `failed`.
+    pub async fn wait_finished(&self, id: &str) -> Value {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let (status, job) = self.get(&format!("/v1/jobs/{id}")).await;
+            assert_eq!(status, 200, "{job}");
+            if job["status"] == "succeeded" || job["status"] == "failed" {
+                return job;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job {id} did not finish: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops API, worker and re-publisher and returns what each ended with.
+    pub async fn stop(mut self) -> Vec<anyhow::Result<()>> {
+        self.shutdown.cancel();
+        let mut outcomes = Vec::new();
+        while let Some(done) = self.tasks.join_next().await {
+            outcomes.push(done.unwrap());
+        }
+        outcomes
+    }
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_owned())
+}
+
+fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests with infra/test, which starts an S3 server and sets it")
+    })
+}
+
+/// A configuration on a fresh PostgreSQL database, its own RabbitMQ prefix and S3 key prefix.
+async fn distributed_config() -> Config {
+    let admin_url = env_or(
+        "MEDINFORM_TEST_DATABASE_URL",
+        "postgres://postgres@127.0.0.1:5432/postgres",
+    );
+    let name = format!("medinform_api_{}", uuid::Uuid::new_v4().simple());
+    let admin = sqlx::PgPool::connect(&admin_url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    admin.close().await;
+    let (base, _) = admin_url
+        .rsplit_once('/')
+        .expect("a database URL with a path");
+
+    let mut config = Config::default();
+    config.database.url = format!("{base}/{name}");
+    config.queue.url = env_or(
+        "MEDINFORM_TEST_AMQP_URL",
+        "amqp://guest:guest@127.0.0.1:5672/%2f",
+    );
+    config.queue.prefix = format!("test-{}", uuid::Uuid::new_v4().simple());
+    config.storage.backend = StorageBackend::S3;
+    config.storage.s3 = S3Config {
+        endpoint: required_env("MEDINFORM_TEST_S3_ENDPOINT"),
+        bucket: required_env("MEDINFORM_TEST_S3_BUCKET"),
+        region: env_or("MEDINFORM_TEST_S3_REGION", "garage"),
+        access_key_id: required_env("MEDINFORM_TEST_S3_ACCESS_KEY_ID"),
+        secret_access_key: required_env("MEDINFORM_TEST_S3_SECRET_ACCESS_KEY"),
+        force_path_style: true,
+        prefix: format!("test-{}/", uuid::Uuid::new_v4().simple()),
+    };
+    config
+}
+
+/// A queue whose first `failures` publishes fail, as when the broker is down.
+pub struct FlakyQueue {
+    pub inner: Arc<dyn JobQueue>,
+    pub failures: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl JobQueue for FlakyQueue {
+    async fn publish(&self, message: &JobMessage) -> Result<(), QueueError> {
+        use std::sync::atomic::Ordering;
+        if self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(QueueError::Backend(anyhow::anyhow!(
+                "connection refused (injected)"
+            )));
+        }
+        self.inner.publish(message).await
+    }
+    async fn subscribe(
+        &self,
+        models: &[String],
+        prefetch: u16,
+    ) -> Result<Box<dyn Subscription>, QueueError> {
+        self.inner.subscribe(models, prefetch).await
+    }
+    async fn check(&self) -> Result<(), QueueError> {
+        self.inner.check().await
+    }
+    fn is_durable(&self) -> bool {
+        self.inner.is_durable()
+    }
+    fn describe(&self) -> String {
+        format!("flaky {}", self.inner.describe())
+    }
+}
+
+/// A blob store that stores but cannot read back, as when storage is unreachable for workers.
+pub struct UnreadableBlobs {
+    pub inner: Arc<dyn BlobStore>,
+}
+
+#[async_trait]
+impl BlobStore for UnreadableBlobs {
+    async fn put(&self, key: &str, bytes: Bytes, content_type: &str) -> Result<(), StorageError> {
+        self.inner.put(key, bytes, content_type).await
+    }
+    async fn get(&self, _key: &str) -> Result<Bytes, StorageError> {
+        Err(StorageError::Backend(anyhow::anyhow!(
+            "connection reset (injected)"
+        )))
+    }
+    async fn check(&self) -> Result<(), StorageError> {
+        self.inner.check().await
+    }
+    fn describe(&self) -> String {
+        format!("unreadable {}", self.inner.describe())
+    }
+}

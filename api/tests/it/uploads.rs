@@ -1,0 +1,202 @@
+//! Bad uploads get a clear, stable error and leave nothing behind; the service keeps running.
+
+use std::io::Cursor;
+
+use medinform_core::imaging::ImageLimits;
+use serde_json::Value;
+
+use crate::support::{Kind, Options, TestApp, cell_images};
+
+fn png(width: u32, height: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_pixel(width, height, image::Rgb([200, 120, 160]));
+    let mut out = Cursor::new(Vec::new());
+    img.write_to(&mut out, image::ImageFormat::Png).unwrap();
+    out.into_inner()
+}
+
+/// A valid PNG header declaring `width` x `height` pixels, with almost no data: a
+/// decompression bomb's calling card.
+fn bomb(width: u32, height: u32) -> Vec<u8> {
+    let mut bytes = png(1, 1);
+    // IHDR data starts at byte 16: width, height (big endian). The CRC no longer matches,
+    // which a decoder that trusted the header first would not notice in time.
+    bytes[16..20].copy_from_slice(&width.to_be_bytes());
+    bytes[20..24].copy_from_slice(&height.to_be_bytes());
+    bytes
+}
+
+async fn assert_refused(app: &TestApp, model: &str, bytes: Vec<u8>, status: u16, code: &str) {
+    let (got, body) = app.submit(model, "upload.bin", bytes).await;
+    assert_eq!(
+        (got, body["error"]["code"].as_str()),
+        (status, Some(code)),
+        "{body}"
+    );
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.len() > 10,
+        "a message a person can act on: {message:?}"
+    );
+}
+
+#[tokio::test]
+async fn bad_uploads_are_refused_with_stable_codes_and_nothing_is_stored() {
+    let mut options = Options::new(Kind::Embedded);
+    options.limits = ImageLimits {
+        max_bytes: 256 * 1024,
+        max_pixels: 4_000_000,
+    };
+    let app = TestApp::start_with(options).await;
+    let (_, cell) = cell_images().remove(0);
+
+    assert_refused(&app, "malaria", Vec::new(), 400, "empty_file").await;
+    assert_refused(
+        &app,
+        "malaria",
+        b"patient notes, not an image".to_vec(),
+        415,
+        "not_an_image",
+    )
+    .await;
+    assert_refused(
+        &app,
+        "malaria",
+        b"GIF89a\x01\x00\x01\x00\x00\x00\x00;".to_vec(),
+        415,
+        "unsupported_image_format",
+    )
+    .await;
+    assert_refused(
+        &app,
+        "malaria",
+        cell[..cell.len() / 2].to_vec(),
+        422,
+        "corrupt_image",
+    )
+    .await;
+    assert_refused(
+        &app,
+        "malaria",
+        bomb(100_000, 100_000),
+        422,
+        "image_dimensions_too_large",
+    )
+    .await;
+    assert_refused(
+        &app,
+        "malaria",
+        vec![0x89; 300 * 1024],
+        413,
+        "image_too_large",
+    )
+    .await;
+    assert_refused(
+        &app,
+        "malaria",
+        vec![0x89; 2 * 1024 * 1024],
+        413,
+        "image_too_large",
+    )
+    .await;
+    assert_refused(&app, "no_such_model", cell.clone(), 422, "unknown_model").await;
+    assert_refused(&app, "retired", cell.clone(), 503, "model_unavailable").await;
+
+    // A form without the image, without the model, and a body that is not a form at all.
+    let form = reqwest::multipart::Form::new().text("model", "malaria");
+    let response = app
+        .http
+        .post(app.url("/v1/jobs"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "missing_field");
+    let form = reqwest::multipart::Form::new().part(
+        "image",
+        reqwest::multipart::Part::bytes(cell.clone()).file_name("c.png"),
+    );
+    let response = app
+        .http
+        .post(app.url("/v1/jobs"))
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "missing_field");
+    let response = app
+        .http
+        .post(app.url("/v1/jobs"))
+        .header("content-type", "multipart/form-data; boundary=xyz")
+        .body("--xyz\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nmal")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_multipart", "{body}");
+    let response = app
+        .http
+        .post(app.url("/v1/jobs"))
+        .json(&serde_json::json!({"model": "malaria"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_multipart", "{body}");
+
+    // Nothing was stored: no image file, no job row.
+    let images = app.image_dir.clone().unwrap();
+    let stored: Vec<_> = walk(&images);
+    assert!(stored.is_empty(), "files left behind: {stored:?}");
+
+    // And the service still works.
+    let (status, body) = app.submit("malaria", "cell.png", cell).await;
+    assert_eq!(status, 202, "{body}");
+    let job = app.wait_finished(body["id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "succeeded");
+    assert_eq!(walk(&images).len(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_accepted_format_is_screened() {
+    let app = TestApp::start(Kind::Embedded).await;
+    let (_, cell) = cell_images().remove(0);
+    let decoded = image::load_from_memory(&cell).unwrap().to_rgb8();
+    for format in [
+        image::ImageFormat::Png,
+        image::ImageFormat::Jpeg,
+        image::ImageFormat::Bmp,
+        image::ImageFormat::Tiff,
+        image::ImageFormat::WebP,
+    ] {
+        let mut bytes = Cursor::new(Vec::new());
+        decoded.write_to(&mut bytes, format).unwrap();
+        let (status, body) = app.submit("malaria", "cell", bytes.into_inner()).await;
+        assert_eq!(status, 202, "{format:?}: {body}");
+        let job = app.wait_finished(body["id"].as_str().unwrap()).await;
+        assert_eq!(job["status"], "succeeded", "{format:?}: {job}");
+    }
+    app.stop().await;
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return files;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}

@@ -1,0 +1,284 @@
+//! One batch of deliveries for one model: claim the jobs, fetch the images, screen them in one
+//! model run, record each outcome, settle each message.
+//!
+//! How each message ends:
+//! - job finished already (a redelivery or a duplicate publish): acknowledged, nothing done;
+//! - job held by another live worker: acknowledged (that worker settles its own message; if it
+//!   dies, the lease runs out and the re-publisher publishes the job again);
+//! - no such job: dead-lettered for a person to look at;
+//! - screened: result written (once: the attempt number fences out a worker whose lease was
+//!   taken over), then acknowledged;
+//! - image missing or undecodable: `failed` at once and dead-lettered (retrying cannot help);
+//! - anything else (storage or model error): the job goes back to `queued` and the message is
+//!   requeued after a short back-off, until `jobs.max_attempts`; then `failed` with the last
+//!   reason and dead-lettered.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::join_all;
+use medinform_core::app::Backends;
+use medinform_core::db::Claim;
+use medinform_core::job::{Job, JobFailure, ScreeningResult};
+use medinform_core::queue::Delivery;
+use medinform_core::registry::Registry;
+use medinform_core::screening::{self, ScreenError};
+use medinform_core::storage::StorageError;
+
+use crate::WorkerSettings;
+
+pub(crate) struct Processor {
+    backends: Backends,
+    registry: Arc<Registry>,
+    settings: WorkerSettings,
+}
+
+/// A claimed job with its message.
+struct Claimed {
+    job: Job,
+    delivery: Delivery,
+}
+
+/// What became of one claimed job.
+enum Outcome {
+    Succeeded(ScreeningResult),
+    /// Retrying cannot help.
+    Failed(JobFailure),
+    /// Worth another attempt.
+    Retry(JobFailure),
+}
+
+impl Processor {
+    pub(crate) fn new(
+        backends: Backends,
+        registry: Arc<Registry>,
+        settings: WorkerSettings,
+    ) -> Self {
+        Self {
+            backends,
+            registry,
+            settings,
+        }
+    }
+
+    pub(crate) async fn process(&self, model_id: &str, deliveries: Vec<Delivery>) {
+        let claims = join_all(deliveries.into_iter().map(|d| self.claim(d))).await;
+        let claimed: Vec<Claimed> = claims.into_iter().flatten().collect();
+        if claimed.is_empty() {
+            return;
+        }
+
+        let images = join_all(claimed.iter().map(|c| self.fetch(&c.job))).await;
+        let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(claimed.len());
+        let mut to_screen = Vec::new();
+        for (index, image) in images.into_iter().enumerate() {
+            match image {
+                Ok(bytes) => {
+                    outcomes.push(None);
+                    to_screen.push((index, bytes));
+                }
+                Err(outcome) => outcomes.push(Some(outcome)),
+            }
+        }
+
+        if !to_screen.is_empty() {
+            let screened = self
+                .screen(model_id, to_screen.iter().map(|(_, b)| b.clone()).collect())
+                .await;
+            for ((index, _), outcome) in to_screen.iter().zip(screened) {
+                outcomes[*index] = Some(outcome);
+            }
+        }
+
+        let finishing = claimed.into_iter().zip(outcomes).map(|(claimed, outcome)| {
+            self.finish(claimed, outcome.expect("every job has an outcome"))
+        });
+        join_all(finishing).await;
+    }
+
+    /// Claims the delivery's job; `None` when there is nothing to do (the message is settled).
+    async fn claim(&self, delivery: Delivery) -> Option<Claimed> {
+        let job_id = delivery.message.job_id();
+        let lease = Duration::from_secs(self.settings.jobs.lease_secs);
+        let claim = match self
+            .backends
+            .jobs
+            .claim(job_id, lease, delivery.redelivered)
+            .await
+        {
+            Ok(claim) => claim,
+            Err(e) => {
+                tracing::warn!(%job_id, error = %e, "could not claim a job; handing it back");
+                settle(delivery, Settle::RequeueLater(Duration::from_secs(1))).await;
+                return None;
+            }
+        };
+        match claim {
+            Claim::Claimed(job) => Some(Claimed { job, delivery }),
+            Claim::Finished(job) => {
+                tracing::info!(%job_id, status = %job.status, "job already finished; message acknowledged");
+                settle(delivery, Settle::Ack).await;
+                None
+            }
+            Claim::Busy => {
+                tracing::info!(%job_id, "job held by another worker; duplicate message acknowledged");
+                settle(delivery, Settle::Ack).await;
+                None
+            }
+            Claim::Missing => {
+                tracing::error!(%job_id, "message for a job that does not exist; dead-lettered");
+                settle(delivery, Settle::DeadLetter).await;
+                None
+            }
+        }
+    }
+
+    async fn fetch(&self, job: &Job) -> Result<Bytes, Outcome> {
+        match self.backends.blobs.get(&job.image_key).await {
+            Ok(bytes) => Ok(bytes),
+            Err(StorageError::NotFound(key)) => Err(Outcome::Failed(JobFailure {
+                code: "image_missing".to_owned(),
+                message: format!(
+                    "the uploaded image ({key}) is no longer in storage: upload it again"
+                ),
+            })),
+            Err(e) => Err(Outcome::Retry(JobFailure {
+                code: "storage_unavailable".to_owned(),
+                message: format!("the image could not be read from storage: {e}"),
+            })),
+        }
+    }
+
+    /// Decodes, preprocesses and runs the model on a blocking thread.
+    async fn screen(&self, model_id: &str, images: Vec<Bytes>) -> Vec<Outcome> {
+        let count = images.len();
+        let Some(model) = self.registry.get(model_id) else {
+            let failure = JobFailure {
+                code: "unknown_model".to_owned(),
+                message: format!("model {model_id} is not in this worker's registry"),
+            };
+            return (0..count)
+                .map(|_| Outcome::Retry(failure.clone()))
+                .collect();
+        };
+        let limits = self.settings.limits;
+        let started = std::time::Instant::now();
+        let screened =
+            tokio::task::spawn_blocking(move || screening::screen(&model, &images, &limits)).await;
+        match screened {
+            Ok(results) => {
+                tracing::debug!(
+                    model = model_id,
+                    images = count,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "batch screened"
+                );
+                results.into_iter().map(outcome_of).collect()
+            }
+            Err(e) => {
+                let failure = JobFailure {
+                    code: "inference_failed".to_owned(),
+                    message: format!("the model run stopped unexpectedly: {e}"),
+                };
+                (0..count)
+                    .map(|_| Outcome::Retry(failure.clone()))
+                    .collect()
+            }
+        }
+    }
+
+    /// Records the outcome, then settles the message.
+    async fn finish(&self, claimed: Claimed, outcome: Outcome) {
+        let Claimed { job, delivery } = claimed;
+        let jobs = &self.backends.jobs;
+        let (written, settle_as) = match &outcome {
+            Outcome::Succeeded(result) => (
+                jobs.succeed(job.id, job.attempts, result).await,
+                Settle::Ack,
+            ),
+            Outcome::Failed(failure) => {
+                tracing::warn!(job_id = %job.id, code = %failure.code, reason = %failure.message, "job failed");
+                (
+                    jobs.fail(job.id, job.attempts, failure).await,
+                    Settle::DeadLetter,
+                )
+            }
+            Outcome::Retry(failure) if job.attempts >= self.settings.jobs.max_attempts => {
+                let failure = JobFailure {
+                    code: failure.code.clone(),
+                    message: format!(
+                        "gave up after {} attempts: {}",
+                        job.attempts, failure.message
+                    ),
+                };
+                tracing::warn!(job_id = %job.id, code = %failure.code, reason = %failure.message, "job failed");
+                (
+                    jobs.fail(job.id, job.attempts, &failure).await,
+                    Settle::DeadLetter,
+                )
+            }
+            Outcome::Retry(failure) => {
+                tracing::warn!(job_id = %job.id, attempt = job.attempts, code = %failure.code, reason = %failure.message, "attempt failed; will retry");
+                let backoff = Duration::from_secs(1 << job.attempts.clamp(0, 5));
+                (
+                    jobs.release(job.id, job.attempts, failure).await,
+                    Settle::RequeueLater(backoff),
+                )
+            }
+        };
+        match written {
+            Ok(true) => {
+                if matches!(outcome, Outcome::Succeeded(_)) {
+                    tracing::info!(job_id = %job.id, model = %job.model, "job succeeded");
+                }
+                settle(delivery, settle_as).await;
+            }
+            // Fenced out: the lease was taken over and the new holder finishes the job.
+            Ok(false) => {
+                tracing::warn!(job_id = %job.id, "lease taken over by another worker; leaving the job to it");
+                settle(delivery, Settle::Ack).await;
+            }
+            // The database is unreachable: leave the message unsettled for redelivery.
+            Err(e) => {
+                tracing::error!(job_id = %job.id, error = %e, "could not record the outcome; handing the job back");
+                settle(delivery, Settle::RequeueLater(Duration::from_secs(1))).await;
+            }
+        }
+    }
+}
+
+fn outcome_of(result: Result<ScreeningResult, ScreenError>) -> Outcome {
+    match result {
+        Ok(result) => Outcome::Succeeded(result),
+        Err(e) if e.is_permanent() => Outcome::Failed(e.to_failure()),
+        Err(e) => Outcome::Retry(e.to_failure()),
+    }
+}
+
+enum Settle {
+    Ack,
+    DeadLetter,
+    /// Requeue once the back-off has passed (on its own task, so the batch slot is free).
+    RequeueLater(Duration),
+}
+
+async fn settle(delivery: Delivery, how: Settle) {
+    let job_id = delivery.message.job_id();
+    let result = match how {
+        Settle::Ack => delivery.ack().await,
+        Settle::DeadLetter => delivery.dead_letter().await,
+        Settle::RequeueLater(backoff) => {
+            tokio::spawn(async move {
+                tokio::time::sleep(backoff).await;
+                if let Err(e) = delivery.requeue().await {
+                    tracing::warn!(%job_id, error = %e, "could not requeue; the broker redelivers it");
+                }
+            });
+            Ok(())
+        }
+    };
+    if let Err(e) = result {
+        tracing::warn!(%job_id, error = %e, "could not settle a message; it will be redelivered");
+    }
+}
