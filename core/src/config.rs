@@ -540,6 +540,15 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_documents_every_setting_with_its_default() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../medinform.example.toml");
+        let text = std::fs::read_to_string(&example).unwrap();
+        let documented: toml::Table = text.parse().unwrap();
+        let defaults = toml::Table::try_from(Config::default()).unwrap();
+        assert_eq!(documented, defaults, "medinform.example.toml is out of date");
+    }
+
+    #[test]
     fn errors_name_the_setting() {
         let err = Config::load(None, env(&[("MEDINFORM_QUEUE_URL", "redis://x")])).unwrap_err();
         assert!(format!("{err:#}").contains("queue.url"), "{err:#}");
