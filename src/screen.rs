@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use clap::ValueEnum;
 use medinform_core::config::Config;
 use medinform_core::job::{JobFailure, ScreeningResult};
+use medinform_core::registry::ModelStatus;
 use medinform_core::screening::{self, ScreenError};
 use serde::Serialize;
 
@@ -61,11 +62,11 @@ pub async fn run(config: &Config, args: ScreenArgs) -> anyhow::Result<()> {
         );
     };
     if !model.is_ready() {
-        eprintln!(
-            "error: model {} cannot run: {:?}",
-            model.id(),
-            model.status()
-        );
+        let reason = match model.status() {
+            ModelStatus::Unavailable { reason } => reason.as_str(),
+            _ => "not loaded",
+        };
+        eprintln!("error: model {} is unavailable: {reason}", model.id());
         std::process::exit(2);
     }
     let version = model.version().unwrap_or_default().to_owned();
