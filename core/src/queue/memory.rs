@@ -1,7 +1,6 @@
 //! The embedded job queue: in-process lanes, for a single `medinform serve` process.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -50,6 +49,17 @@ impl MemoryQueue {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Puts a delivered message back at the front of its lane, marked redelivered.
+    fn requeue(&self, message: JobMessage) {
+        self.push(
+            Envelope {
+                message,
+                redelivered: true,
+            },
+            true,
+        );
+    }
+
     fn push(&self, envelope: Envelope, front: bool) {
         let mut state = self.lock();
         let lane = state
@@ -89,6 +99,8 @@ impl JobQueue for MemoryQueue {
             models: models.to_vec(),
             next_lane: 0,
             credit: Arc::new(Semaphore::new(usize::from(prefetch.max(1)))),
+            unsettled: Arc::default(),
+            next_tag: 0,
         }))
     }
 
@@ -105,6 +117,13 @@ impl JobQueue for MemoryQueue {
     }
 }
 
+/// The deliveries of one subscription not settled yet, by delivery tag (in delivery order).
+type Unsettled = Arc<Mutex<BTreeMap<u64, JobMessage>>>;
+
+fn lock_unsettled(unsettled: &Unsettled) -> std::sync::MutexGuard<'_, BTreeMap<u64, JobMessage>> {
+    unsettled.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 struct MemorySubscription {
     queue: MemoryQueue,
     models: Vec<String>,
@@ -112,6 +131,10 @@ struct MemorySubscription {
     next_lane: usize,
     /// One permit per unacknowledged delivery (the prefetch window).
     credit: Arc<Semaphore>,
+    /// Handed back to their lanes when the subscription closes, as RabbitMQ does when a
+    /// consumer's channel closes.
+    unsettled: Unsettled,
+    next_tag: u64,
 }
 
 impl MemorySubscription {
@@ -142,12 +165,15 @@ impl Subscription for MemorySubscription {
             let arrived = self.queue.arrived.clone();
             let notified = arrived.notified();
             if let Some(envelope) = self.take() {
+                let tag = self.next_tag;
+                self.next_tag += 1;
+                lock_unsettled(&self.unsettled).insert(tag, envelope.message.clone());
                 return Some(Ok(Delivery {
                     redelivered: envelope.redelivered,
                     settle: Box::new(MemorySettle {
                         queue: self.queue.clone(),
-                        message: envelope.message.clone(),
-                        settled: AtomicBool::new(false),
+                        unsettled: self.unsettled.clone(),
+                        tag,
                         _permit: permit,
                     }),
                     message: envelope.message,
@@ -158,29 +184,42 @@ impl Subscription for MemorySubscription {
     }
 }
 
+impl Drop for MemorySubscription {
+    fn drop(&mut self) {
+        let unsettled = std::mem::take(&mut *lock_unsettled(&self.unsettled));
+        // Newest first to the front of their lanes, so they keep their order.
+        for message in unsettled.into_values().rev() {
+            self.queue.requeue(message);
+        }
+    }
+}
+
+/// Settles one delivery: the first settlement takes its message out of `unsettled`.
 struct MemorySettle {
     queue: MemoryQueue,
-    message: JobMessage,
-    settled: AtomicBool,
+    unsettled: Unsettled,
+    tag: u64,
     _permit: OwnedSemaphorePermit,
+}
+
+impl MemorySettle {
+    fn take(&self) -> Option<JobMessage> {
+        lock_unsettled(&self.unsettled).remove(&self.tag)
+    }
 }
 
 #[async_trait]
 impl Settle for MemorySettle {
     async fn settle(&self, outcome: Outcome) -> Result<(), QueueError> {
-        if self.settled.swap(true, Ordering::SeqCst) {
-            return Ok(());
-        }
+        let message = self.take().ok_or_else(|| {
+            anyhow::anyhow!(
+                "the subscription closed before the delivery was settled; it was redelivered"
+            )
+        })?;
         match outcome {
             Outcome::Ack => {}
-            Outcome::Requeue => self.queue.push(
-                Envelope {
-                    message: self.message.clone(),
-                    redelivered: true,
-                },
-                true,
-            ),
-            Outcome::DeadLetter => self.queue.lock().dead_letters.push(self.message.clone()),
+            Outcome::Requeue => self.queue.requeue(message),
+            Outcome::DeadLetter => self.queue.lock().dead_letters.push(message),
         }
         Ok(())
     }
@@ -188,14 +227,8 @@ impl Settle for MemorySettle {
 
 impl Drop for MemorySettle {
     fn drop(&mut self) {
-        if !self.settled.swap(true, Ordering::SeqCst) {
-            self.queue.push(
-                Envelope {
-                    message: self.message.clone(),
-                    redelivered: true,
-                },
-                true,
-            );
+        if let Some(message) = self.take() {
+            self.queue.requeue(message);
         }
     }
 }

@@ -12,6 +12,7 @@
 //! worker started is kept, not dropped.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use async_trait::async_trait;
@@ -258,8 +259,11 @@ impl JobQueue for RabbitMqQueue {
         prefetch: u16,
     ) -> Result<Box<dyn Subscription>, QueueError> {
         let (connection, channel) = self.open_channel().await?;
+        // `global`: RabbitMQ then counts the prefetch per channel, across the consumers of
+        // every lane, instead of per consumer (which would let a worker serving N models hold
+        // N × prefetch jobs).
         channel
-            .basic_qos(prefetch, BasicQosOptions::default())
+            .basic_qos(prefetch, BasicQosOptions { global: true })
             .await
             .context("setting the prefetch")?;
         let mut consumers = SelectAll::new();
@@ -334,6 +338,7 @@ impl Subscription for RabbitMqSubscription {
                         redelivered: delivery.redelivered,
                         settle: Box::new(RabbitMqSettle {
                             acker: delivery.acker,
+                            settled: AtomicBool::new(false),
                         }),
                     }));
                 }
@@ -357,11 +362,13 @@ impl Subscription for RabbitMqSubscription {
 
 struct RabbitMqSettle {
     acker: lapin::Acker,
+    settled: AtomicBool,
 }
 
 #[async_trait]
 impl Settle for RabbitMqSettle {
     async fn settle(&self, outcome: Outcome) -> Result<(), QueueError> {
+        self.settled.store(true, Ordering::SeqCst);
         let result = match outcome {
             Outcome::Ack => self.acker.ack(BasicAckOptions::default()).await,
             Outcome::Requeue | Outcome::DeadLetter => {
@@ -373,7 +380,36 @@ impl Settle for RabbitMqSettle {
                     .await
             }
         };
-        result.context("settling a delivery")?;
+        // `false`: the channel closed first, and RabbitMQ has already put the message back.
+        if !result.context("settling a delivery")? {
+            return Err(anyhow::anyhow!(
+                "the channel closed before the delivery was settled; RabbitMQ redelivers it"
+            )
+            .into());
+        }
         Ok(())
+    }
+}
+
+impl Drop for RabbitMqSettle {
+    /// A delivery dropped unsettled goes back to its lane now, not when the channel closes
+    /// (until then it would hold one of the subscription's prefetch slots).
+    fn drop(&mut self) {
+        if self.settled.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // no runtime: the channel closes with it, which requeues the message
+        };
+        let acker = self.acker.clone();
+        runtime.spawn(async move {
+            let requeue = BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            };
+            if let Err(e) = acker.nack(requeue).await {
+                tracing::warn!(error = %e, "could not hand back a dropped delivery");
+            }
+        });
     }
 }

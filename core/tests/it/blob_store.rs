@@ -1,0 +1,174 @@
+//! The blob store: a local folder and S3 (Garage) held to the same tests.
+
+use bytes::Bytes;
+use medinform_core::storage::{StorageError, image_key, sha256_hex};
+
+use crate::support::{BlobKind, TestBlobStore};
+
+macro_rules! each_blob_store {
+    ($($name:ident),* $(,)?) => {
+        mod local {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(crate::support::BlobKind::Local).await;
+                }
+            )*
+        }
+        mod s3 {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(crate::support::BlobKind::S3).await;
+                }
+            )*
+        }
+    };
+}
+
+each_blob_store!(
+    put_then_get_returns_the_bytes_under_their_content_address,
+    putting_the_same_key_twice_is_harmless,
+    get_of_a_missing_key_is_not_found,
+    check_answers_ok,
+    keys_that_could_escape_the_store_are_refused,
+    stores_with_different_prefixes_do_not_see_each_other,
+);
+
+/// Bytes like an image's (not valid UTF-8, with zeros), different per `seed`.
+fn image_bytes(seed: u8) -> Bytes {
+    (0..4096u32)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .chain([0xff, 0x00, 0xd8, seed])
+        .collect()
+}
+
+async fn put_then_get_returns_the_bytes_under_their_content_address(kind: BlobKind) {
+    let blobs = TestBlobStore::new(kind).await;
+    let bytes = image_bytes(1);
+    let sha = sha256_hex(&bytes);
+    let key = image_key(&sha);
+    assert_eq!(key, format!("images/sha256/{}/{sha}", &sha[..2]));
+    blobs
+        .store
+        .put(&key, bytes.clone(), "image/png")
+        .await
+        .unwrap();
+    let read = blobs.store.get(&key).await.unwrap();
+    assert_eq!(read, bytes);
+    assert_eq!(
+        sha256_hex(&read),
+        sha,
+        "what is read back has the address it was stored at"
+    );
+    if let Some(root) = &blobs.root {
+        assert_eq!(std::fs::read(root.join(&key)).unwrap(), bytes.to_vec());
+    }
+    assert!(!blobs.store.describe().is_empty());
+}
+
+async fn putting_the_same_key_twice_is_harmless(kind: BlobKind) {
+    let blobs = TestBlobStore::new(kind).await;
+    let bytes = image_bytes(2);
+    let key = image_key(&sha256_hex(&bytes));
+    blobs
+        .store
+        .put(&key, bytes.clone(), "image/png")
+        .await
+        .unwrap();
+    blobs
+        .store
+        .put(&key, bytes.clone(), "image/png")
+        .await
+        .unwrap();
+    // Two uploads of the same image at once (two clients): both succeed, one object remains.
+    let (a, b) = tokio::join!(
+        blobs.store.put(&key, bytes.clone(), "image/png"),
+        blobs.store.put(&key, bytes.clone(), "image/png"),
+    );
+    a.unwrap();
+    b.unwrap();
+    assert_eq!(blobs.store.get(&key).await.unwrap(), bytes);
+    if let Some(root) = &blobs.root {
+        let dir = root.join(&key);
+        let entries: Vec<_> = std::fs::read_dir(dir.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            entries.len(),
+            1,
+            "no temporary file left behind: {entries:?}"
+        );
+    }
+}
+
+async fn get_of_a_missing_key_is_not_found(kind: BlobKind) {
+    let blobs = TestBlobStore::new(kind).await;
+    let key = image_key(&sha256_hex(b"never stored"));
+    match blobs.store.get(&key).await {
+        Err(StorageError::NotFound(missing)) => assert_eq!(missing, key),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+}
+
+async fn check_answers_ok(kind: BlobKind) {
+    let blobs = TestBlobStore::new(kind).await;
+    blobs.store.check().await.unwrap();
+    blobs.store.check().await.unwrap();
+}
+
+async fn keys_that_could_escape_the_store_are_refused(kind: BlobKind) {
+    let blobs = TestBlobStore::new(kind).await;
+    let bytes = image_bytes(3);
+    for bad in [
+        "",
+        "/etc/passwd",
+        "../outside",
+        "images/../../outside",
+        "images/./x",
+        "images//x",
+        "images/x/",
+        "images\\..\\x",
+        "images/a b",
+    ] {
+        match blobs.store.put(bad, bytes.clone(), "image/png").await {
+            Err(StorageError::Backend(e)) => {
+                assert!(
+                    format!("{e:#}").contains("invalid object key"),
+                    "{bad:?}: {e:#}"
+                )
+            }
+            other => panic!("put {bad:?}: expected an invalid key error, got {other:?}"),
+        }
+        match blobs.store.get(bad).await {
+            Err(StorageError::Backend(e)) => {
+                assert!(
+                    format!("{e:#}").contains("invalid object key"),
+                    "{bad:?}: {e:#}"
+                )
+            }
+            other => panic!("get {bad:?}: expected an invalid key error, got {other:?}"),
+        }
+    }
+    if let Some(root) = &blobs.root {
+        let outside = root.parent().unwrap().join("outside");
+        assert!(!outside.exists(), "{} was written", outside.display());
+    }
+}
+
+async fn stores_with_different_prefixes_do_not_see_each_other(kind: BlobKind) {
+    let one = TestBlobStore::new(kind).await;
+    let other = TestBlobStore::new(kind).await;
+    let bytes = image_bytes(4);
+    let key = image_key(&sha256_hex(&bytes));
+    one.store
+        .put(&key, bytes.clone(), "image/png")
+        .await
+        .unwrap();
+    assert!(matches!(
+        other.store.get(&key).await,
+        Err(StorageError::NotFound(_))
+    ));
+    assert_eq!(one.store.get(&key).await.unwrap(), bytes);
+}

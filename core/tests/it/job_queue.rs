@@ -1,0 +1,245 @@
+//! The job queue: the in-process queue and RabbitMQ held to the same tests.
+
+use medinform_core::job::JobId;
+use medinform_core::queue::{JobMessage, JobQueue};
+
+use crate::support::{QueueKind, TestQueue, expect_delivery, expect_no_delivery, models};
+
+macro_rules! each_job_queue {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::support::QueueKind::Memory).await;
+                }
+            )*
+        }
+        mod rabbitmq {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::support::QueueKind::RabbitMq).await;
+                }
+            )*
+        }
+    };
+}
+
+each_job_queue!(
+    a_message_published_before_anyone_subscribed_is_delivered,
+    each_model_has_its_own_lane,
+    prefetch_bounds_the_unacknowledged_deliveries,
+    prefetch_is_shared_by_the_lanes_of_one_subscription,
+    a_requeued_message_is_redelivered,
+    a_dropped_delivery_is_redelivered,
+    closing_a_subscription_hands_its_deliveries_back,
+    a_dead_lettered_message_lands_in_the_dead_letter_queue,
+    an_acknowledged_message_is_gone,
+);
+
+fn screen(model: &str) -> JobMessage {
+    JobMessage::screen(JobId::new(), model)
+}
+
+async fn a_message_published_before_anyone_subscribed_is_delivered(kind: QueueKind) {
+    let q = TestQueue::new(kind).await;
+    q.queue.check().await.unwrap();
+    let message = screen("malaria");
+    q.queue.publish(&message).await.unwrap();
+    let mut subscription = q.queue.subscribe(&models(&["malaria"]), 4).await.unwrap();
+    let delivery = expect_delivery(&mut subscription).await;
+    assert_eq!(delivery.message, message);
+    assert!(!delivery.redelivered);
+    delivery.ack().await.unwrap();
+    expect_no_delivery(&mut subscription).await;
+}
+
+async fn each_model_has_its_own_lane(kind: QueueKind) {
+    let q = TestQueue::new(kind).await;
+    let mut malaria = q.queue.subscribe(&models(&["malaria"]), 10).await.unwrap();
+    let mut tuberculosis = q
+        .queue
+        .subscribe(&models(&["tuberculosis"]), 10)
+        .await
+        .unwrap();
+    let mut both = q
+        .queue
+        .subscribe(&models(&["retinopathy", "malaria"]), 10)
+        .await
+        .unwrap();
+    let tb = screen("tuberculosis");
+    q.queue.publish(&tb).await.unwrap();
+    let got = expect_delivery(&mut tuberculosis).await;
+    assert_eq!(got.message, tb);
+    got.ack().await.unwrap();
+    expect_no_delivery(&mut malaria).await;
+
+    let eye = screen("retinopathy");
+    q.queue.publish(&eye).await.unwrap();
+    let got = expect_delivery(&mut both).await;
+    assert_eq!(got.message, eye);
+    got.ack().await.unwrap();
+    expect_no_delivery(&mut malaria).await;
+    expect_no_delivery(&mut tuberculosis).await;
+}
+
+async fn prefetch_bounds_the_unacknowledged_deliveries(kind: QueueKind) {
+    let q = TestQueue::new(kind).await;
+    let sent: Vec<JobMessage> = (0..3).map(|_| screen("malaria")).collect();
+    for message in &sent {
+        q.queue.publish(message).await.unwrap();
+    }
+    let mut subscription = q.queue.subscribe(&models(&["malaria"]), 2).await.unwrap();
+    let first = expect_delivery(&mut subscription).await;
+    let second = expect_delivery(&mut subscription).await;
+    expect_no_delivery(&mut subscription).await;
+    assert_eq!(first.message, sent[0], "first in, first out");
+    assert_eq!(second.message, sent[1]);
+    first.ack().await.unwrap();
+    let third = expect_delivery(&mut subscription).await;
+    assert_eq!(third.message, sent[2]);
+    second.ack().await.unwrap();
+    third.ack().await.unwrap();
+}
+
+/// A worker serving several models holds at most `prefetch` jobs in all, not per model.
+async fn prefetch_is_shared_by_the_lanes_of_one_subscription(kind: QueueKind) {
+    let q = TestQueue::new(kind).await;
+    q.queue.publish(&screen("malaria")).await.unwrap();
+    q.queue.publish(&screen("tuberculosis")).await.unwrap();
+    let mut subscription = q
+        .queue
+        .subscribe(&models(&["malaria", "tuberculosis"]), 1)
+        .await
+        .unwrap();
+    let first = expect_delivery(&mut subscription).await;
+    expect_no_delivery(&mut subscription).await;
+    let first_model = first.message.model().to_owned();
+    first.ack().await.unwrap();
+    let second = expect_delivery(&mut subscription).await;
+    assert_ne!(second.message.model(), first_model);
+    second.ack().await.unwrap();
+}
+
+async fn a_requeued_message_is_redelivered(kind: QueueKind) {
+    let q = TestQueue::new(kind).await;
+    let message = screen("malaria");
+    q.queue.publish(&message).await.unwrap();
+    let mut subscription = q.queue.subscribe(&models(&["malaria"]), 1).await.unwrap();
+    let delivery = expect_delivery(&mut subscription).await;
+    assert!(!delivery.redelivered);
+    delivery.requeue().await.unwrap();
+    let again = expect_delivery(&mut subscription).await;
+    assert_eq!(again.message, message);
+    assert!(again.redelivered);
+    again.ack().await.unwrap();
+    expect_no_delivery(&mut subscription).await;
+}
+
+async fn a_dropped_delivery_is_redelivered(kind: QueueKind) {
+    let q = TestQueue::new(kind).await;
+    let message = screen("malaria");
+    q.queue.publish(&message).await.unwrap();
+    let mut subscription = q.queue.subscribe(&models(&["malaria"]), 1).await.unwrap();
+    drop(expect_delivery(&mut subscription).await);
+    let again = expect_delivery(&mut subscription).await;
+    assert_eq!(again.message, message);
+    assert!(again.redelivered);
+    again.ack().await.unwrap();
+}
+
+async fn closing_a_subscription_hands_its_deliveries_back(kind: QueueKind) {
+    let q = TestQueue::new(kind).await;
+    let message = screen("malaria");
+    q.queue.publish(&message).await.unwrap();
+    let mut first = q.queue.subscribe(&models(&["malaria"]), 1).await.unwrap();
+    let held = expect_delivery(&mut first).await;
+    // The consumer goes away (its channel closes) while still holding the delivery.
+    drop(first);
+    let mut second = q.queue.subscribe(&models(&["malaria"]), 1).await.unwrap();
+    let again = expect_delivery(&mut second).await;
+    assert_eq!(again.message, message);
+    assert!(again.redelivered);
+    // The delivery of the closed subscription can no longer be settled: it was handed back.
+    assert!(
+        held.ack().await.is_err(),
+        "{kind:?}: settled after its subscription closed"
+    );
+    again.ack().await.unwrap();
+    expect_no_delivery(&mut second).await;
+}
+
+async fn a_dead_lettered_message_lands_in_the_dead_letter_queue(kind: QueueKind) {
+    let q = TestQueue::new(kind).await;
+    let message = screen("malaria");
+    let other = screen("tuberculosis");
+    q.queue.publish(&message).await.unwrap();
+    q.queue.publish(&other).await.unwrap();
+    let mut subscription = q
+        .queue
+        .subscribe(&models(&["malaria", "tuberculosis"]), 2)
+        .await
+        .unwrap();
+    let mut dead = Vec::new();
+    for _ in 0..2 {
+        let delivery = expect_delivery(&mut subscription).await;
+        dead.push(delivery.message.clone());
+        delivery.dead_letter().await.unwrap();
+    }
+    let mut landed = q.take_dead_letters(2).await;
+    landed.sort_by_key(|m| m.job_id());
+    dead.sort_by_key(|m| m.job_id());
+    assert_eq!(landed, dead);
+    expect_no_delivery(&mut subscription).await;
+}
+
+async fn an_acknowledged_message_is_gone(kind: QueueKind) {
+    let q = TestQueue::new(kind).await;
+    q.queue.publish(&screen("malaria")).await.unwrap();
+    let mut first = q.queue.subscribe(&models(&["malaria"]), 1).await.unwrap();
+    let delivery = expect_delivery(&mut first).await;
+    delivery.ack().await.unwrap();
+    drop(first);
+    let mut second = q.queue.subscribe(&models(&["malaria"]), 1).await.unwrap();
+    expect_no_delivery(&mut second).await;
+    assert_eq!(q.take_dead_letters(0).await, vec![]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// RabbitMQ only
+
+/// The publisher's channel breaks (here: an operator deleted the exchange, which closes the
+/// channel on the next publish); `publish` reconnects, declares the topology again and succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_publish_reconnects_once_when_its_channel_broke() {
+    use lapin::options::ExchangeDeleteOptions;
+    let q = TestQueue::new(QueueKind::RabbitMq).await;
+    q.queue.publish(&screen("malaria")).await.unwrap();
+
+    let connection = lapin::Connection::connect(&crate::support::amqp_url(), Default::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .exchange_delete(
+            format!("{}.jobs", q.prefix()).into(),
+            ExchangeDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    connection.close(200, "done".into()).await.unwrap();
+
+    let after = screen("malaria");
+    q.queue.publish(&after).await.unwrap();
+    let mut subscription = q.queue.subscribe(&models(&["malaria"]), 4).await.unwrap();
+    let first = expect_delivery(&mut subscription).await;
+    let second = expect_delivery(&mut subscription).await;
+    assert_eq!(
+        second.message, after,
+        "published after the reconnect, and routed"
+    );
+    first.ack().await.unwrap();
+    second.ack().await.unwrap();
+    assert!(q.rabbitmq().describe().contains(q.prefix()));
+}

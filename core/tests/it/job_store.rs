@@ -1,0 +1,501 @@
+//! The job store: PostgreSQL and SQLite held to the same tests (each test body runs against a
+//! fresh database of each backend).
+
+use std::time::Duration;
+
+use chrono::{TimeDelta, Utc};
+use medinform_core::db::{Claim, JobStore, Republish};
+use medinform_core::job::{ClassProbability, Job, JobFailure, JobId, JobStatus, ScreeningResult};
+
+use crate::support::{TestJobStore, new_job};
+
+const LEASE: Duration = Duration::from_secs(60);
+
+macro_rules! each_job_store {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::support::TestJobStore::postgres().await).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(crate::support::TestJobStore::sqlite().await).await;
+                }
+            )*
+        }
+    };
+}
+
+each_job_store!(
+    migrate_is_idempotent,
+    insert_and_get_round_trip_every_field,
+    mark_published_leaves_only_unconfirmed_jobs_due,
+    claim_takes_a_queued_job_once,
+    claim_of_a_finished_job_answers_finished,
+    claim_of_an_unknown_job_answers_missing,
+    a_lease_that_ran_out_can_be_claimed_again,
+    a_stale_attempt_cannot_overwrite_and_the_result_is_written_once,
+    fail_is_final,
+    release_hands_the_job_back_with_its_error,
+    reclaim_expired_takes_back_jobs_whose_lease_passed,
+    due_for_publish_finds_unconfirmed_and_stale_queued_jobs,
+    concurrent_claims_of_one_job_have_one_winner,
+);
+
+fn result() -> ScreeningResult {
+    ScreeningResult {
+        label: "Parasitized".into(),
+        probabilities: vec![
+            ClassProbability {
+                label: "Parasitized".into(),
+                probability: 0.875,
+            },
+            ClassProbability {
+                label: "Uninfected".into(),
+                probability: 0.125,
+            },
+        ],
+        finding: "Parasitized".into(),
+        finding_probability: 0.875,
+        threshold: 0.5,
+        positive: true,
+    }
+}
+
+fn failure(code: &str) -> JobFailure {
+    JobFailure {
+        code: code.into(),
+        message: format!("{code} happened"),
+    }
+}
+
+async fn get(store: &dyn JobStore, id: JobId) -> Job {
+    store.get(id).await.unwrap().expect("the job exists")
+}
+
+async fn claimed(store: &dyn JobStore, id: JobId, take_over: bool) -> Job {
+    match store.claim(id, LEASE, take_over).await.unwrap() {
+        Claim::Claimed(job) => job,
+        other => panic!("expected Claimed, got {other:?}"),
+    }
+}
+
+/// Times are stored to the millisecond (SQLite) or microsecond (PostgreSQL).
+fn assert_recent(t: chrono::DateTime<Utc>) {
+    let age = Utc::now() - t;
+    assert!(
+        age > TimeDelta::seconds(-5) && age < TimeDelta::seconds(30),
+        "{t} is not recent"
+    );
+}
+
+async fn migrate_is_idempotent(db: TestJobStore) {
+    let store = &*db.store;
+    let job = store.insert(&new_job("malaria")).await.unwrap();
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap();
+    assert_eq!(
+        get(store, job.id).await,
+        job,
+        "migrating again kept the data"
+    );
+    store.check().await.unwrap();
+}
+
+async fn insert_and_get_round_trip_every_field(db: TestJobStore) {
+    let store = &*db.store;
+    let new = new_job("malaria");
+    let inserted = store.insert(&new).await.unwrap();
+    assert_eq!(inserted.id, new.id);
+    assert_eq!(inserted.model, "malaria");
+    assert_eq!(inserted.model_version, new.model_version);
+    assert_eq!(inserted.status, JobStatus::Queued);
+    assert_eq!(inserted.image_key, new.image_key);
+    assert_eq!(inserted.image_sha256, new.image_sha256);
+    assert_eq!(inserted.image_content_type, "image/png");
+    assert_eq!(inserted.image_bytes, 12_345);
+    assert_eq!(
+        inserted.client_reference.as_deref(),
+        Some("ward-7/patient-42")
+    );
+    assert_eq!(inserted.attempts, 0);
+    assert_recent(inserted.created_at);
+    assert_eq!(inserted.updated_at, inserted.created_at);
+    assert_eq!(
+        (inserted.started_at, inserted.finished_at),
+        (None, None),
+        "not started"
+    );
+    assert_eq!(inserted.result, None);
+    assert_eq!(inserted.error, None);
+    assert_eq!(
+        get(store, new.id).await,
+        inserted,
+        "get returns what insert did"
+    );
+
+    let mut anonymous = new_job("tuberculosis");
+    anonymous.client_reference = None;
+    let inserted = store.insert(&anonymous).await.unwrap();
+    assert_eq!(get(store, anonymous.id).await, inserted);
+    assert_eq!(inserted.client_reference, None);
+
+    assert_eq!(store.get(JobId::new()).await.unwrap(), None);
+    assert!(
+        store.insert(&new).await.is_err(),
+        "a second job with the same id is refused"
+    );
+
+    // Through a whole life, every timestamp is kept.
+    let job = claimed(store, new.id, false).await;
+    assert!(
+        store
+            .succeed(job.id, job.attempts, &result())
+            .await
+            .unwrap()
+    );
+    let done = get(store, new.id).await;
+    assert_eq!(done.status, JobStatus::Succeeded);
+    assert_eq!(done.result, Some(result()));
+    assert_eq!(done.created_at, job.created_at);
+    assert_eq!(done.started_at, job.started_at);
+    let (started, finished) = (done.started_at.unwrap(), done.finished_at.unwrap());
+    assert!(done.created_at <= started && started <= finished);
+    assert_eq!(done.updated_at, finished);
+}
+
+async fn mark_published_leaves_only_unconfirmed_jobs_due(db: TestJobStore) {
+    let store = &*db.store;
+    let confirmed = store.insert(&new_job("malaria")).await.unwrap();
+    let unconfirmed = store.insert(&new_job("malaria")).await.unwrap();
+    store.mark_published(confirmed.id).await.unwrap();
+    store.mark_published(JobId::new()).await.unwrap(); // unknown: no error
+
+    let soon = Utc::now() + TimeDelta::seconds(1);
+    let hour_ago = Utc::now() - TimeDelta::hours(1);
+    let due = store.due_for_publish(soon, hour_ago, 100).await.unwrap();
+    assert_eq!(
+        due,
+        vec![Republish {
+            id: unconfirmed.id,
+            model: "malaria".into()
+        }]
+    );
+    // Marking does not change what a client sees of the job.
+    let after = get(store, confirmed.id).await;
+    assert_eq!(after.status, JobStatus::Queued);
+    assert_eq!(after.attempts, 0);
+}
+
+async fn claim_takes_a_queued_job_once(db: TestJobStore) {
+    let store = &*db.store;
+    let id = store.insert(&new_job("malaria")).await.unwrap().id;
+    let job = claimed(store, id, false).await;
+    assert_eq!(job.status, JobStatus::Processing);
+    assert_eq!(job.attempts, 1);
+    assert_recent(job.started_at.expect("started"));
+    assert_eq!(get(store, id).await, job);
+
+    assert_eq!(store.claim(id, LEASE, false).await.unwrap(), Claim::Busy);
+
+    // A redelivered message takes the job over from its previous holder, and a new attempt
+    // begins (the first stays the time the job started).
+    let again = claimed(store, id, true).await;
+    assert_eq!(again.attempts, 2);
+    assert_eq!(again.started_at, job.started_at);
+    assert_eq!(store.claim(id, LEASE, false).await.unwrap(), Claim::Busy);
+}
+
+async fn claim_of_a_finished_job_answers_finished(db: TestJobStore) {
+    let store = &*db.store;
+    let good = store.insert(&new_job("malaria")).await.unwrap().id;
+    let job = claimed(store, good, false).await;
+    assert!(store.succeed(good, job.attempts, &result()).await.unwrap());
+    for take_over in [false, true] {
+        match store.claim(good, LEASE, take_over).await.unwrap() {
+            Claim::Finished(job) => {
+                assert_eq!(job.status, JobStatus::Succeeded);
+                assert_eq!(job.result, Some(result()));
+                assert_eq!(job.attempts, 1, "no new attempt");
+            }
+            other => panic!("expected Finished, got {other:?}"),
+        }
+    }
+
+    let bad = store.insert(&new_job("malaria")).await.unwrap().id;
+    let job = claimed(store, bad, false).await;
+    assert!(
+        store
+            .fail(bad, job.attempts, &failure("image_unreadable"))
+            .await
+            .unwrap()
+    );
+    for take_over in [false, true] {
+        match store.claim(bad, LEASE, take_over).await.unwrap() {
+            Claim::Finished(job) => {
+                assert_eq!(job.status, JobStatus::Failed);
+                assert_eq!(job.error, Some(failure("image_unreadable")));
+            }
+            other => panic!("expected Finished, got {other:?}"),
+        }
+    }
+}
+
+async fn claim_of_an_unknown_job_answers_missing(db: TestJobStore) {
+    let store = &*db.store;
+    for take_over in [false, true] {
+        assert_eq!(
+            store.claim(JobId::new(), LEASE, take_over).await.unwrap(),
+            Claim::Missing
+        );
+    }
+}
+
+async fn a_lease_that_ran_out_can_be_claimed_again(db: TestJobStore) {
+    let store = &*db.store;
+    let id = store.insert(&new_job("malaria")).await.unwrap().id;
+    let first = match store
+        .claim(id, Duration::from_millis(1), false)
+        .await
+        .unwrap()
+    {
+        Claim::Claimed(job) => job,
+        other => panic!("expected Claimed, got {other:?}"),
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let second = claimed(store, id, false).await;
+    assert_eq!(second.attempts, first.attempts + 1);
+    assert!(
+        !store.succeed(id, first.attempts, &result()).await.unwrap(),
+        "the first holder lost the job when its lease ran out"
+    );
+    assert!(store.succeed(id, second.attempts, &result()).await.unwrap());
+}
+
+async fn a_stale_attempt_cannot_overwrite_and_the_result_is_written_once(db: TestJobStore) {
+    let store = &*db.store;
+    let id = store.insert(&new_job("malaria")).await.unwrap().id;
+    let stale = claimed(store, id, false).await.attempts;
+    let current = claimed(store, id, true).await.attempts;
+    assert_eq!((stale, current), (1, 2));
+
+    let mut other = result();
+    other.label = "Uninfected".into();
+    other.positive = false;
+    assert!(!store.succeed(id, stale, &other).await.unwrap());
+    assert!(!store.fail(id, stale, &failure("stale")).await.unwrap());
+    assert!(!store.release(id, stale, &failure("stale")).await.unwrap());
+    let job = get(store, id).await;
+    assert_eq!(
+        job.status,
+        JobStatus::Processing,
+        "the stale attempt changed nothing"
+    );
+    assert_eq!((job.result, job.error), (None, None));
+
+    assert!(store.succeed(id, current, &result()).await.unwrap());
+    let done = get(store, id).await;
+
+    // Once written, the result stays: neither the same attempt again nor a later error
+    // replaces it.
+    assert!(!store.succeed(id, current, &other).await.unwrap());
+    assert!(!store.fail(id, current, &failure("late")).await.unwrap());
+    assert!(!store.release(id, current, &failure("late")).await.unwrap());
+    assert!(!store.succeed(id, current + 1, &other).await.unwrap());
+    assert_eq!(get(store, id).await, done);
+    assert_eq!(done.status, JobStatus::Succeeded);
+    assert_eq!(done.result, Some(result()));
+    assert_eq!(done.error, None);
+    assert_eq!(done.attempts, 2);
+}
+
+async fn fail_is_final(db: TestJobStore) {
+    let store = &*db.store;
+    let id = store.insert(&new_job("malaria")).await.unwrap().id;
+    let attempt = claimed(store, id, false).await.attempts;
+    assert!(
+        store
+            .fail(id, attempt, &failure("model_error"))
+            .await
+            .unwrap()
+    );
+    let job = get(store, id).await;
+    assert_eq!(job.status, JobStatus::Failed);
+    assert_eq!(job.error, Some(failure("model_error")));
+    assert_eq!(job.result, None);
+    assert_recent(job.finished_at.expect("finished"));
+    assert!(!store.succeed(id, attempt, &result()).await.unwrap());
+    assert_eq!(store.reclaim_expired(None).await.unwrap(), 0);
+    assert_eq!(get(store, id).await, job);
+}
+
+async fn release_hands_the_job_back_with_its_error(db: TestJobStore) {
+    let store = &*db.store;
+    let id = store.insert(&new_job("malaria")).await.unwrap().id;
+    let attempt = claimed(store, id, false).await.attempts;
+    assert!(
+        store
+            .release(id, attempt, &failure("storage_unavailable"))
+            .await
+            .unwrap()
+    );
+    let job = get(store, id).await;
+    assert_eq!(job.status, JobStatus::Queued);
+    assert_eq!(
+        job.error,
+        Some(failure("storage_unavailable")),
+        "the error is kept"
+    );
+    assert_eq!(job.finished_at, None);
+    assert_eq!(job.attempts, 1);
+    assert!(
+        !store.succeed(id, attempt, &result()).await.unwrap(),
+        "a released attempt cannot finish the job"
+    );
+
+    let next = claimed(store, id, false).await;
+    assert_eq!(next.attempts, 2);
+    assert!(store.succeed(id, next.attempts, &result()).await.unwrap());
+    let done = get(store, id).await;
+    assert_eq!(
+        done.error, None,
+        "success clears the error of an earlier attempt"
+    );
+    assert_eq!(done.result, Some(result()));
+}
+
+async fn reclaim_expired_takes_back_jobs_whose_lease_passed(db: TestJobStore) {
+    let store = &*db.store;
+    let leased = store.insert(&new_job("malaria")).await.unwrap().id;
+    let queued = store.insert(&new_job("malaria")).await.unwrap().id;
+    let finished = store.insert(&new_job("malaria")).await.unwrap().id;
+    store.mark_published(leased).await.unwrap();
+    claimed(store, leased, false).await;
+    let attempt = claimed(store, finished, false).await.attempts;
+    assert!(store.succeed(finished, attempt, &result()).await.unwrap());
+
+    assert_eq!(
+        store.reclaim_expired(Some(Utc::now())).await.unwrap(),
+        0,
+        "lease is live"
+    );
+    assert_eq!(get(store, leased).await.status, JobStatus::Processing);
+
+    let after_lease = Utc::now() + TimeDelta::seconds(120);
+    assert_eq!(store.reclaim_expired(Some(after_lease)).await.unwrap(), 1);
+    let job = get(store, leased).await;
+    assert_eq!(job.status, JobStatus::Queued);
+    assert_eq!(get(store, finished).await.status, JobStatus::Succeeded);
+    // Taken back means unconfirmed: it is published again (with the job never published).
+    let due: Vec<JobId> = store
+        .due_for_publish(
+            Utc::now() + TimeDelta::seconds(1),
+            Utc::now() - TimeDelta::hours(1),
+            10,
+        )
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(due, vec![leased, queued]);
+    assert_eq!(claimed(store, leased, false).await.attempts, 2);
+
+    // `None`: every job in processing, whatever its lease (a single process starting up).
+    assert_eq!(store.reclaim_expired(None).await.unwrap(), 1);
+    assert_eq!(get(store, leased).await.status, JobStatus::Queued);
+}
+
+async fn due_for_publish_finds_unconfirmed_and_stale_queued_jobs(db: TestJobStore) {
+    let store = &*db.store;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(store.insert(&new_job("malaria")).await.unwrap().id);
+        // Distinct creation times, so the order is the insertion order on every backend.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let unconfirmed = store.insert(&new_job("tuberculosis")).await.unwrap().id;
+    let processing = store.insert(&new_job("malaria")).await.unwrap().id;
+    claimed(store, processing, false).await;
+    for id in &ids {
+        store.mark_published(*id).await.unwrap();
+    }
+    let now = Utc::now() + TimeDelta::milliseconds(10);
+    let hour_ago = Utc::now() - TimeDelta::hours(1);
+    let long_ago = Utc::now() - TimeDelta::hours(2);
+    let due = |u, s, limit| async move {
+        store
+            .due_for_publish(u, s, limit)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect::<Vec<_>>()
+    };
+
+    assert_eq!(
+        due(long_ago, hour_ago, 100).await,
+        vec![],
+        "nothing is old enough"
+    );
+    assert_eq!(due(now, hour_ago, 100).await, vec![unconfirmed]);
+    // Confirmed long enough ago (a broker that lost its messages): due again, oldest first.
+    let mut all = ids.clone();
+    all.push(unconfirmed);
+    assert_eq!(due(now, now, 100).await, all);
+    assert_eq!(due(now, now, 2).await, ids[..2].to_vec(), "the limit holds");
+    assert_eq!(due(long_ago, now, 100).await, ids, "confirmed only");
+    let models: Vec<String> = store
+        .due_for_publish(now, hour_ago, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.model)
+        .collect();
+    assert_eq!(models, vec!["tuberculosis".to_owned()]);
+}
+
+async fn concurrent_claims_of_one_job_have_one_winner(db: TestJobStore) {
+    const CLAIMERS: usize = 8;
+    for round in 0..5 {
+        let id = db.store.insert(&new_job("malaria")).await.unwrap().id;
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(CLAIMERS));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..CLAIMERS {
+            let store = db.store.clone();
+            let start = start.clone();
+            tasks.spawn(async move {
+                start.wait().await;
+                store.claim(id, LEASE, false).await.unwrap()
+            });
+        }
+        let claims = tasks.join_all().await;
+        let winners: Vec<&Job> = claims
+            .iter()
+            .filter_map(|c| match c {
+                Claim::Claimed(job) => Some(job),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round} ({:?}): {claims:?}",
+            db.kind
+        );
+        assert_eq!(winners[0].attempts, 1);
+        assert!(
+            claims
+                .iter()
+                .all(|c| matches!(c, Claim::Claimed(_) | Claim::Busy)),
+            "{claims:?}"
+        );
+        assert_eq!(get(&*db.store, id).await.attempts, 1);
+    }
+}
