@@ -106,7 +106,33 @@ pub trait JobStore: Send + Sync + 'static {
     fn describe(&self) -> String;
 }
 
-/// A lease as a chrono duration (leases are minutes, far from chrono's limits).
+/// The longest lease a claim takes: a longer one is a setting gone wrong, and is cut to this
+/// rather than make every claim fail (PostgreSQL intervals end near 292 years) or overflow the
+/// lease's end time (SQLite).
+const MAX_LEASE: chrono::TimeDelta = chrono::TimeDelta::days(3650);
+
+/// A lease as a chrono duration in whole microseconds (what a PostgreSQL interval holds; a
+/// finer one is refused there), at most [`MAX_LEASE`].
 fn lease_duration(lease: Duration) -> chrono::TimeDelta {
-    chrono::TimeDelta::from_std(lease).unwrap_or(chrono::TimeDelta::MAX)
+    let micros = i64::try_from(lease.as_micros()).unwrap_or(i64::MAX);
+    chrono::TimeDelta::microseconds(micros.min(MAX_LEASE.num_microseconds().unwrap_or(i64::MAX)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leases_are_whole_microseconds_and_bounded() {
+        assert_eq!(
+            lease_duration(Duration::from_secs(300)),
+            chrono::TimeDelta::seconds(300)
+        );
+        assert_eq!(
+            lease_duration(Duration::from_nanos(1_500)),
+            chrono::TimeDelta::microseconds(1)
+        );
+        assert_eq!(lease_duration(Duration::from_secs(u64::MAX)), MAX_LEASE);
+        assert_eq!(lease_duration(Duration::MAX), MAX_LEASE);
+    }
 }

@@ -40,6 +40,7 @@ each_job_store!(
     claim_of_a_finished_job_answers_finished,
     claim_of_an_unknown_job_answers_missing,
     a_lease_that_ran_out_can_be_claimed_again,
+    a_lease_of_any_length_is_accepted,
     a_stale_attempt_cannot_overwrite_and_the_result_is_written_once,
     fail_is_final,
     release_hands_the_job_back_with_its_error,
@@ -276,6 +277,38 @@ async fn a_lease_that_ran_out_can_be_claimed_again(db: TestJobStore) {
         "the first holder lost the job when its lease ran out"
     );
     assert!(store.succeed(id, second.attempts, &result()).await.unwrap());
+}
+
+/// Leases come from the setting `jobs.lease_secs`; an odd value must not make every claim
+/// fail (PostgreSQL intervals hold whole microseconds and about 292 years) or panic (SQLite).
+async fn a_lease_of_any_length_is_accepted(db: TestJobStore) {
+    let store = &*db.store;
+    let long = store.insert(&new_job("malaria")).await.unwrap().id;
+    for lease in [
+        Duration::from_secs(u64::MAX),
+        Duration::from_secs(400 * 365 * 86_400),
+    ] {
+        let claim = store.claim(long, lease, true).await;
+        assert!(
+            matches!(claim, Ok(Claim::Claimed(_))),
+            "lease {lease:?}: {claim:?}"
+        );
+        assert_eq!(store.claim(long, LEASE, false).await.unwrap(), Claim::Busy);
+        assert_eq!(
+            store
+                .reclaim_expired(Some(Utc::now() + TimeDelta::days(365)))
+                .await
+                .unwrap(),
+            0,
+            "lease {lease:?} still holds in a year"
+        );
+    }
+
+    let short = store.insert(&new_job("malaria")).await.unwrap().id;
+    let claim = store.claim(short, Duration::from_nanos(1_500), false).await;
+    assert!(matches!(claim, Ok(Claim::Claimed(_))), "{claim:?}");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(claimed(store, short, false).await.attempts, 2);
 }
 
 async fn a_stale_attempt_cannot_overwrite_and_the_result_is_written_once(db: TestJobStore) {
