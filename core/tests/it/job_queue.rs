@@ -243,3 +243,114 @@ async fn rabbitmq_publish_reconnects_once_when_its_channel_broke() {
     second.ack().await.unwrap();
     assert!(q.rabbitmq().describe().contains(q.prefix()));
 }
+
+/// The publisher's connection to the broker breaks (a network failure between two
+/// publishes); the next `publish` reconnects and succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_publish_reconnects_once_when_its_connection_broke() {
+    let link = crate::support::BrokenLink::to_rabbitmq().await;
+    let q = TestQueue::new(QueueKind::RabbitMq).await;
+    let prefix = q.prefix().to_owned();
+    let through_link = medinform_core::queue::RabbitMqQueue::connect(&link.url, &prefix)
+        .await
+        .unwrap();
+    through_link.publish(&screen("malaria")).await.unwrap();
+
+    link.cut();
+    let after = screen("malaria");
+    through_link.publish(&after).await.unwrap();
+    through_link.check().await.unwrap();
+
+    let mut subscription = q.queue.subscribe(&models(&["malaria"]), 4).await.unwrap();
+    let first = expect_delivery(&mut subscription).await;
+    let second = expect_delivery(&mut subscription).await;
+    assert_eq!(second.message, after);
+    first.ack().await.unwrap();
+    second.ack().await.unwrap();
+}
+
+/// An operator deleted a model's queue: the publisher's memory of having declared it is
+/// stale, the unroutable message comes back, and `publish` declares the lane again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_publish_declares_a_deleted_lane_again() {
+    let q = TestQueue::new(QueueKind::RabbitMq).await;
+    q.queue.publish(&screen("malaria")).await.unwrap();
+    let connection = lapin::Connection::connect(&crate::support::amqp_url(), Default::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .queue_delete(
+            format!("{}.jobs.malaria", q.prefix()).into(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    connection.close(200, "done".into()).await.unwrap();
+
+    let after = screen("malaria");
+    q.queue.publish(&after).await.unwrap();
+    let mut subscription = q.queue.subscribe(&models(&["malaria"]), 4).await.unwrap();
+    let delivery = expect_delivery(&mut subscription).await;
+    assert_eq!(
+        delivery.message, after,
+        "the first message went with its queue"
+    );
+    delivery.ack().await.unwrap();
+    expect_no_delivery(&mut subscription).await;
+}
+
+/// A message the worker cannot read (another release's, or garbage) is put aside for a person
+/// in the dead-letter queue, never delivered and never redelivered in a loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmq_an_undecodable_message_is_dead_lettered() {
+    let q = TestQueue::new(QueueKind::RabbitMq).await;
+    let mut subscription = q.queue.subscribe(&models(&["malaria"]), 4).await.unwrap();
+    let connection = lapin::Connection::connect(&crate::support::amqp_url(), Default::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .basic_publish(
+            format!("{}.jobs", q.prefix()).into(),
+            "malaria".into(),
+            Default::default(),
+            br#"{"type":"screen.v9","job":"?"}"#,
+            Default::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    connection.close(200, "done".into()).await.unwrap();
+    let good = screen("malaria");
+    q.queue.publish(&good).await.unwrap();
+
+    let delivery = expect_delivery(&mut subscription).await;
+    assert_eq!(delivery.message, good, "the unreadable message was skipped");
+    delivery.ack().await.unwrap();
+    expect_no_delivery(&mut subscription).await;
+
+    let connection = lapin::Connection::connect(&crate::support::amqp_url(), Default::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let dead = q.rabbitmq().dead_letter_queue();
+    let deadline = tokio::time::Instant::now() + crate::support::PATIENCE;
+    let message = loop {
+        if let Some(message) = channel
+            .basic_get(dead.as_str().into(), Default::default())
+            .await
+            .unwrap()
+        {
+            break message;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "nothing dead-lettered"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(message.delivery.data, br#"{"type":"screen.v9","job":"?"}"#);
+    connection.close(200, "done".into()).await.unwrap();
+}

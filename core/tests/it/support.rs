@@ -506,3 +506,67 @@ pub async fn expect_no_delivery(subscription: &mut Box<dyn Subscription>) {
         panic!("expected no delivery, got {delivery:?}");
     }
 }
+
+/// A TCP proxy to RabbitMQ whose connections can be cut, as a network failure would: what
+/// connects through it afterwards gets through again.
+pub struct BrokenLink {
+    /// The AMQP URL through the proxy.
+    pub url: String,
+    connections: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl BrokenLink {
+    pub async fn to_rabbitmq() -> Self {
+        let url = amqp_url();
+        let (scheme, rest) = url.split_once("://").expect("an amqp:// URL");
+        let (credentials, rest) = rest.rsplit_once('@').unwrap_or(("", rest));
+        let (address, vhost) = rest.split_once('/').unwrap_or((rest, ""));
+        let upstream = if address.contains(':') {
+            address.to_owned()
+        } else {
+            format!("{address}:5672")
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let handles = connections.clone();
+        let listener = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let upstream = upstream.clone();
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                        tokio::io::copy_bidirectional(&mut client, &mut server)
+                            .await
+                            .ok();
+                    }
+                });
+                handles.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        let at = if credentials.is_empty() {
+            String::new()
+        } else {
+            format!("{credentials}@")
+        };
+        Self {
+            url: format!("{scheme}://{at}127.0.0.1:{port}/{vhost}"),
+            connections,
+            listener,
+        }
+    }
+
+    /// Cuts every connection made through the proxy so far.
+    pub fn cut(&self) {
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+    }
+}
+
+impl Drop for BrokenLink {
+    fn drop(&mut self) {
+        self.listener.abort();
+        self.cut();
+    }
+}
