@@ -545,7 +545,10 @@ mod tests {
         let text = std::fs::read_to_string(&example).unwrap();
         let documented: toml::Table = text.parse().unwrap();
         let defaults = toml::Table::try_from(Config::default()).unwrap();
-        assert_eq!(documented, defaults, "medinform.example.toml is out of date");
+        assert_eq!(
+            documented, defaults,
+            "medinform.example.toml is out of date"
+        );
     }
 
     #[test]
