@@ -26,7 +26,7 @@ struct Envelope {
 #[derive(Debug, Clone, Default)]
 pub struct MemoryQueue {
     state: Arc<Mutex<State>>,
-    arrived: Arc<Notify>,
+    changed: Arc<Notify>,
 }
 
 impl MemoryQueue {
@@ -72,7 +72,7 @@ impl MemoryQueue {
             lane.push_back(envelope);
         }
         drop(state);
-        self.arrived.notify_waiters();
+        self.changed.notify_waiters();
     }
 }
 
@@ -96,9 +96,14 @@ impl JobQueue for MemoryQueue {
     ) -> Result<Box<dyn Subscription>, QueueError> {
         Ok(Box::new(MemorySubscription {
             queue: self.clone(),
-            models: models.to_vec(),
+            lanes: models
+                .iter()
+                .map(|model| {
+                    let credit = Arc::new(Semaphore::new(usize::from(prefetch.max(1))));
+                    (model.clone(), credit)
+                })
+                .collect(),
             next_lane: 0,
-            credit: Arc::new(Semaphore::new(usize::from(prefetch.max(1)))),
             unsettled: Arc::default(),
             next_tag: 0,
         }))
@@ -126,11 +131,10 @@ fn lock_unsettled(unsettled: &Unsettled) -> std::sync::MutexGuard<'_, BTreeMap<u
 
 struct MemorySubscription {
     queue: MemoryQueue,
-    models: Vec<String>,
+    /// Each lane with its prefetch window: one permit per unacknowledged delivery.
+    lanes: Vec<(String, Arc<Semaphore>)>,
     /// Round robin over the lanes, so one busy model cannot starve another.
     next_lane: usize,
-    /// One permit per unacknowledged delivery (the prefetch window).
-    credit: Arc<Semaphore>,
     /// Handed back to their lanes when the subscription closes, as RabbitMQ does when a
     /// consumer's channel closes.
     unsettled: Unsettled,
@@ -138,18 +142,21 @@ struct MemorySubscription {
 }
 
 impl MemorySubscription {
-    fn take(&mut self) -> Option<Envelope> {
+    /// The next message of a lane with credit left, and the credit it takes.
+    fn take(&mut self) -> Option<(Envelope, OwnedSemaphorePermit)> {
         let mut state = self.queue.lock();
-        for offset in 0..self.models.len() {
-            let index = (self.next_lane + offset) % self.models.len();
-            if let Some(envelope) = state
-                .lanes
-                .get_mut(&self.models[index])
-                .and_then(VecDeque::pop_front)
-            {
-                self.next_lane = index + 1;
-                return Some(envelope);
-            }
+        for offset in 0..self.lanes.len() {
+            let index = (self.next_lane + offset) % self.lanes.len();
+            let (model, credit) = &self.lanes[index];
+            let Some(lane) = state.lanes.get_mut(model).filter(|lane| !lane.is_empty()) else {
+                continue;
+            };
+            let Ok(permit) = credit.clone().try_acquire_owned() else {
+                continue;
+            };
+            let envelope = lane.pop_front().expect("the lane is not empty");
+            self.next_lane = index + 1;
+            return Some((envelope, permit));
         }
         None
     }
@@ -158,13 +165,12 @@ impl MemorySubscription {
 #[async_trait]
 impl Subscription for MemorySubscription {
     async fn next(&mut self) -> Option<Result<Delivery, QueueError>> {
-        let permit = self.credit.clone().acquire_owned().await.ok()?;
         loop {
-            // Register interest before looking, so a publish between the look and the wait
-            // is not missed.
-            let arrived = self.queue.arrived.clone();
-            let notified = arrived.notified();
-            if let Some(envelope) = self.take() {
+            // Register interest before looking, so that a publish or a settlement between the
+            // look and the wait is not missed.
+            let changed = self.queue.changed.clone();
+            let notified = changed.notified();
+            if let Some((envelope, permit)) = self.take() {
                 let tag = self.next_tag;
                 self.next_tag += 1;
                 lock_unsettled(&self.unsettled).insert(tag, envelope.message.clone());
@@ -174,7 +180,7 @@ impl Subscription for MemorySubscription {
                         queue: self.queue.clone(),
                         unsettled: self.unsettled.clone(),
                         tag,
-                        _permit: permit,
+                        permit: Some(permit),
                     }),
                     message: envelope.message,
                 }));
@@ -199,7 +205,8 @@ struct MemorySettle {
     queue: MemoryQueue,
     unsettled: Unsettled,
     tag: u64,
-    _permit: OwnedSemaphorePermit,
+    /// The delivery's place in its lane's prefetch window, freed when it is settled.
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl MemorySettle {
@@ -230,5 +237,8 @@ impl Drop for MemorySettle {
         if let Some(message) = self.take() {
             self.queue.requeue(message);
         }
+        // Credit came back: a subscription waiting for it may take its next delivery.
+        drop(self.permit.take());
+        self.queue.changed.notify_waiters();
     }
 }

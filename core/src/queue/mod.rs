@@ -61,7 +61,8 @@ pub trait JobQueue: Send + Sync + 'static {
     /// responsibility for it (publisher confirm).
     async fn publish(&self, message: &JobMessage) -> Result<(), QueueError>;
     /// Starts consuming the lanes of `models`, holding at most `prefetch` unacknowledged
-    /// deliveries at once.
+    /// deliveries of each lane at once (RabbitMQ's per-consumer prefetch; a busy model then
+    /// never takes the place of another's batch).
     async fn subscribe(
         &self,
         models: &[String],

@@ -259,11 +259,10 @@ impl JobQueue for RabbitMqQueue {
         prefetch: u16,
     ) -> Result<Box<dyn Subscription>, QueueError> {
         let (connection, channel) = self.open_channel().await?;
-        // `global`: RabbitMQ then counts the prefetch per channel, across the consumers of
-        // every lane, instead of per consumer (which would let a worker serving N models hold
-        // N × prefetch jobs).
+        // Per consumer, that is per lane (RabbitMQ's `global` prefetch, one window for the
+        // whole channel, is deprecated and refused by default since RabbitMQ 4.3).
         channel
-            .basic_qos(prefetch, BasicQosOptions { global: true })
+            .basic_qos(prefetch, BasicQosOptions::default())
             .await
             .context("setting the prefetch")?;
         let mut consumers = SelectAll::new();

@@ -30,7 +30,7 @@ each_job_queue!(
     a_message_published_before_anyone_subscribed_is_delivered,
     each_model_has_its_own_lane,
     prefetch_bounds_the_unacknowledged_deliveries,
-    prefetch_is_shared_by_the_lanes_of_one_subscription,
+    prefetch_bounds_each_lane_on_its_own,
     a_requeued_message_is_redelivered,
     a_dropped_delivery_is_redelivered,
     closing_a_subscription_hands_its_deliveries_back,
@@ -103,23 +103,34 @@ async fn prefetch_bounds_the_unacknowledged_deliveries(kind: QueueKind) {
     third.ack().await.unwrap();
 }
 
-/// A worker serving several models holds at most `prefetch` jobs in all, not per model.
-async fn prefetch_is_shared_by_the_lanes_of_one_subscription(kind: QueueKind) {
+/// The prefetch window is per lane: a backlog of one model never keeps another model's
+/// message from a worker that serves both.
+async fn prefetch_bounds_each_lane_on_its_own(kind: QueueKind) {
     let q = TestQueue::new(kind).await;
-    q.queue.publish(&screen("malaria")).await.unwrap();
-    q.queue.publish(&screen("tuberculosis")).await.unwrap();
+    let malaria: Vec<JobMessage> = (0..2).map(|_| screen("malaria")).collect();
+    for message in &malaria {
+        q.queue.publish(message).await.unwrap();
+    }
+    let tb = screen("tuberculosis");
+    q.queue.publish(&tb).await.unwrap();
     let mut subscription = q
         .queue
         .subscribe(&models(&["malaria", "tuberculosis"]), 1)
         .await
         .unwrap();
-    let first = expect_delivery(&mut subscription).await;
+    let mut held = vec![
+        expect_delivery(&mut subscription).await,
+        expect_delivery(&mut subscription).await,
+    ];
     expect_no_delivery(&mut subscription).await;
-    let first_model = first.message.model().to_owned();
-    first.ack().await.unwrap();
-    let second = expect_delivery(&mut subscription).await;
-    assert_ne!(second.message.model(), first_model);
-    second.ack().await.unwrap();
+    held.sort_by_key(|d| d.message.model().to_owned());
+    assert_eq!(held[0].message, malaria[0]);
+    assert_eq!(held[1].message, tb);
+    // Acknowledging the tuberculosis job frees nothing for malaria.
+    held.pop().unwrap().ack().await.unwrap();
+    expect_no_delivery(&mut subscription).await;
+    held.pop().unwrap().ack().await.unwrap();
+    assert_eq!(expect_delivery(&mut subscription).await.message, malaria[1]);
 }
 
 async fn a_requeued_message_is_redelivered(kind: QueueKind) {
