@@ -63,6 +63,15 @@ impl S3BlobStore {
         })
     }
 
+    /// The S3 client, for what the blob store's verbs do not cover (operations tools, tests).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
     fn object_key(&self, key: &str) -> anyhow::Result<String> {
         check_key(key)?;
         Ok(format!("{}{key}", self.prefix))

@@ -211,6 +211,52 @@ pub struct TestBlobStore {
     /// The folder of a local store (`None` for S3).
     pub root: Option<PathBuf>,
     _dir: Option<tempfile::TempDir>,
+    /// The S3 settings, whose key prefix is emptied when the test ends.
+    s3: Option<S3Config>,
+}
+
+impl Drop for TestBlobStore {
+    fn drop(&mut self) {
+        let Some(config) = self.s3.take() else {
+            return;
+        };
+        run_detached(async move {
+            if let Err(e) = delete_prefix(&config).await {
+                eprintln!("could not empty s3 prefix {}: {e:#}", config.prefix);
+            }
+        });
+    }
+}
+
+/// Deletes every object under the key prefix of `config`.
+async fn delete_prefix(config: &S3Config) -> anyhow::Result<()> {
+    let store = S3BlobStore::connect(config)?;
+    loop {
+        let listed = store
+            .client()
+            .list_objects_v2()
+            .bucket(store.bucket())
+            .prefix(&config.prefix)
+            .send()
+            .await?;
+        let keys: Vec<String> = listed
+            .contents()
+            .iter()
+            .filter_map(|object| object.key().map(str::to_owned))
+            .collect();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        for key in keys {
+            store
+                .client()
+                .delete_object()
+                .bucket(store.bucket())
+                .key(key)
+                .send()
+                .await?;
+        }
+    }
 }
 
 impl TestBlobStore {
@@ -226,14 +272,17 @@ impl TestBlobStore {
                     store: Arc::new(store),
                     root: Some(root),
                     _dir: Some(dir),
+                    s3: None,
                 }
             }
             BlobKind::S3 => {
-                let store = S3BlobStore::connect(&s3_config()).expect("an S3 client");
+                let config = s3_config();
+                let store = S3BlobStore::connect(&config).expect("an S3 client");
                 Self {
                     store: Arc::new(store),
                     root: None,
                     _dir: None,
+                    s3: Some(config),
                 }
             }
         }
