@@ -96,11 +96,11 @@ impl JobQueue for MemoryQueue {
     ) -> Result<Box<dyn Subscription>, QueueError> {
         Ok(Box::new(MemorySubscription {
             queue: self.clone(),
-            lanes: models
-                .iter()
+            lanes: super::distinct_models(models)
+                .into_iter()
                 .map(|model| {
                     let credit = Arc::new(Semaphore::new(usize::from(prefetch.max(1))));
-                    (model.clone(), credit)
+                    (model, credit)
                 })
                 .collect(),
             next_lane: 0,
@@ -165,6 +165,9 @@ impl MemorySubscription {
 #[async_trait]
 impl Subscription for MemorySubscription {
     async fn next(&mut self) -> Option<Result<Delivery, QueueError>> {
+        if self.lanes.is_empty() {
+            return None; // nothing can ever arrive (as a RabbitMQ channel without consumers)
+        }
         loop {
             // Register interest before looking, so that a publish or a settlement between the
             // look and the wait is not missed.

@@ -120,6 +120,17 @@ impl Delivery {
     }
 }
 
+/// The models of a subscription, each once, in the order given (a lane consumed twice would
+/// get two prefetch windows, and RabbitMQ refuses a consumer tag used twice on a channel).
+fn distinct_models(models: &[String]) -> Vec<String> {
+    let mut seen = std::collections::HashSet::new();
+    models
+        .iter()
+        .filter(|model| seen.insert(model.as_str()))
+        .cloned()
+        .collect()
+}
+
 /// How a delivery was settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {

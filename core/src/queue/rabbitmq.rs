@@ -266,7 +266,7 @@ impl JobQueue for RabbitMqQueue {
             .await
             .context("setting the prefetch")?;
         let mut consumers = SelectAll::new();
-        for model in models {
+        for model in &super::distinct_models(models) {
             self.declare_lane(&channel, model).await?;
             let consumer: Consumer = channel
                 .basic_consume(

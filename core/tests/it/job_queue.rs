@@ -36,6 +36,8 @@ each_job_queue!(
     closing_a_subscription_hands_its_deliveries_back,
     a_dead_lettered_message_lands_in_the_dead_letter_queue,
     an_acknowledged_message_is_gone,
+    a_model_named_twice_is_one_lane,
+    a_subscription_to_no_lane_ends_at_once,
 );
 
 fn screen(model: &str) -> JobMessage {
@@ -215,6 +217,37 @@ async fn an_acknowledged_message_is_gone(kind: QueueKind) {
     let mut second = q.queue.subscribe(&models(&["malaria"]), 1).await.unwrap();
     expect_no_delivery(&mut second).await;
     assert_eq!(q.take_dead_letters(0).await, vec![]);
+}
+
+/// `worker.models = ["malaria", "malaria"]` (a slip in a comma-separated variable) consumes the
+/// lane once, with one prefetch window.
+async fn a_model_named_twice_is_one_lane(kind: QueueKind) {
+    let q = TestQueue::new(kind).await;
+    let sent: Vec<JobMessage> = (0..2).map(|_| screen("malaria")).collect();
+    for message in &sent {
+        q.queue.publish(message).await.unwrap();
+    }
+    let mut subscription = q
+        .queue
+        .subscribe(&models(&["malaria", "malaria"]), 1)
+        .await
+        .unwrap();
+    let first = expect_delivery(&mut subscription).await;
+    assert_eq!(first.message, sent[0]);
+    expect_no_delivery(&mut subscription).await;
+    first.ack().await.unwrap();
+    let second = expect_delivery(&mut subscription).await;
+    assert_eq!(second.message, sent[1]);
+    second.ack().await.unwrap();
+}
+
+/// Nothing can ever arrive on a subscription to no lane: it ends rather than waiting forever.
+async fn a_subscription_to_no_lane_ends_at_once(kind: QueueKind) {
+    let q = TestQueue::new(kind).await;
+    q.queue.publish(&screen("malaria")).await.unwrap();
+    let mut subscription = q.queue.subscribe(&[], 1).await.unwrap();
+    let next = tokio::time::timeout(crate::support::PATIENCE, subscription.next()).await;
+    assert!(matches!(next, Ok(None)), "{next:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
