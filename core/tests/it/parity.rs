@@ -165,10 +165,11 @@ fn trained_models_agree_with_onnxruntime_in_python() {
 #[test]
 fn original_keras_malaria_model_gives_its_recorded_probabilities() {
     let importer = repo_root().join("models/training/medinform_train/keras_import.py");
-    if !importer.exists() {
-        eprintln!("SKIPPED: {} does not exist yet", importer.display());
-        return;
-    }
+    assert!(
+        importer.exists(),
+        "{} is missing: the original model cannot be imported",
+        importer.display()
+    );
     let original = shared_dir().join("models/medinform-original/malaria");
     let work = tempfile::tempdir().unwrap();
     let imported = work.path().join("import");
