@@ -612,7 +612,10 @@ def import_model(
     if not version.strip() or '"' in version or "\\" in version:
         raise KerasImportError(f"--version {version!r} must be a non-empty string without quotes or backslashes")
     if golden_dir is not None and not os.path.isfile(os.path.join(golden_dir, "expected_prob_uninfected.json")):
-        raise KerasImportError(f"{golden_dir}: no expected_prob_uninfected.json to check the import against")
+        raise KerasImportError(
+            f"{golden_dir}: no expected_prob_uninfected.json to check the import against "
+            "(name the golden folder with --golden DIR, or skip the check with --no-golden-check)"
+        )
     model = read_h5(h5_path)
     onnx_model = to_onnx(model, graph_name=model_id)
     params = sum(int(np.prod(a.shape)) for arrays in model.weights.values() for a in arrays)
