@@ -1,0 +1,1 @@
+"""MedInform training pipeline: datasets, training, export, model cards, parity references."""

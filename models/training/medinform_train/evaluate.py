@@ -1,0 +1,68 @@
+"""Reproduce a model card's metrics from a dataset folder, with the shipped ONNX file.
+
+    python -m medinform_train.evaluate --model-dir models/malaria --data ../shared/datasets/malaria
+    python -m medinform_train.evaluate --model-dir models/covid19 --data ... --split all
+
+Reads the manifest, splits the dataset exactly as training did (same seed, by `source_id`),
+preprocesses each image with the numpy twin of the worker's preprocessing, runs the ONNX model
+through ONNX Runtime on the CPU and prints the metrics at the manifest's threshold as JSON
+(`--split test` by default: the held-out split of the card; `all` evaluates every image, e.g. a
+new dataset from another site).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+from .data import grouped_split
+from .metrics import binary_metrics, ordinal_metrics
+from .preprocess import load_manifest
+from .reference import probabilities, session_for
+from .specs import SPECS
+from .train import SEED, tensors
+
+
+def evaluate(model_dir: str, data: str, split: str = "test") -> dict:
+    manifest = load_manifest(model_dir)
+    spec = SPECS.get(manifest["id"])
+    if spec is None:
+        raise SystemExit(f"{manifest['id']} has no training spec: cannot read its dataset")
+    samples = spec.load(data)
+    chosen = samples if split == "all" else grouped_split(samples, seed=SEED)[split]
+    labels = manifest["output"]["labels"]
+    index = {label: i for i, label in enumerate(labels)}
+    y = np.array([index[s.label] for s in chosen])
+    x = tensors(chosen, manifest)
+    session = session_for(model_dir, manifest)
+    input_name = manifest["input"]["name"]
+    raw = np.concatenate([session.run(None, {input_name: x[i:i + 64]})[0]
+                          for i in range(0, len(x), 64)])
+    probs = np.array([probabilities(row, manifest) for row in raw])
+    threshold = manifest["decision"]["threshold"]
+    if manifest["task"] == "ordinal":
+        first = labels.index(manifest["decision"]["finding"])
+        return ordinal_metrics(probs, y, first, threshold)
+    finding = labels.index(manifest["decision"]["finding"])
+    return binary_metrics(probs[:, finding], y == finding, threshold)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", required=True)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+    args = parser.parse_args(argv)
+    result = evaluate(args.model_dir, args.data, args.split)
+    result = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
+    print(json.dumps({"model": os.path.basename(os.path.normpath(args.model_dir)),
+                      "split": args.split, **result}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
