@@ -230,7 +230,7 @@ impl Default for InferenceConfig {
 pub struct WorkerConfig {
     /// Model ids this worker serves (comma-separated in the environment); empty means all.
     pub models: Vec<String>,
-    /// Messages a worker holds unacknowledged at once (RabbitMQ prefetch).
+    /// Messages a worker holds unacknowledged at once, per model lane (RabbitMQ prefetch).
     pub prefetch: u16,
     /// Most images in one model run.
     pub max_batch: usize,
@@ -361,6 +361,9 @@ impl Config {
         }
         if self.storage.backend == StorageBackend::S3 && self.storage.s3.bucket.is_empty() {
             bail!("storage.s3.bucket is required when storage.backend = \"s3\"");
+        }
+        if !(1..=7 * 24 * 3600).contains(&self.jobs.lease_secs) {
+            bail!("jobs.lease_secs must be between 1 and 604800 (a week)");
         }
         if self.jobs.max_attempts < 1 {
             bail!("jobs.max_attempts must be at least 1");
