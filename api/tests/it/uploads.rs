@@ -18,11 +18,28 @@ fn png(width: u32, height: u32) -> Vec<u8> {
 /// decompression bomb's calling card.
 fn bomb(width: u32, height: u32) -> Vec<u8> {
     let mut bytes = png(1, 1);
-    // IHDR data starts at byte 16: width, height (big endian). The CRC no longer matches,
-    // which a decoder that trusted the header first would not notice in time.
+    // The IHDR chunk: length (8..12), type (12..16), width and height (16..24), CRC (29..33)
+    // over type and data.
     bytes[16..20].copy_from_slice(&width.to_be_bytes());
     bytes[20..24].copy_from_slice(&height.to_be_bytes());
+    let crc = crc32(&bytes[12..29]);
+    bytes[29..33].copy_from_slice(&crc.to_be_bytes());
     bytes
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in data {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
 }
 
 async fn assert_refused(app: &TestApp, model: &str, bytes: Vec<u8>, status: u16, code: &str) {
