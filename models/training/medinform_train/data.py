@@ -105,7 +105,9 @@ def grouped_split(samples: list[Sample], seed: int, fractions=(0.7, 0.15, 0.15)
     strata: dict[str, list[str]] = {}
     for gid, members in groups.items():
         keys = [f"{m.label}|{m.stratum}" for m in members]
-        strata.setdefault(max(set(keys), key=keys.count), []).append(gid)
+        # sorted() first: with a tie, `max` keeps the first key, and set order would depend on
+        # the process's string-hash seed, making the split differ from run to run.
+        strata.setdefault(max(sorted(set(keys)), key=keys.count), []).append(gid)
     rng = random.Random(seed)
     split: dict[str, list[Sample]] = {name: [] for name in SPLITS}
     for key in sorted(strata):

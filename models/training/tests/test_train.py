@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
+import subprocess
+import sys
 import tomllib
 
 import numpy as np
@@ -52,6 +54,25 @@ def test_grouped_split_keeps_each_source_on_one_side_and_every_class_everywhere(
         assert {s.label for s in part} == {"Pos", "Neg"}
     assert 0.6 < len(split["train"]) / 400 < 0.8
     assert grouped_split(samples, seed=7) == split, "the split is deterministic"
+
+
+def test_grouped_split_is_the_same_in_every_process(tmp_path):
+    """evaluate.py re-derives the test split in a new process: the split must not depend on the
+    string-hash seed (a patient with as many images of one class as of another once made it)."""
+    script = (
+        "from medinform_train.data import Sample, grouped_split\n"
+        "samples = [Sample(label='Pos' if i % 2 else 'Neg', source_id=f'p{i // 2}', stratum=f's{i % 3}')"
+        " for i in range(300)]\n"
+        "print([s.source_id for s in grouped_split(samples, seed=7)['test']])\n"
+    )
+    training = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    outputs = set()
+    for hash_seed in ("1", "2", "3", "4"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "PYTHONPATH": training}
+        done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                              text=True, check=True)
+        outputs.add(done.stdout)
+    assert len(outputs) == 1
 
 
 def test_threshold_keeps_sensitivity_for_screening():
