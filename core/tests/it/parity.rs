@@ -82,9 +82,10 @@ fn golden_tensors_of_the_original_malaria_pipeline_are_reproduced() {
     eprintln!("golden tensors: max abs diff {worst} over 6 images");
 }
 
-/// A few real images for a model: from `datasets/<id>`, else the data set of its modality,
-/// written as PNG into `out` (the test compares preprocessing and inference, not JPEG decoders,
-/// which differ between Pillow and the worker).
+/// Eight real images for a model, spread over both ends of its `labels.csv` (which groups the
+/// classes): from `datasets/<id>`, else the data set of its modality, written as PNG into `out`
+/// (the test compares preprocessing and inference, not JPEG decoders, which differ between Pillow
+/// and the worker). A shipped model with no real images to test is a failure, not a skip.
 fn sample_images(manifest: &Manifest, out: &Path) -> Vec<PathBuf> {
     let datasets = shared_dir().join("datasets");
     let by_modality = match manifest.modality {
@@ -98,9 +99,13 @@ fn sample_images(manifest: &Manifest, out: &Path) -> Vec<PathBuf> {
         .map(|name| datasets.join(name))
         .find(|dir| !dir.as_os_str().is_empty() && dir.is_dir() && dir != &datasets);
     let Some(dataset) = dataset else {
-        return golden_pngs();
+        panic!(
+            "{} ships weights but {} holds no {:?} images to check them on",
+            manifest.id,
+            datasets.display(),
+            manifest.modality
+        );
     };
-    // Four images spread over the labels.csv order (which groups the classes).
     let script = r#"
 import csv, os, sys
 import numpy as np
@@ -109,10 +114,10 @@ dataset, out = sys.argv[1], sys.argv[2]
 npz = sorted(f for f in os.listdir(dataset) if f.endswith(".npz"))
 if npz:
     images = np.load(os.path.join(dataset, npz[0]))["images"]
-    picks = [(f"cell_{i}", images[i]) for i in np.linspace(0, len(images) - 1, 4).astype(int)]
+    picks = [(f"cell_{i}", images[i]) for i in np.linspace(0, len(images) - 1, 8).astype(int)]
 else:
     rows = list(csv.DictReader(open(os.path.join(dataset, "labels.csv"))))
-    chosen = [rows[i] for i in np.linspace(0, len(rows) - 1, 4).astype(int)]
+    chosen = [rows[i] for i in np.linspace(0, len(rows) - 1, 8).astype(int)]
     picks = [(os.path.splitext(os.path.basename(r["file"]))[0], np.asarray(Image.open(os.path.join(dataset, r["file"])))) for r in chosen]
 for name, pixels in picks:
     path = os.path.join(out, name + ".png")
@@ -137,21 +142,25 @@ fn trained_models_agree_with_onnxruntime_in_python() {
     let trained: Vec<_> = registry
         .list()
         .into_iter()
-        .filter(|m| {
-            m.manifest()
-                .is_some_and(|man| m.dir().join(&man.weights).exists())
+        .filter(|m| match m.manifest() {
+            Some(manifest) => m.dir().join(&manifest.weights).exists(),
+            // A folder with weights but a manifest the registry refused must not drop out.
+            None => m.dir().join("model.onnx").exists(),
         })
         .collect();
-    if trained.is_empty() {
-        eprintln!(
-            "no trained model in {} yet: nothing to compare",
-            models.display()
-        );
-    }
+    // The repository ships trained models: finding none means the registry lost them.
+    assert!(
+        !trained.is_empty(),
+        "no model with weights in {}",
+        models.display()
+    );
     for model in trained {
-        let manifest = model.manifest().unwrap();
+        let manifest = model.manifest().unwrap_or_else(|| {
+            panic!("{} ships weights: {:?}", model.id(), model.status())
+        });
         let images = tempfile::tempdir().unwrap();
         let files = sample_images(manifest, images.path());
+        assert_eq!(files.len(), 8, "{}: {files:?}", model.id());
         let worst = assert_parity(&registry, model.id(), model.dir(), &files);
         eprintln!(
             "{} {}: max |p_rust - p_python| = {worst:.2e} over {} images",
