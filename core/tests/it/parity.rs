@@ -155,9 +155,9 @@ fn trained_models_agree_with_onnxruntime_in_python() {
         models.display()
     );
     for model in trained {
-        let manifest = model.manifest().unwrap_or_else(|| {
-            panic!("{} ships weights: {:?}", model.id(), model.status())
-        });
+        let manifest = model
+            .manifest()
+            .unwrap_or_else(|| panic!("{} ships weights: {:?}", model.id(), model.status()));
         let images = tempfile::tempdir().unwrap();
         let files = sample_images(manifest, images.path());
         assert_eq!(files.len(), 8, "{}: {files:?}", model.id());
