@@ -33,7 +33,7 @@ PROVENANCE = {
         "and Candemir S et al., IEEE Trans Med Imaging 2014;33(2):577-590.",
         [
             "The images were already downscaled to 96x96 by the source: fine detail is lost, and "
-            "the model was trained on those upscaled to 128x128.",
+            "the model was trained on those upscaled to its input size (see Model).",
             "Two sites (Shenzhen, China; Montgomery County, USA), adults; per-site figures below.",
             "Small test split (about a hundred images): the confidence intervals are wide.",
         ],
@@ -203,6 +203,8 @@ def card(spec: ModelSpec, report: dict | None, data: str | None) -> str:
             "validation split: the best Youden's J among thresholds that keep validation "
             "sensitivity at or above 90%. A site may set its own (`models.thresholds`).",
             f"- ONNX Runtime reproduces PyTorch to {report['onnx_parity']:.1e} on the test tensors.",
+            f"- Software: {report.get('software', 'not recorded')}; machine: "
+            f"{report.get('machine', 'not recorded')}.",
             "",
             f"## Metrics on the held-out test split ({test['n']} images, {test['positives']} "
             f"{spec.finding})",
@@ -247,6 +249,41 @@ def augmentation(spec: ModelSpec) -> str:
         parts.append("flips and transposition")
     if spec.shift:
         parts.append(f"shifts up to {spec.shift:.0%}")
+    if spec.rotate:
+        parts.append(f"rotations up to ±{spec.rotate:g}°")
+    if spec.zoom:
+        parts.append(f"zoom ±{spec.zoom:.0%}")
     if spec.intensity:
         parts.append(f"gain/offset ±{spec.intensity}")
     return ", ".join(parts) or "none"
+
+
+def registry_table(models_dir: str) -> str:
+    """The Markdown table of every model folder's version and held-out metrics, as
+    models/README.md shows it (a test keeps the two equal)."""
+    from .preprocess import load_manifest
+
+    rows = ["| model | version | input | test n | accuracy | sensitivity | specificity | "
+            "ROC AUC | threshold |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for model_id in sorted(os.listdir(models_dir)):
+        if not os.path.isfile(os.path.join(models_dir, model_id, "manifest.toml")):
+            continue
+        manifest = load_manifest(os.path.join(models_dir, model_id))
+        spec = manifest["input"]
+        size = f"{spec['color']} {spec['width']}x{spec['height']}"
+        m = manifest.get("metrics")
+        if not m or not os.path.exists(os.path.join(models_dir, model_id, manifest["weights"])):
+            rows.append(f"| `{model_id}` | {manifest['version']} | {size} | not trained "
+                        "(unavailable) | | | | | |")
+            continue
+        rows.append(f"| `{model_id}` | {manifest['version']} | {size} | {m['n']} | "
+                    f"{pct(m['accuracy'])} | {pct(m['sensitivity'])} | {pct(m['specificity'])} | "
+                    f"{m['roc_auc']:.3f} | {manifest['decision']['threshold']} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(registry_table(sys.argv[1] if len(sys.argv) > 1 else ".."), end="")

@@ -44,6 +44,8 @@ class ModelSpec:
     weight_decay: float = 1e-4
     flips: str = "h"  # "" | "h" | "both"
     shift: float = 0.05
+    rotate: float = 0.0  # degrees, either way
+    zoom: float = 0.0  # relative, either way
     intensity: float = 0.1
 
     def load(self, folder: str) -> list[Sample]:
@@ -78,7 +80,7 @@ SPECS: dict[str, ModelSpec] = {
             modality="chest_xray",
             description="A frontal adult chest X-ray: report-mined pneumonia or no finding.",
             labels=["No_findings", "Pneumonia"], finding="Pneumonia", color="gray", size=160,
-            arch="efficientnet_lite0", dataset="pneumonia", epochs=12, flips="", shift=0.05,
+            arch="efficientnet_lite0", dataset="pneumonia", epochs=8, flips="", shift=0.05,
         ),
         ModelSpec(
             id="covid19", version="1.0.0", name="Covid-19 (chest X-ray)",
@@ -86,7 +88,7 @@ SPECS: dict[str, ModelSpec] = {
             description="A frontal chest X-ray: Covid-19 pneumonia or no finding.",
             labels=["No Finding", "COVID-19"], finding="COVID-19", color="gray", size=160,
             arch="efficientnet_lite0", dataset="covid19", stratify_column="dataset",
-            epochs=12, flips="", shift=0.05,
+            epochs=8, flips="", shift=0.05,
         ),
         ModelSpec(
             id="skin_cancer", version="1.0.0", name="Skin cancer (dermoscopy)",

@@ -77,6 +77,15 @@ def augment(x: torch.Tensor, spec: ModelSpec, generator: torch.Generator) -> tor
         dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
         dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
         x = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    if spec.rotate or spec.zoom:
+        # A random small rotation and zoom about the centre, with edge padding.
+        angle = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(spec.rotate)
+        scale = 1 + (torch.rand(n, generator=generator) * 2 - 1) * spec.zoom
+        cos, sin, zero = torch.cos(angle) / scale, torch.sin(angle) / scale, torch.zeros(n)
+        theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+        grid = nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+        x = nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border",
+                                      align_corners=False)
     if spec.intensity:
         gain = 1 + (torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1) * spec.intensity
         bias = (torch.rand(n, 1, 1, 1, generator=generator) * 2 - 1) * spec.intensity
@@ -176,6 +185,15 @@ def check_onnx(net: nn.Module, x: np.ndarray, path: str) -> float:
     return diff
 
 
+def software_versions() -> str:
+    """The library versions that produced and checked the weights, for the model card."""
+    import onnx
+    import onnxruntime
+
+    return (f"Python {sys.version.split()[0]}, torch {torch.__version__}, numpy {np.__version__}, "
+            f"onnx {onnx.__version__}, onnxruntime {onnxruntime.__version__}")
+
+
 def train(spec: ModelSpec, data: str, out: str, samples: list[Sample] | None = None,
           epochs: int | None = None) -> dict:
     """Trains one model into the folder `out` and returns what was measured."""
@@ -234,6 +252,8 @@ def train(spec: ModelSpec, data: str, out: str, samples: list[Sample] | None = N
         "seconds": round(time.time() - started),
         "device": device,
         "torch_threads": torch.get_num_threads(),
+        "software": software_versions(),
+        "machine": f"{os.cpu_count()}-core CPU" if device == "cpu" else torch.cuda.get_device_name(),
         **fitted,
     }
     cards.write(spec, out, report, data)
