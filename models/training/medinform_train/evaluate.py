@@ -7,7 +7,8 @@ Reads the manifest, splits the dataset exactly as training did (same seed, by `s
 preprocesses each image with the numpy twin of the worker's preprocessing, runs the ONNX model
 through ONNX Runtime on the CPU and prints the metrics at the manifest's threshold as JSON
 (`--split test` by default: the held-out split of the card; `all` evaluates every image, e.g. a
-new dataset from another site).
+new dataset from another site), with per-source figures (`by_source`) where the model's spec
+stratifies by site or dataset.
 """
 
 from __future__ import annotations
@@ -44,11 +45,27 @@ def evaluate(model_dir: str, data: str, split: str = "test") -> dict:
                           for i in range(0, len(x), 64)])
     probs = np.array([probabilities(row, manifest) for row in raw])
     threshold = manifest["decision"]["threshold"]
-    if manifest["task"] == "ordinal":
-        first = labels.index(manifest["decision"]["finding"])
-        return ordinal_metrics(probs, y, first, threshold)
-    finding = labels.index(manifest["decision"]["finding"])
-    return binary_metrics(probs[:, finding], y == finding, threshold)
+    first = labels.index(manifest["decision"]["finding"])
+
+    def measure(keep: np.ndarray) -> dict:
+        if manifest["task"] == "ordinal":
+            return ordinal_metrics(probs[keep], y[keep], first, threshold)
+        return binary_metrics(probs[keep, first], y[keep] == first, threshold)
+
+    result = measure(np.ones(len(y), dtype=bool))
+    # Per source (site or dataset) where the spec stratifies by one, as the card reports them.
+    strata = sorted({s.stratum for s in chosen} - {""})
+    if strata:
+        result["by_source"] = {name: measure(np.array([s.stratum == name for s in chosen]))
+                               for name in strata}
+    return result
+
+
+def rounded(value):
+    """Floats to 4 decimals, in nested dicts too, for printing."""
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    return round(value, 4) if isinstance(value, float) else value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     args = parser.parse_args(argv)
     result = evaluate(args.model_dir, args.data, args.split)
-    result = {k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}
+    result = rounded(result)
     print(json.dumps({"model": os.path.basename(os.path.normpath(args.model_dir)),
                       "split": args.split, **result}))
     return 0
