@@ -283,7 +283,30 @@ def registry_table(models_dir: str) -> str:
     return "\n".join(rows) + "\n"
 
 
+TABLE_BEGIN = "<!-- model table: written by medinform_train.cards, do not edit -->"
+TABLE_END = "<!-- end of model table -->"
+
+
+def update_readme(models_dir: str) -> bool:
+    """Rewrites the model table of `models_dir/README.md` (between its markers) from the
+    manifests; False when there is no such README (e.g. a scratch output folder)."""
+    path = os.path.join(models_dir, "README.md")
+    if not os.path.exists(path):
+        return False
+    with open(path) as f:
+        text = f.read()
+    if TABLE_BEGIN not in text or TABLE_END not in text:
+        return False
+    head, rest = text.split(TABLE_BEGIN, 1)
+    _, tail = rest.split(TABLE_END, 1)
+    with open(path, "w") as f:
+        f.write(f"{head}{TABLE_BEGIN}\n{registry_table(models_dir)}{TABLE_END}{tail}")
+    return True
+
+
 if __name__ == "__main__":
     import sys
 
-    print(registry_table(sys.argv[1] if len(sys.argv) > 1 else ".."), end="")
+    models = sys.argv[1] if len(sys.argv) > 1 else ".."
+    if not update_readme(models):
+        print(registry_table(models), end="")

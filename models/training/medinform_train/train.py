@@ -257,6 +257,8 @@ def train(spec: ModelSpec, data: str, out: str, samples: list[Sample] | None = N
         **fitted,
     }
     cards.write(spec, out, report, data)
+    # Written into the registry: its README's model table follows.
+    cards.update_readme(os.path.dirname(os.path.abspath(out)))
     log(f"done in {report['seconds']}s: {out}")
     return report
 

@@ -179,3 +179,12 @@ def test_shipped_folders_match_their_specs():
             metrics = manifest["metrics"]
             assert metrics["split"] == "test" and metrics["n"] > 0
             assert os.path.getsize(os.path.join(folder, "model.onnx")) < 20e6
+
+
+def test_the_readme_table_shows_the_shipped_metrics():
+    models = os.path.join(os.path.dirname(__file__), "..", "..")
+    with open(os.path.join(models, "README.md")) as f:
+        readme = f.read()
+    assert cards.TABLE_BEGIN + "\n" + cards.registry_table(models) + cards.TABLE_END in readme, (
+        "models/README.md is stale: run `python -m medinform_train.cards ..` in models/training"
+    )
