@@ -429,9 +429,21 @@ fn merge(base: &mut toml::Table, overlay: toml::Table) {
 /// Sets the setting that `name` (upper case, `_`-joined path) denotes. Keys contain `_` too, so
 /// the path is found by matching the known keys of each table level.
 /// `MEDINFORM_*` variables that are not settings: read by the command line (`CONFIG`,
-/// `LOG`, `LOG_FORMAT`) or by the test suite (`TEST_*`).
+/// `LOG`, `LOG_FORMAT`), by the scripts and training (`PYTHON`, `BOOTSTRAP_PYTHON`,
+/// `TRAIN_THREADS`), by docker-compose.yml (`HTTP_PORT`, `S3_BUCKET`) or by the test suite
+/// (`TEST_*`).
 fn is_process_variable(name: &str) -> bool {
-    matches!(name, "CONFIG" | "LOG" | "LOG_FORMAT") || name.starts_with("TEST_")
+    matches!(
+        name,
+        "CONFIG"
+            | "LOG"
+            | "LOG_FORMAT"
+            | "PYTHON"
+            | "BOOTSTRAP_PYTHON"
+            | "TRAIN_THREADS"
+            | "HTTP_PORT"
+            | "S3_BUCKET"
+    ) || name.starts_with("TEST_")
 }
 
 fn apply_env(tree: &mut toml::Table, name: &str, value: &str) -> anyhow::Result<()> {
@@ -529,6 +541,7 @@ mod tests {
                 ("MEDINFORM_CONFIG", "read by the command line"),
                 ("MEDINFORM_LOG", "debug"),
                 ("MEDINFORM_TEST_DATABASE_URL", "read by the tests"),
+                ("MEDINFORM_PYTHON", "read by the tests and scripts"),
             ]),
         )
         .unwrap();
