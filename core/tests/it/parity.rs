@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use medinform_core::registry::manifest::InputSpec;
 use medinform_core::registry::preprocess::preprocess;
-use medinform_core::registry::{Manifest, Registry};
+use medinform_core::registry::{Manifest, ModelStatus, Registry};
 
 use crate::registry::{
     assert_parity, cpu_options, decode_file, golden_pngs, read_npy_f32, reference, repo_root,
@@ -111,12 +111,12 @@ import csv, os, sys
 import numpy as np
 from PIL import Image
 dataset, out = sys.argv[1], sys.argv[2]
+rows = list(csv.DictReader(open(os.path.join(dataset, "labels.csv"))))
 npz = sorted(f for f in os.listdir(dataset) if f.endswith(".npz"))
-if npz:
+if "npz_index" in rows[0]:
     images = np.load(os.path.join(dataset, npz[0]))["images"]
     picks = [(f"cell_{i}", images[i]) for i in np.linspace(0, len(images) - 1, 8).astype(int)]
 else:
-    rows = list(csv.DictReader(open(os.path.join(dataset, "labels.csv"))))
     chosen = [rows[i] for i in np.linspace(0, len(rows) - 1, 8).astype(int)]
     picks = [(os.path.splitext(os.path.basename(r["file"]))[0], np.asarray(Image.open(os.path.join(dataset, r["file"])))) for r in chosen]
 for name, pixels in picks:
@@ -133,6 +133,41 @@ for name, pixels in picks:
     .lines()
     .map(PathBuf::from)
     .collect()
+}
+
+#[test]
+fn the_shipped_registry_serves_five_models_and_lists_retinopathy_as_unavailable() {
+    let registry = Registry::load(&cpu_options(&repo_root().join("models"))).unwrap();
+    let statuses: Vec<(String, ModelStatus)> = registry
+        .list()
+        .iter()
+        .map(|m| (m.id().to_owned(), m.status().clone()))
+        .collect();
+    let ids: Vec<&str> = statuses.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "covid19",
+            "diabetic_retinopathy",
+            "malaria",
+            "pneumonia",
+            "skin_cancer",
+            "tuberculosis"
+        ]
+    );
+    for (id, status) in &statuses {
+        if id == "diabetic_retinopathy" {
+            // No real fundus data: the folder ships a manifest and a card, never weights.
+            assert_eq!(
+                status,
+                &ModelStatus::Unavailable {
+                    reason: "weights file model.onnx is missing".into()
+                }
+            );
+        } else {
+            assert_eq!(status, &ModelStatus::Ready, "{id}");
+        }
+    }
 }
 
 #[test]
