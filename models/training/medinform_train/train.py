@@ -3,7 +3,10 @@
     python -m medinform_train.train malaria --data ../shared/datasets/malaria --out models/malaria
     python -m medinform_train.train all --data-root ../shared/datasets --models-dir models
 
-Run from `models/training` (or with it on PYTHONPATH). Steps, for each model:
+Run from `models/training`, or from the repository root with `PYTHONPATH=models/training`.
+Without `--data`/`--data-root` the data sets are read from `shared/datasets` next to the
+repository; without `--out`/`--models-dir` the folders are written into the repository's
+`models/`. Steps, for each model:
 1. read the dataset (`data.py`) and split it by `source_id` into train/val/test (70/15/15,
    stratified, fixed seed), so that no patient is on two sides;
 2. preprocess every image with `preprocess.py` from the manifest that will ship, i.e. exactly
@@ -38,6 +41,10 @@ from .preprocess import preprocess_image
 from .specs import SPECS, ModelSpec, manifest_for
 
 SEED = 7
+# Defaults that do not depend on the working folder: the registry this package lives in, and the
+# shared data sets next to the repository.
+REGISTRY = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+DATA_ROOT = os.path.abspath(os.path.join(REGISTRY, "..", "..", "shared", "datasets"))
 
 
 def set_seed(seed: int) -> None:
@@ -268,9 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model", choices=[*SPECS, "all"])
     parser.add_argument("--data", help="the dataset folder (one model)")
     parser.add_argument("--out", help="the model folder to write (one model)")
-    parser.add_argument("--data-root", default="../../../shared/datasets",
+    parser.add_argument("--data-root", default=DATA_ROOT,
                         help="the folder of dataset folders (all)")
-    parser.add_argument("--models-dir", default="..", help="the registry folder (all)")
+    parser.add_argument("--models-dir", default=REGISTRY,
+                        help="the registry folder (all; default: the repository's models/)")
     parser.add_argument("--epochs", type=int, help="override the spec's epochs")
     args = parser.parse_args(argv)
     if args.model == "all":
