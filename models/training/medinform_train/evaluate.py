@@ -25,14 +25,20 @@ from .metrics import binary_metrics, ordinal_metrics
 from .preprocess import load_manifest
 from .reference import probabilities, session_for
 from .specs import SPECS
-from .train import SEED, tensors
+from .train import DATA_ROOT, SEED, tensors
 
 
-def evaluate(model_dir: str, data: str, split: str = "test") -> dict:
+def evaluate(model_dir: str, data: str | None = None, split: str = "test") -> dict:
+    """The model's metrics on `split` of the dataset folder `data` (default: its data set in
+    shared/datasets next to the repository), at the manifest's threshold."""
     manifest = load_manifest(model_dir)
     spec = SPECS.get(manifest["id"])
     if spec is None:
         raise SystemExit(f"{manifest['id']} has no training spec: cannot read its dataset")
+    if data is None:
+        if spec.dataset is None:
+            raise SystemExit(f"{manifest['id']} has no data set: pass --data")
+        data = os.path.join(DATA_ROOT, spec.dataset)
     samples = spec.load(data)
     chosen = samples if split == "all" else grouped_split(samples, seed=SEED)[split]
     labels = manifest["output"]["labels"]
@@ -71,7 +77,8 @@ def rounded(value):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-dir", required=True)
-    parser.add_argument("--data", required=True)
+    parser.add_argument("--data", help="the dataset folder (default: the model's data set in "
+                        "shared/datasets next to the repository)")
     parser.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     args = parser.parse_args(argv)
     result = evaluate(args.model_dir, args.data, args.split)
