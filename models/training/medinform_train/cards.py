@@ -80,6 +80,8 @@ PROVENANCE = {
         [
             "Malignant = melanoma, basal cell carcinoma, squamous cell carcinoma, actinic "
             "keratosis; benign = the other five diagnoses. Diagnoses outside these nine are unseen.",
+            "Sensitivity differs by diagnosis: read the per-diagnosis figures above before "
+            "relying on the model for melanoma in particular.",
             "Dermoscopic images only: a phone photo without a dermatoscope is out of distribution.",
             "Mostly light skin types, as in the ISIC Archive.",
         ],
@@ -220,9 +222,10 @@ def card(spec: ModelSpec, report: dict | None, data: str | None) -> str:
         if "quadratic_weighted_kappa" in test:
             lines += [f"Quadratic weighted kappa: {test['quadratic_weighted_kappa']:.3f}.", ""]
         if report["test_by_stratum"]:
-            lines += ["By source (ROC AUC n/a where the source has one class only in the test "
+            title = spec.breakdown_title
+            lines += [f"By {title} (ROC AUC n/a where the {title} has one class only in the test "
                       "split):", "",
-                      "| source | n | positives | accuracy | sensitivity | specificity | ROC AUC |",
+                      f"| {title} | n | positives | accuracy | sensitivity | specificity | ROC AUC |",
                       "| --- | --- | --- | --- | --- | --- | --- |"]
             for name, m in report["test_by_stratum"].items():
                 auc = "n/a" if m["roc_auc"] != m["roc_auc"] else f"{m['roc_auc']:.3f}"

@@ -7,8 +7,8 @@ Reads the manifest, splits the dataset exactly as training did (same seed, by `s
 preprocesses each image with the numpy twin of the worker's preprocessing, runs the ONNX model
 through ONNX Runtime on the CPU and prints the metrics at the manifest's threshold as JSON
 (`--split test` by default: the held-out split of the card; `all` evaluates every image, e.g. a
-new dataset from another site), with per-source figures (`by_source`) where the model's spec
-stratifies by site or dataset.
+new dataset from another site), with per-group figures where the model's spec names groups
+(`by_source`: site or source dataset; `by_diagnosis` for skin lesions).
 """
 
 from __future__ import annotations
@@ -59,11 +59,11 @@ def evaluate(model_dir: str, data: str | None = None, split: str = "test") -> di
         return binary_metrics(probs[keep, first], y[keep] == first, threshold)
 
     result = measure(np.ones(len(y), dtype=bool))
-    # Per source (site or dataset) where the spec stratifies by one, as the card reports them.
-    strata = sorted({s.stratum for s in chosen} - {""})
-    if strata:
-        result["by_source"] = {name: measure(np.array([s.stratum == name for s in chosen]))
-                               for name in strata}
+    # Per group (site, source dataset or diagnosis, as the spec says), as the card reports them.
+    groups = sorted({spec.breakdown(s) for s in chosen} - {""})
+    if groups:
+        result[f"by_{spec.breakdown_title}"] = {
+            name: measure(np.array([spec.breakdown(s) == name for s in chosen])) for name in groups}
     return result
 
 

@@ -47,9 +47,19 @@ class ModelSpec:
     rotate: float = 0.0  # degrees, either way
     zoom: float = 0.0  # relative, either way
     intensity: float = 0.1
+    # The labels.csv column whose values the card breaks the test figures down by (default: the
+    # stratification column, i.e. the site or source dataset), and what to call it.
+    breakdown_column: str | None = None
+    breakdown_title: str = "source"
 
     def load(self, folder: str) -> list[Sample]:
         return load_samples(folder, self.label_column, self.stratify_column, self.label_map)
+
+    def breakdown(self, sample: Sample) -> str:
+        """The group of `sample` in the card's per-group figures ("" = none)."""
+        if self.breakdown_column:
+            return sample.extra.get(self.breakdown_column, "")
+        return sample.stratum
 
     def with_epochs(self, epochs: int) -> "ModelSpec":
         return dataclasses.replace(self, epochs=epochs)
@@ -97,7 +107,8 @@ SPECS: dict[str, ModelSpec] = {
                         "(melanoma, basal cell carcinoma, squamous cell carcinoma, actinic keratosis).",
             labels=["Benign", "Malignant"], finding="Malignant", color="rgb", size=160,
             arch="efficientnet_lite0", dataset="skin_cancer", label_column="benign_malignant",
-            label_map={"benign": "Benign", "malignant": "Malignant"}, epochs=12, flips="both",
+            label_map={"benign": "Benign", "malignant": "Malignant"}, breakdown_column="label",
+            breakdown_title="diagnosis", epochs=12, flips="both",
             shift=0.05, intensity=0.1,
         ),
         ModelSpec(

@@ -235,9 +235,9 @@ def train(spec: ModelSpec, data: str, out: str, samples: list[Sample] | None = N
     test_probs = probabilities(net, arrays["test"][0], device)
     measured = score(spec, test_probs, arrays["test"][1], threshold)
     by_stratum = {}
-    for stratum in sorted({s.stratum for s in split["test"]} - {""}):
-        keep = np.array([s.stratum == stratum for s in split["test"]])
-        by_stratum[stratum] = score(spec, test_probs[keep], arrays["test"][1][keep], threshold)
+    for group in sorted({spec.breakdown(s) for s in split["test"]} - {""}):
+        keep = np.array([spec.breakdown(s) == group for s in split["test"]])
+        by_stratum[group] = score(spec, test_probs[keep], arrays["test"][1][keep], threshold)
     log("test: " + json.dumps({k: round(v, 4) if isinstance(v, float) else v
                                 for k, v in measured.items()}))
 
