@@ -22,7 +22,7 @@ from medinform_train.preprocess import load_manifest, preprocess_file
 from medinform_train.specs import SPECS
 
 
-def write_images(folder, labels, per_class, size=40, patients_per_class=6, seed=0):
+def write_images(folder, labels, per_class, size=40, patients_per_class=12, seed=0):
     """Images whose class shows as brightness and a bright square, `labels.csv` beside them."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -34,9 +34,11 @@ def write_images(folder, labels, per_class, size=40, patients_per_class=6, seed=
             name = f"images/{label}/{k}_{i}.png"
             Image.fromarray(pixels).save(os.path.join(folder, name))
             rows.append({"file": name, "label": label,
-                         "source_id": f"{label}-p{i % patients_per_class}"})
+                         "source_id": f"{label}-p{i % patients_per_class}",
+                         "site": "North" if 2 * (i % patients_per_class) < patients_per_class
+                         else "South"})
     with open(os.path.join(folder, "labels.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["file", "label", "source_id"])
+        writer = csv.DictWriter(f, fieldnames=["file", "label", "source_id", "site"])
         writer.writeheader()
         writer.writerows(rows)
 
@@ -118,6 +120,11 @@ def test_a_binary_model_trains_exports_and_is_described(tmp_path):
     for key in ("n", "accuracy", "sensitivity", "specificity"):
         assert again[key] == pytest.approx(report["test"][key], abs=1e-9), key
     assert again["roc_auc"] == pytest.approx(report["test"]["roc_auc"], abs=1e-6)
+    # Per site, as the card gives them (the tuberculosis spec breaks the figures down by site).
+    assert set(again["by_source"]) == set(report["test_by_stratum"]) == {"North", "South"}
+    for site, figures in again["by_source"].items():
+        assert figures["n"] == report["test_by_stratum"][site]["n"] > 0
+        assert f"| {site} | {figures['n']} |" in card
 
 
 def write_aptos(folder, per_grade=12, size=36):
