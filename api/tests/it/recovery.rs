@@ -2,10 +2,12 @@
 
 use std::time::Duration;
 
+use medinform_core::app::Backends;
 use medinform_core::db::{Claim, NewJob};
-use medinform_core::job::{JobId, JobStatus};
+use medinform_core::job::{Job, JobId, JobStatus};
 use medinform_core::queue::JobMessage;
 use medinform_core::storage::{image_key, sha256_hex};
+use tokio_util::sync::CancellationToken;
 
 use crate::support::{Kind, Options, TestApp, cell_images};
 
@@ -35,6 +37,38 @@ async fn queued_job(app: &TestApp, bytes: Vec<u8>) -> JobId {
         .await
         .unwrap()
         .id
+}
+
+/// A worker on `backends` with the test jobs settings of `kind`, until `shutdown`.
+fn spawn_worker(
+    backends: &Backends,
+    registry: std::sync::Arc<medinform_core::registry::Registry>,
+    kind: Kind,
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let worker = medinform_worker::Worker::new(
+        backends.clone(),
+        registry,
+        medinform_worker::WorkerSettings {
+            worker: Default::default(),
+            jobs: Options::new(kind).jobs,
+            limits: Default::default(),
+        },
+    );
+    tokio::spawn(worker.run(shutdown.clone()))
+}
+
+/// Polls the store until the job is `succeeded` or `failed` (30 s at most).
+async fn wait_final(backends: &Backends, id: JobId, what: &str) -> Job {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let job = backends.jobs.get(id).await.unwrap().unwrap();
+        if job.status.is_final() {
+            return job;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: {job:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn a_redelivered_message_for_a_finished_job_changes_nothing(kind: Kind) {
@@ -150,29 +184,9 @@ async fn a_job_left_by_a_dead_worker_is_taken_over() {
     // A healthy worker on the same backends picks the redelivered message up.
     let backends = idle.backends.clone();
     let registry = idle.registry.clone();
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let worker = medinform_worker::Worker::new(
-        backends.clone(),
-        registry,
-        medinform_worker::WorkerSettings {
-            worker: Default::default(),
-            jobs: Options::new(Kind::Distributed).jobs,
-            limits: Default::default(),
-        },
-    );
-    let running = tokio::spawn(worker.run(shutdown.clone()));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let job = loop {
-        let job = backends.jobs.get(id).await.unwrap().unwrap();
-        if job.status.is_final() {
-            break job;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the job was not taken over: {job:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let shutdown = CancellationToken::new();
+    let running = spawn_worker(&backends, registry, Kind::Distributed, &shutdown);
+    let job = wait_final(&backends, id, "the job was not taken over").await;
     assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
     assert_eq!(job.attempts, 2);
     shutdown.cancel();
@@ -234,36 +248,16 @@ async fn jobs_queued_before_a_restart_are_screened_after_it() {
 
     // After: a new process on the same files.
     let after = open().await;
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let jobs_config = Options::new(Kind::Embedded).jobs;
+    let shutdown = CancellationToken::new();
     let republisher = medinform_core::republish::Republisher::new(
         after.jobs.clone(),
         after.queue.clone(),
-        jobs_config.clone(),
+        Options::new(Kind::Embedded).jobs,
     );
     let sweeping = tokio::spawn(republisher.run(shutdown.clone()));
-    let worker = medinform_worker::Worker::new(
-        after.clone(),
-        registry,
-        medinform_worker::WorkerSettings {
-            worker: Default::default(),
-            jobs: jobs_config,
-            limits: Default::default(),
-        },
-    );
-    let running = tokio::spawn(worker.run(shutdown.clone()));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let job = after.jobs.get(id).await.unwrap().unwrap();
-        if job.status == JobStatus::Succeeded {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not screened after restart: {job:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let running = spawn_worker(&after, registry, Kind::Embedded, &shutdown);
+    let job = wait_final(&after, id, "not screened after restart").await;
+    assert_eq!(job.status, JobStatus::Succeeded, "{job:?}");
     shutdown.cancel();
     running.await.unwrap().unwrap();
     sweeping.await.unwrap();

@@ -259,6 +259,11 @@ impl TestApp {
                 "image",
                 reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned()),
             );
+        self.post_form(form).await
+    }
+
+    /// `POST /v1/jobs` with any multipart form.
+    pub async fn post_form(&self, form: reqwest::multipart::Form) -> (u16, Value) {
         let response = self
             .http
             .post(self.url("/v1/jobs"))

@@ -120,30 +120,20 @@ async fn bad_uploads_are_refused_with_stable_codes_and_nothing_is_stored() {
 
     // A form without the image, without the model, and a body that is not a form at all.
     let form = reqwest::multipart::Form::new().text("model", "malaria");
-    let response = app
-        .http
-        .post(app.url("/v1/jobs"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 400);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "missing_field");
+    let (status, body) = app.post_form(form).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("missing_field"))
+    );
     let form = reqwest::multipart::Form::new().part(
         "image",
         reqwest::multipart::Part::bytes(cell.clone()).file_name("c.png"),
     );
-    let response = app
-        .http
-        .post(app.url("/v1/jobs"))
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 400);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "missing_field");
+    let (status, body) = app.post_form(form).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("missing_field"))
+    );
     let response = app
         .http
         .post(app.url("/v1/jobs"))
