@@ -10,7 +10,6 @@ use anyhow::{Context, bail};
 use clap::ValueEnum;
 use medinform_core::config::Config;
 use medinform_core::job::{JobFailure, ScreeningResult};
-use medinform_core::registry::ModelStatus;
 use medinform_core::screening::{self, ScreenError};
 use serde::Serialize;
 
@@ -62,10 +61,7 @@ pub async fn run(config: &Config, args: ScreenArgs) -> anyhow::Result<()> {
         );
     };
     if !model.is_ready() {
-        let reason = match model.status() {
-            ModelStatus::Unavailable { reason } => reason.as_str(),
-            _ => "not loaded",
-        };
+        let reason = model.status().reason().unwrap_or("not loaded");
         eprintln!("error: model {} is unavailable: {reason}", model.id());
         std::process::exit(2);
     }

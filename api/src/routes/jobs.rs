@@ -11,7 +11,6 @@ use medinform_core::db::NewJob;
 use medinform_core::imaging;
 use medinform_core::job::{Job, JobFailure, JobId, JobStatus, ScreeningResult};
 use medinform_core::queue::JobMessage;
-use medinform_core::registry::ModelStatus;
 use medinform_core::storage::{image_key, sha256_hex};
 use serde::Serialize;
 
@@ -188,10 +187,7 @@ pub async fn create(
         )
     })?;
     let (true, Some(model_version)) = (model.is_available(), model.version()) else {
-        let reason = match model.status() {
-            ModelStatus::Unavailable { reason } => reason.as_str(),
-            _ => "no usable manifest",
-        };
+        let reason = model.status().reason().unwrap_or("no usable manifest");
         return Err(ApiError::client(
             StatusCode::SERVICE_UNAVAILABLE,
             "model_unavailable",

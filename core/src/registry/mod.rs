@@ -71,6 +71,17 @@ pub enum ModelStatus {
     Unavailable { reason: String },
 }
 
+impl ModelStatus {
+    /// Why the model cannot screen images in this process; `None` when it is ready.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Self::Ready => None,
+            Self::NotLoaded => Some("not loaded by this process"),
+            Self::Unavailable { reason } => Some(reason),
+        }
+    }
+}
+
 /// One model folder.
 pub struct Model {
     id: String,
@@ -200,14 +211,9 @@ impl Model {
     }
 
     fn unavailable(&self) -> InferenceError {
-        let reason = match &self.status {
-            ModelStatus::Unavailable { reason } => reason.clone(),
-            ModelStatus::NotLoaded => "not loaded by this process".to_owned(),
-            ModelStatus::Ready => "not loaded".to_owned(),
-        };
         InferenceError::Unavailable {
             id: self.id.clone(),
-            reason,
+            reason: self.status.reason().unwrap_or("not loaded").to_owned(),
         }
     }
 }
