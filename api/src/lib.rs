@@ -4,7 +4,9 @@
 //! job and publishes its message; `GET /v1/jobs/{id}` answers its state and result;
 //! `GET /v1/models` lists the registry; `/healthz` and `/readyz` are for orchestrators.
 
+pub mod auth;
 mod error;
+pub mod openapi;
 mod routes;
 
 use std::future::IntoFuture;
@@ -22,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
-pub use error::{ApiError, ErrorBody, ErrorDetail};
+pub use error::{ApiError, ErrorBody, ErrorCode, ErrorDetail};
 
 /// Multipart framing and the small text fields around the image.
 const FORM_OVERHEAD_BYTES: usize = 64 * 1024;
@@ -39,6 +41,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let body_limit = state.limits.max_bytes + FORM_OVERHEAD_BYTES;
     routes::router()
+        .layer(axum::middleware::from_fn(auth::authenticate))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

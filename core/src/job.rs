@@ -5,11 +5,17 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
+use crate::tenant::TenantId;
+
 /// The id of a job (a UUID v7, so ids sort by creation time).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(transparent)]
+#[schema(value_type = uuid::Uuid)]
 pub struct JobId(pub Uuid);
 
 impl JobId {
@@ -38,14 +44,50 @@ impl FromStr for JobId {
     }
 }
 
+/// The id of a batch: a screening session (site, campaign, operator) that jobs are added to.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
+#[serde(transparent)]
+#[schema(value_type = uuid::Uuid)]
+pub struct BatchId(pub Uuid);
+
+impl BatchId {
+    /// A fresh, time-ordered id.
+    pub fn new() -> Self {
+        Self(Uuid::now_v7())
+    }
+}
+
+impl Default for BatchId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for BatchId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for BatchId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self)
+    }
+}
+
 /// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     Queued,
     Processing,
     Succeeded,
     Failed,
+    /// Not run: canceled by a client, or its deadline passed before a worker took it.
+    Canceled,
 }
 
 impl JobStatus {
@@ -55,12 +97,13 @@ impl JobStatus {
             Self::Processing => "processing",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
+            Self::Canceled => "canceled",
         }
     }
 
     /// A finished job never changes again.
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed)
+        matches!(self, Self::Succeeded | Self::Failed | Self::Canceled)
     }
 }
 
@@ -78,20 +121,21 @@ impl FromStr for JobStatus {
             "processing" => Ok(Self::Processing),
             "succeeded" => Ok(Self::Succeeded),
             "failed" => Ok(Self::Failed),
+            "canceled" => Ok(Self::Canceled),
             other => Err(format!("unknown job status {other:?}")),
         }
     }
 }
 
 /// The probability the model gives one class.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ClassProbability {
     pub label: String,
     pub probability: f64,
 }
 
 /// What a model said about one image.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ScreeningResult {
     /// The predicted class label.
     pub label: String,
@@ -108,7 +152,7 @@ pub struct ScreeningResult {
 }
 
 /// Why a job failed, with a stable machine-readable code.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct JobFailure {
     pub code: String,
     pub message: String,
@@ -118,6 +162,8 @@ pub struct JobFailure {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     pub id: JobId,
+    pub tenant_id: TenantId,
+    pub batch_id: Option<BatchId>,
     pub model: String,
     pub model_version: String,
     pub status: JobStatus,
@@ -126,7 +172,16 @@ pub struct Job {
     pub image_sha256: String,
     pub image_content_type: String,
     pub image_bytes: i64,
+    /// A patient or sample reference, set by the client and echoed back; never logged.
     pub client_reference: Option<String>,
+    /// Where the image was taken (a clinic, a camp); never logged.
+    pub site: Option<String>,
+    /// Free-form labels set by the client; never logged.
+    pub tags: Vec<String>,
+    /// Not run when not started by then.
+    pub deadline: Option<DateTime<Utc>>,
+    /// Where this job's result is delivered, besides the tenant's registered endpoints.
+    pub webhook_url: Option<String>,
     pub attempts: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

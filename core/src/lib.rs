@@ -15,3 +15,5 @@ pub mod registry;
 pub mod republish;
 pub mod screening;
 pub mod storage;
+pub mod tenant;
+pub mod view;

@@ -8,6 +8,14 @@ use serde::Serialize;
 use crate::AppState;
 
 /// The process is alive.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "health",
+    summary = "Liveness",
+    security(()),
+    responses((status = 200, description = "`{\"status\": \"ok\"}`", body = Object))
+)]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
@@ -50,6 +58,17 @@ impl Check {
 
 /// Database, queue and storage reachable, and at least one model available. 503 otherwise, with
 /// what is wrong.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "health",
+    summary = "Readiness: database, queue, storage and at least one model",
+    security(()),
+    responses(
+        (status = 200, description = "Every check passed.", body = Object),
+        (status = 503, description = "A check failed; `checks` says which.", body = Object),
+    )
+)]
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
     let (database, queue, storage) = tokio::join!(
         state.backends.jobs.check(),

@@ -6,66 +6,32 @@ use axum::extract::{Multipart, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 use bytes::{Bytes, BytesMut};
-use chrono::{DateTime, Utc};
 use medinform_core::db::NewJob;
 use medinform_core::imaging;
-use medinform_core::job::{Job, JobFailure, JobId, JobStatus, ScreeningResult};
+use medinform_core::job::JobId;
 use medinform_core::queue::JobMessage;
 use medinform_core::storage::{image_key, sha256_hex};
-use serde::Serialize;
+use medinform_core::tenant::Scope;
+use medinform_core::view::JobView;
 
-use crate::{ApiError, AppState};
+use crate::auth::Caller;
+use crate::{ApiError, AppState, ErrorCode};
 
 /// Longest accepted client reference.
 const MAX_REFERENCE_CHARS: usize = 200;
 
-/// A job as the API shows it.
-#[derive(Debug, Serialize)]
-pub struct JobResponse {
-    pub id: JobId,
-    pub model: String,
-    pub model_version: String,
-    pub status: JobStatus,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub client_reference: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: Option<DateTime<Utc>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub result: Option<ScreeningResult>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<JobFailure>,
-    pub links: JobLinks,
-}
-
-#[derive(Debug, Serialize)]
-pub struct JobLinks {
-    #[serde(rename = "self")]
-    pub this: String,
-    pub model: String,
-}
-
-impl From<Job> for JobResponse {
-    fn from(job: Job) -> Self {
-        Self {
-            links: JobLinks {
-                this: format!("/v1/jobs/{}", job.id),
-                model: format!("/v1/models/{}", job.model),
-            },
-            id: job.id,
-            model: job.model,
-            model_version: job.model_version,
-            status: job.status,
-            client_reference: job.client_reference,
-            created_at: job.created_at,
-            started_at: job.started_at,
-            finished_at: job.finished_at,
-            // A queued job may carry the error of an attempt that will be retried: only a
-            // failed job shows one.
-            error: job.error.filter(|_| job.status == JobStatus::Failed),
-            result: job.result,
-        }
-    }
+/// The upload form of `POST /v1/jobs` (multipart/form-data).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes the form for the OpenAPI document; read field by field below.
+pub struct JobForm {
+    /// A model id (`GET /v1/models`).
+    #[schema(example = "malaria")]
+    model: String,
+    /// The image file: PNG, JPEG, BMP, TIFF or WebP.
+    #[schema(value_type = String, format = Binary)]
+    image: Vec<u8>,
+    /// A patient or sample reference (up to 200 characters), echoed back; never logged.
+    client_reference: Option<String>,
 }
 
 /// The fields of the upload form.
@@ -86,8 +52,8 @@ async fn read_upload(mut form: Multipart, max_bytes: usize) -> Result<Upload, Ap
             Some("client_reference") => {
                 let reference = read_text(field, "client_reference").await?;
                 if reference.chars().count() > MAX_REFERENCE_CHARS {
-                    return Err(ApiError::bad_request(
-                        "invalid_client_reference",
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidClientReference,
                         format!(
                             "client_reference is longer than {MAX_REFERENCE_CHARS} characters."
                         ),
@@ -102,9 +68,9 @@ async fn read_upload(mut form: Multipart, max_bytes: usize) -> Result<Upload, Ap
     }
     let model = model
         .filter(|m| !m.is_empty())
-        .ok_or_else(|| ApiError::bad_request("missing_field", "The form has no `model` field."))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::MissingField, "The form has no `model` field."))?;
     let image = image
-        .ok_or_else(|| ApiError::bad_request("missing_field", "The form has no `image` file."))?;
+        .ok_or_else(|| ApiError::new(ErrorCode::MissingField, "The form has no `image` file."))?;
     Ok(Upload {
         model,
         image,
@@ -116,8 +82,8 @@ async fn read_text(field: Field<'_>, name: &str) -> Result<String, ApiError> {
     let text = field.text().await.map_err(multipart_error)?;
     Ok(text.trim().to_string()).and_then(|t| {
         if t.chars().any(char::is_control) {
-            Err(ApiError::bad_request(
-                "invalid_field",
+            Err(ApiError::new(
+                ErrorCode::InvalidField,
                 format!("The `{name}` field contains control characters."),
             ))
         } else {
@@ -138,9 +104,8 @@ async fn read_image(mut field: Field<'_>, max_bytes: usize) -> Result<Bytes, Api
 }
 
 fn too_large(max_bytes: usize) -> ApiError {
-    ApiError::client(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "image_too_large",
+    ApiError::new(
+        ErrorCode::ImageTooLarge,
         format!(
             "The image is larger than the limit of {} bytes ({:.1} MiB).",
             max_bytes,
@@ -151,35 +116,55 @@ fn too_large(max_bytes: usize) -> ApiError {
 
 fn multipart_error(e: MultipartError) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::client(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "image_too_large",
+        return ApiError::new(
+            ErrorCode::ImageTooLarge,
             "The upload is larger than the limit.",
         );
     }
-    ApiError::bad_request(
-        "invalid_multipart",
+    ApiError::new(
+        ErrorCode::InvalidMultipart,
         format!("The request is not a valid multipart/form-data upload: {e}"),
     )
 }
 
 /// `POST /v1/jobs`: validate, store, record, publish; `202 Accepted` with the job.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs",
+    tag = "jobs",
+    summary = "Submit an image to screen",
+    description = "The upload is checked before anything is stored (model ready, size, format, \
+                   pixel count, a full decode); the image is kept under its SHA-256, the job \
+                   recorded as `queued` and published to the workers.",
+    request_body(content = inline(JobForm), content_type = "multipart/form-data"),
+    responses(
+        (status = 202, description = "Accepted and queued; `Location` names the job.", body = JobView),
+        (status = 400, description = "`empty_file`, `missing_field`, `invalid_field`, `invalid_client_reference`, `invalid_multipart`", body = crate::ErrorBody),
+        (status = 401, description = "`unauthorized`, `api_key_revoked`", body = crate::ErrorBody),
+        (status = 403, description = "`insufficient_scope`", body = crate::ErrorBody),
+        (status = 413, description = "`image_too_large`", body = crate::ErrorBody),
+        (status = 415, description = "`not_an_image`, `unsupported_image_format`", body = crate::ErrorBody),
+        (status = 422, description = "`corrupt_image`, `image_dimensions_too_large`, `unknown_model`", body = crate::ErrorBody),
+        (status = 503, description = "`model_unavailable`, `service_unavailable`", body = crate::ErrorBody),
+    )
+)]
 pub async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let form = form.map_err(|e| {
-        ApiError::bad_request(
-            "invalid_multipart",
+        ApiError::new(
+            ErrorCode::InvalidMultipart,
             format!("Expected a multipart/form-data upload: {e}"),
         )
     })?;
+    caller.require(Scope::Submit)?;
     let upload = read_upload(form, state.limits.max_bytes).await?;
 
     let model = state.registry.get(&upload.model).ok_or_else(|| {
-        ApiError::client(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "unknown_model",
+        ApiError::new(
+            ErrorCode::UnknownModel,
             format!(
                 "There is no model {:?}; GET /v1/models lists them.",
                 upload.model
@@ -188,9 +173,8 @@ pub async fn create(
     })?;
     let (true, Some(model_version)) = (model.is_available(), model.version()) else {
         let reason = model.status().reason().unwrap_or("no usable manifest");
-        return Err(ApiError::client(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "model_unavailable",
+        return Err(ApiError::new(
+            ErrorCode::ModelUnavailable,
             format!(
                 "The {} model is not available on this server: {reason}.",
                 model.id()
@@ -219,6 +203,8 @@ pub async fn create(
         .jobs
         .insert(&NewJob {
             id: JobId::new(),
+            tenant_id: caller.tenant,
+            batch_id: None,
             model: model.id().to_string(),
             model_version,
             image_key: key,
@@ -226,6 +212,10 @@ pub async fn create(
             image_content_type: info.content_type.to_string(),
             image_bytes,
             client_reference: upload.client_reference,
+            site: None,
+            tags: Vec::new(),
+            deadline: None,
+            webhook_url: None,
         })
         .await?;
     tracing::info!(job_id = %job.id, model = %job.model, "job queued");
@@ -248,7 +238,7 @@ pub async fn create(
         }
     }
 
-    let response = JobResponse::from(job);
+    let response = JobView::from(job);
     let mut headers = HeaderMap::new();
     if let Ok(location) = HeaderValue::from_str(&response.links.this) {
         headers.insert(header::LOCATION, location);
@@ -257,19 +247,35 @@ pub async fn create(
 }
 
 /// `GET /v1/jobs/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    tag = "jobs",
+    summary = "Poll a job",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "The job, with its result once it succeeded.", body = JobView),
+        (status = 400, description = "`invalid_job_id`", body = crate::ErrorBody),
+        (status = 404, description = "`job_not_found` (also another tenant's job)", body = crate::ErrorBody),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
-) -> Result<Json<JobResponse>, ApiError> {
+) -> Result<Json<JobView>, ApiError> {
+    caller.require(Scope::Read)?;
     let id: JobId = id.parse().map_err(|_| {
-        ApiError::bad_request(
-            "invalid_job_id",
+        ApiError::new(
+            ErrorCode::InvalidJobId,
             format!("{id:?} is not a job id (a UUID)."),
         )
     })?;
-    let job =
-        state.backends.jobs.get(id).await?.ok_or_else(|| {
-            ApiError::not_found("job_not_found", format!("There is no job {id}."))
-        })?;
+    let job = state
+        .backends
+        .jobs
+        .find(caller.tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::JobNotFound, format!("There is no job {id}.")))?;
     Ok(Json(job.into()))
 }

@@ -1,14 +1,13 @@
 //! Routes, one module per resource.
 
-mod health;
-mod jobs;
-mod models;
+pub(crate) mod health;
+pub(crate) mod jobs;
+pub(crate) mod models;
 
 use axum::Router;
-use axum::http::StatusCode;
 use axum::routing::{get, post};
 
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, ErrorCode};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -18,18 +17,18 @@ pub fn router() -> Router<AppState> {
         .route("/v1/jobs/{id}", get(jobs::get))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))
+        .route("/openapi.json", get(crate::openapi::openapi_json))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }
 
 async fn not_found() -> ApiError {
-    ApiError::not_found("not_found", "No such resource.")
+    ApiError::new(ErrorCode::NotFound, "No such resource.")
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::client(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
         "This method is not allowed on this resource.",
     )
 }

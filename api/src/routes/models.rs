@@ -6,14 +6,15 @@ use medinform_core::registry::manifest::{InputSpec, Metrics, Modality, Task};
 use medinform_core::registry::{Model, ModelStatus};
 use serde::Serialize;
 
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, ErrorCode};
 
 /// A registry entry as the API shows it. Fields read from the manifest are absent when the
 /// manifest itself is unusable (the `reason` says why).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ModelResponse {
     pub id: String,
     /// `ready` (loaded here, or by the workers that serve it) or `unavailable`.
+    #[schema(value_type = String, example = "ready")]
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -23,12 +24,14 @@ pub struct ModelResponse {
 }
 
 /// What the manifest declares.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ModelSpec {
     pub version: String,
     pub name: String,
     pub description: String,
+    #[schema(value_type = String, example = "blood_smear_cell")]
     pub modality: Modality,
+    #[schema(value_type = String, example = "binary")]
     pub task: Task,
     /// Class labels in the model's output order.
     pub labels: Vec<String>,
@@ -37,20 +40,22 @@ pub struct ModelSpec {
     /// The decision threshold in force (a site's override, or the manifest's).
     pub threshold: f64,
     /// The network input and the preprocessing that produces it (models/README.md).
+    #[schema(value_type = Object)]
     pub input: InputSpec,
     /// Measured on held-out data, as the model card states.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub metrics: Option<Metrics>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ModelLinks {
     #[serde(rename = "self")]
     pub this: String,
 }
 
 /// One model with its card.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ModelDetailResponse {
     #[serde(flatten)]
     pub model: ModelResponse,
@@ -58,7 +63,7 @@ pub struct ModelDetailResponse {
     pub card: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ModelList {
     pub models: Vec<ModelResponse>,
 }
@@ -94,6 +99,13 @@ impl From<&Model> for ModelResponse {
 }
 
 /// `GET /v1/models`: every model of the registry, ready or not.
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    tag = "models",
+    summary = "List the screening models",
+    responses((status = 200, description = "Every model, ready or unavailable (with the reason).", body = ModelList))
+)]
 pub async fn list(State(state): State<AppState>) -> Json<ModelList> {
     Json(ModelList {
         models: state
@@ -106,12 +118,26 @@ pub async fn list(State(state): State<AppState>) -> Json<ModelList> {
 }
 
 /// `GET /v1/models/{id}`: one model with its card.
+#[utoipa::path(
+    get,
+    path = "/v1/models/{id}",
+    tag = "models",
+    summary = "One model, with its model card",
+    params(("id" = String, Path, description = "The model id", example = "tuberculosis")),
+    responses(
+        (status = 200, description = "The model and its card (Markdown).", body = ModelDetailResponse),
+        (status = 404, description = "`model_not_found`", body = crate::ErrorBody),
+    )
+)]
 pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<ModelDetailResponse>, ApiError> {
     let model = state.registry.get(&id).ok_or_else(|| {
-        ApiError::not_found("model_not_found", format!("There is no model {id:?}."))
+        ApiError::new(
+            ErrorCode::ModelNotFound,
+            format!("There is no model {id:?}."),
+        )
     })?;
     Ok(Json(ModelDetailResponse {
         model: ModelResponse::from(model.as_ref()),

@@ -26,6 +26,8 @@ async fn queued_job(app: &TestApp, bytes: Vec<u8>) -> JobId {
         .jobs
         .insert(&NewJob {
             id: JobId::new(),
+            tenant_id: medinform_core::tenant::TenantId::LOCAL,
+            batch_id: None,
             model: "malaria".into(),
             model_version: model.version().unwrap().into(),
             image_key: key,
@@ -33,6 +35,10 @@ async fn queued_job(app: &TestApp, bytes: Vec<u8>) -> JobId {
             image_content_type: "image/png".into(),
             image_bytes: size,
             client_reference: None,
+            site: None,
+            tags: Vec::new(),
+            deadline: None,
+            webhook_url: None,
         })
         .await
         .unwrap()
@@ -232,6 +238,8 @@ async fn jobs_queued_before_a_restart_are_screened_after_it() {
         .jobs
         .insert(&NewJob {
             id: JobId::new(),
+            tenant_id: medinform_core::tenant::TenantId::LOCAL,
+            batch_id: None,
             model: "malaria".into(),
             model_version: registry.get("malaria").unwrap().version().unwrap().into(),
             image_key: image_key(&sha),
@@ -239,6 +247,10 @@ async fn jobs_queued_before_a_restart_are_screened_after_it() {
             image_content_type: "image/png".into(),
             image_bytes: 1,
             client_reference: None,
+            site: None,
+            tags: Vec::new(),
+            deadline: None,
+            webhook_url: None,
         })
         .await
         .unwrap()

@@ -12,7 +12,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::job::{Job, JobFailure, JobId, ScreeningResult};
+use crate::job::{BatchId, Job, JobFailure, JobId, ScreeningResult};
+use crate::tenant::TenantId;
 
 pub use postgres::PostgresJobStore;
 pub use sqlite::SqliteJobStore;
@@ -34,6 +35,8 @@ impl From<sqlx::Error> for DbError {
 #[derive(Debug, Clone)]
 pub struct NewJob {
     pub id: JobId,
+    pub tenant_id: TenantId,
+    pub batch_id: Option<BatchId>,
     pub model: String,
     pub model_version: String,
     pub image_key: String,
@@ -41,6 +44,10 @@ pub struct NewJob {
     pub image_content_type: String,
     pub image_bytes: i64,
     pub client_reference: Option<String>,
+    pub site: Option<String>,
+    pub tags: Vec<String>,
+    pub deadline: Option<DateTime<Utc>>,
+    pub webhook_url: Option<String>,
 }
 
 /// The outcome of a worker's attempt to take a job.
@@ -72,6 +79,8 @@ pub trait JobStore: Send + Sync + 'static {
     /// Inserts a `queued` job.
     async fn insert(&self, job: &NewJob) -> Result<Job, DbError>;
     async fn get(&self, id: JobId) -> Result<Option<Job>, DbError>;
+    /// The job if it belongs to `tenant` (another tenant's job is `None`, as if absent).
+    async fn find(&self, tenant: TenantId, id: JobId) -> Result<Option<Job>, DbError>;
     /// Records that the queue confirmed the job's message.
     async fn mark_published(&self, id: JobId) -> Result<(), DbError>;
     /// Takes a job for processing. A `processing` job is taken over when its lease has ended,
@@ -100,6 +109,9 @@ pub trait JobStore: Send + Sync + 'static {
         stale_before: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<Republish>, DbError>;
+    /// How many jobs wait for a worker (`queued`), over every tenant: the backlog that
+    /// `jobs.max_backlog` bounds.
+    async fn count_queued(&self) -> Result<i64, DbError>;
     /// Answers whether the database is reachable (readiness).
     async fn check(&self) -> Result<(), DbError>;
     /// A short description for logs, without secrets.

@@ -10,7 +10,8 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::{Claim, DbError, JobStore, NewJob, Republish, lease_duration};
-use crate::job::{Job, JobFailure, JobId, JobStatus, ScreeningResult};
+use crate::job::{BatchId, Job, JobFailure, JobId, JobStatus, ScreeningResult};
+use crate::tenant::TenantId;
 
 /// Jobs in PostgreSQL; one pool per process.
 #[derive(Debug, Clone)]
@@ -19,13 +20,16 @@ pub struct PostgresJobStore {
     description: String,
 }
 
-const JOB_COLUMNS: &str = "id, model, model_version, status, image_key, image_sha256, \
-     image_content_type, image_bytes, client_reference, attempts, result, error_code, \
-     error_message, created_at, updated_at, started_at, finished_at";
+const JOB_COLUMNS: &str = "id, tenant_id, batch_id, model, model_version, status, image_key, \
+     image_sha256, image_content_type, image_bytes, client_reference, site, tags, deadline, \
+     webhook_url, attempts, result, error_code, error_message, created_at, updated_at, \
+     started_at, finished_at";
 
 #[derive(sqlx::FromRow)]
 struct JobRow {
     id: Uuid,
+    tenant_id: Uuid,
+    batch_id: Option<Uuid>,
     model: String,
     model_version: String,
     status: String,
@@ -34,6 +38,10 @@ struct JobRow {
     image_content_type: String,
     image_bytes: i64,
     client_reference: Option<String>,
+    site: Option<String>,
+    tags: Json<Vec<String>>,
+    deadline: Option<DateTime<Utc>>,
+    webhook_url: Option<String>,
     attempts: i32,
     result: Option<Json<ScreeningResult>>,
     error_code: Option<String>,
@@ -49,6 +57,8 @@ impl TryFrom<JobRow> for Job {
     fn try_from(row: JobRow) -> Result<Self, DbError> {
         Ok(Job {
             id: JobId(row.id),
+            tenant_id: TenantId(row.tenant_id),
+            batch_id: row.batch_id.map(BatchId),
             model: row.model,
             model_version: row.model_version,
             status: row.status.parse().map_err(anyhow::Error::msg)?,
@@ -57,6 +67,10 @@ impl TryFrom<JobRow> for Job {
             image_content_type: row.image_content_type,
             image_bytes: row.image_bytes,
             client_reference: row.client_reference,
+            site: row.site,
+            tags: row.tags.0,
+            deadline: row.deadline,
+            webhook_url: row.webhook_url,
             attempts: row.attempts,
             result: row.result.map(|Json(r)| r),
             error: row.error_code.map(|code| JobFailure {
@@ -113,8 +127,10 @@ impl JobStore for PostgresJobStore {
     async fn insert(&self, job: &NewJob) -> Result<Job, DbError> {
         let row: JobRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "insert into jobs (id, model, model_version, status, image_key, image_sha256, \
-             image_content_type, image_bytes, client_reference) \
-             values ($1, $2, $3, 'queued', $4, $5, $6, $7, $8) returning {JOB_COLUMNS}"
+             image_content_type, image_bytes, client_reference, tenant_id, batch_id, site, tags, \
+             deadline, webhook_url) \
+             values ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             returning {JOB_COLUMNS}"
         )))
         .bind(job.id.0)
         .bind(&job.model)
@@ -124,6 +140,12 @@ impl JobStore for PostgresJobStore {
         .bind(&job.image_content_type)
         .bind(job.image_bytes)
         .bind(&job.client_reference)
+        .bind(job.tenant_id.0)
+        .bind(job.batch_id.map(|b| b.0))
+        .bind(&job.site)
+        .bind(Json(&job.tags))
+        .bind(job.deadline)
+        .bind(&job.webhook_url)
         .fetch_one(&self.pool)
         .await?;
         row.try_into()
@@ -134,6 +156,17 @@ impl JobStore for PostgresJobStore {
             "select {JOB_COLUMNS} from jobs where id = $1"
         )))
         .bind(id.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(Job::try_from).transpose()
+    }
+
+    async fn find(&self, tenant: TenantId, id: JobId) -> Result<Option<Job>, DbError> {
+        let row: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select {JOB_COLUMNS} from jobs where id = $1 and tenant_id = $2"
+        )))
+        .bind(id.0)
+        .bind(tenant.0)
         .fetch_optional(&self.pool)
         .await?;
         row.map(Job::try_from).transpose()
@@ -244,6 +277,13 @@ impl JobStore for PostgresJobStore {
                 model,
             })
             .collect())
+    }
+
+    async fn count_queued(&self) -> Result<i64, DbError> {
+        let (count,): (i64,) = sqlx::query_as("select count(*) from jobs where status = 'queued'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(count)
     }
 
     async fn check(&self) -> Result<(), DbError> {

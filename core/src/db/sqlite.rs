@@ -9,7 +9,8 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
 use super::{Claim, DbError, JobStore, NewJob, Republish, lease_duration};
-use crate::job::{Job, JobFailure, JobId, JobStatus, ScreeningResult};
+use crate::job::{BatchId, Job, JobFailure, JobId, JobStatus, ScreeningResult};
+use crate::tenant::TenantId;
 
 /// Jobs in one SQLite file (write-ahead log, so readers never wait for the writer).
 #[derive(Debug, Clone)]
@@ -18,13 +19,16 @@ pub struct SqliteJobStore {
     description: String,
 }
 
-const JOB_COLUMNS: &str = "id, model, model_version, status, image_key, image_sha256, \
-     image_content_type, image_bytes, client_reference, attempts, result, error_code, \
-     error_message, created_at, updated_at, started_at, finished_at";
+const JOB_COLUMNS: &str = "id, tenant_id, batch_id, model, model_version, status, image_key, \
+     image_sha256, image_content_type, image_bytes, client_reference, site, tags, deadline, \
+     webhook_url, attempts, result, error_code, error_message, created_at, updated_at, \
+     started_at, finished_at";
 
 #[derive(sqlx::FromRow)]
 struct JobRow {
     id: String,
+    tenant_id: String,
+    batch_id: Option<String>,
     model: String,
     model_version: String,
     status: String,
@@ -33,6 +37,10 @@ struct JobRow {
     image_content_type: String,
     image_bytes: i64,
     client_reference: Option<String>,
+    site: Option<String>,
+    tags: String,
+    deadline: Option<i64>,
+    webhook_url: Option<String>,
     attempts: i32,
     result: Option<String>,
     error_code: Option<String>,
@@ -57,6 +65,12 @@ impl TryFrom<JobRow> for Job {
     fn try_from(row: JobRow) -> Result<Self, DbError> {
         Ok(Job {
             id: JobId::from_str(&row.id).context("job id")?,
+            tenant_id: TenantId::from_str(&row.tenant_id).context("tenant id")?,
+            batch_id: row
+                .batch_id
+                .map(|b| BatchId::from_str(&b))
+                .transpose()
+                .context("batch id")?,
             model: row.model,
             model_version: row.model_version,
             status: row.status.parse().map_err(anyhow::Error::msg)?,
@@ -65,6 +79,10 @@ impl TryFrom<JobRow> for Job {
             image_content_type: row.image_content_type,
             image_bytes: row.image_bytes,
             client_reference: row.client_reference,
+            site: row.site,
+            tags: serde_json::from_str(&row.tags).context("stored tags")?,
+            deadline: row.deadline.map(time).transpose()?,
+            webhook_url: row.webhook_url,
             attempts: row.attempts,
             result: row
                 .result
@@ -128,8 +146,10 @@ impl JobStore for SqliteJobStore {
         let now = millis(Utc::now());
         let row: JobRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "insert into jobs (id, model, model_version, status, image_key, image_sha256, \
-             image_content_type, image_bytes, client_reference, created_at, updated_at) \
-             values (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?9) returning {JOB_COLUMNS}"
+             image_content_type, image_bytes, client_reference, created_at, updated_at, \
+             tenant_id, batch_id, site, tags, deadline, webhook_url) \
+             values (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13, ?14, \
+             ?15) returning {JOB_COLUMNS}"
         )))
         .bind(job.id.to_string())
         .bind(&job.model)
@@ -140,6 +160,12 @@ impl JobStore for SqliteJobStore {
         .bind(job.image_bytes)
         .bind(&job.client_reference)
         .bind(now)
+        .bind(job.tenant_id.to_string())
+        .bind(job.batch_id.map(|b| b.to_string()))
+        .bind(&job.site)
+        .bind(serde_json::to_string(&job.tags).context("encoding tags")?)
+        .bind(job.deadline.map(millis))
+        .bind(&job.webhook_url)
         .fetch_one(&self.pool)
         .await?;
         row.try_into()
@@ -150,6 +176,17 @@ impl JobStore for SqliteJobStore {
             "select {JOB_COLUMNS} from jobs where id = ?1"
         )))
         .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(Job::try_from).transpose()
+    }
+
+    async fn find(&self, tenant: TenantId, id: JobId) -> Result<Option<Job>, DbError> {
+        let row: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select {JOB_COLUMNS} from jobs where id = ?1 and tenant_id = ?2"
+        )))
+        .bind(id.to_string())
+        .bind(tenant.to_string())
         .fetch_optional(&self.pool)
         .await?;
         row.map(Job::try_from).transpose()
@@ -262,6 +299,13 @@ impl JobStore for SqliteJobStore {
                 })
             })
             .collect()
+    }
+
+    async fn count_queued(&self) -> Result<i64, DbError> {
+        let (count,): (i64,) = sqlx::query_as("select count(*) from jobs where status = 'queued'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(count)
     }
 
     async fn check(&self) -> Result<(), DbError> {

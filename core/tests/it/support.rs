@@ -185,6 +185,8 @@ pub fn new_job(model: &str) -> NewJob {
     let sha = sha256_hex(id.to_string().as_bytes());
     NewJob {
         id,
+        tenant_id: medinform_core::tenant::TenantId::LOCAL,
+        batch_id: None,
         model: model.to_owned(),
         model_version: "1.2.0".to_owned(),
         image_key: image_key(&sha),
@@ -192,6 +194,10 @@ pub fn new_job(model: &str) -> NewJob {
         image_content_type: "image/png".to_owned(),
         image_bytes: 12_345,
         client_reference: Some("ward-7/patient-42".to_owned()),
+        site: Some("Ward 7".to_owned()),
+        tags: vec!["follow-up".to_owned()],
+        deadline: None,
+        webhook_url: None,
     }
 }
 

@@ -1,0 +1,109 @@
+//! The OpenAPI 3 document, generated from the handlers' and types' annotations, at
+//! `/openapi.json`; and `/docs`, a reference page rendered from it.
+//!
+//! Every error code of [`ErrorCode`] is listed in the document (the `ErrorDetail.code` enum and
+//! the API description's table), so the spec and the code cannot drift apart.
+
+use axum::Json;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ObjectBuilder, RefOr, Schema};
+use utoipa::{Modify, OpenApi};
+
+use crate::ErrorCode;
+use crate::routes;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "MedInform API",
+        description = "Screens medical images with neural networks: upload an image, poll its \
+                       job or receive a signed webhook, read the result with its probabilities. \
+                       A screening aid, not a diagnosis.",
+        license(name = "MIT")
+    ),
+    paths(
+        routes::jobs::create,
+        routes::jobs::get,
+        routes::models::list,
+        routes::models::get,
+        routes::health::healthz,
+        routes::health::readyz,
+    ),
+    components(schemas(crate::ErrorBody, crate::ErrorDetail)),
+    modifiers(&Security, &ErrorCodes),
+    security(("bearer" = []), ("api_key" = [])),
+    tags(
+        (name = "jobs", description = "One image screened by one model."),
+        (name = "models", description = "The screening models, their status and cards."),
+        (name = "health", description = "Liveness and readiness for orchestrators."),
+    )
+)]
+pub struct ApiDoc;
+
+/// Bearer keys (`Authorization: Bearer mik_…`) or the `X-API-Key` header.
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("mik_<prefix>_<secret>")
+                    .description(Some(
+                        "An API key, made with `medinform keys create`. Not needed by the \
+                         embedded single-machine mode on loopback.",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+    }
+}
+
+/// Lists every [`ErrorCode`] as the enum of `ErrorDetail.code` and as a table in the description.
+struct ErrorCodes;
+
+impl Modify for ErrorCodes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let mut table = String::from(
+            "\n\n## Errors\n\nEvery error answers `{\"error\": {\"code\": \"...\", \"message\": \"...\"}}` \
+             with one of these stable codes:\n\n| status | code | when |\n| --- | --- | --- |\n",
+        );
+        for code in ErrorCode::ALL {
+            table.push_str(&format!(
+                "| {} | `{}` | {} |\n",
+                code.status().as_u16(),
+                code.as_str(),
+                code.description()
+            ));
+        }
+        let description = openapi.info.description.get_or_insert_with(String::new);
+        description.push_str(&table);
+
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        let codes: Vec<&str> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        if let Some(RefOr::T(Schema::Object(detail))) = components.schemas.get_mut("ErrorDetail") {
+            detail.properties.insert(
+                "code".to_string(),
+                ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some(codes))
+                    .description(Some("A stable machine-readable code."))
+                    .into(),
+            );
+        }
+    }
+}
+
+/// `GET /openapi.json`.
+pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
