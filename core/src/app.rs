@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::config::{Config, StorageBackend};
-use crate::db::{JobStore, PostgresJobStore, SqliteJobStore};
+use crate::db::{BatchStore, IdempotencyStore, JobStore, PostgresJobStore, SqliteJobStore};
 use crate::queue::{JobQueue, MemoryQueue, RabbitMqQueue};
 use crate::storage::{BlobStore, LocalBlobStore, S3BlobStore};
 
@@ -13,6 +13,10 @@ use crate::storage::{BlobStore, LocalBlobStore, S3BlobStore};
 #[derive(Clone)]
 pub struct Backends {
     pub jobs: Arc<dyn JobStore>,
+    /// The same database as `jobs`.
+    pub batches: Arc<dyn BatchStore>,
+    /// The same database as `jobs`.
+    pub idempotency: Arc<dyn IdempotencyStore>,
     pub blobs: Arc<dyn BlobStore>,
     pub queue: Arc<dyn JobQueue>,
 }
@@ -32,11 +36,7 @@ impl Backends {
     /// unreachable: a process that cannot do its work should not start.
     pub async fn connect(config: &Config) -> anyhow::Result<Self> {
         let url = config.database_url();
-        let jobs: Arc<dyn JobStore> = if url.starts_with("sqlite:") {
-            Arc::new(SqliteJobStore::connect(&url, config.database.max_connections).await?)
-        } else {
-            Arc::new(PostgresJobStore::connect(&url, config.database.max_connections).await?)
-        };
+        let pool_size = config.database.max_connections;
         let blobs: Arc<dyn BlobStore> = match config.storage.backend {
             StorageBackend::Local => Arc::new(LocalBlobStore::open(config.storage_path()).await?),
             StorageBackend::S3 => Arc::new(S3BlobStore::connect(&config.storage.s3)?),
@@ -46,7 +46,19 @@ impl Backends {
         } else {
             Arc::new(RabbitMqQueue::connect(&config.queue.url, &config.queue.prefix).await?)
         };
-        let backends = Self { jobs, blobs, queue };
+        let backends = if url.starts_with("sqlite:") {
+            Self::new(
+                SqliteJobStore::connect(&url, pool_size).await?,
+                blobs,
+                queue,
+            )
+        } else {
+            Self::new(
+                PostgresJobStore::connect(&url, pool_size).await?,
+                blobs,
+                queue,
+            )
+        };
         tracing::info!(
             jobs = %backends.jobs.describe(),
             blobs = %backends.blobs.describe(),
@@ -54,6 +66,22 @@ impl Backends {
             "backends connected"
         );
         Ok(backends)
+    }
+
+    /// Backends on one database (seen through each of its store traits), a blob store and a
+    /// queue.
+    pub fn new<D>(db: D, blobs: Arc<dyn BlobStore>, queue: Arc<dyn JobQueue>) -> Self
+    where
+        D: JobStore + BatchStore + IdempotencyStore,
+    {
+        let db = Arc::new(db);
+        Self {
+            jobs: db.clone(),
+            batches: db.clone(),
+            idempotency: db,
+            blobs,
+            queue,
+        }
     }
 
     /// Applies the database migrations.

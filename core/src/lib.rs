@@ -6,6 +6,7 @@
 //! queue). Which one runs is decided once, at start-up, by [`app::Backends::connect`].
 
 pub mod app;
+pub mod batch;
 pub mod config;
 pub mod db;
 pub mod imaging;

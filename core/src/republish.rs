@@ -3,7 +3,9 @@
 //! The API commits the job row, then publishes its message. If the publish failed (broker down)
 //! the row stays `queued` and unconfirmed; a worker that died mid-job leaves it `processing`
 //! with a lease that runs out. This sweep finds both and publishes them again. A message
-//! published twice is harmless: the job store lets only one claim finish a job.
+//! published twice is harmless: the job store lets only one claim finish a job. It also
+//! cancels queued jobs whose deadline passed, so that they end even when no worker serves
+//! their model.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -60,6 +62,10 @@ impl Republisher {
     /// processing job as lost (start-up of a single process with a non-durable queue).
     pub async fn sweep(&self, everything: bool) -> anyhow::Result<usize> {
         let now = Utc::now();
+        let expired = self.jobs.expire_deadlines(now).await?;
+        if expired > 0 {
+            tracing::info!(jobs = expired, "canceled queued jobs whose deadline passed");
+        }
         let reclaimed = self
             .jobs
             .reclaim_expired(if everything { None } else { Some(now) })

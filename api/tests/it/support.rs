@@ -12,7 +12,7 @@ use bytes::Bytes;
 use medinform_api::{ApiServer, AppState};
 use medinform_core::app::Backends;
 use medinform_core::config::{Config, JobsConfig, S3Config, StorageBackend, WorkerConfig};
-use medinform_core::db::{JobStore, SqliteJobStore};
+use medinform_core::db::SqliteJobStore;
 use medinform_core::imaging::ImageLimits;
 use medinform_core::queue::{JobMessage, JobQueue, MemoryQueue, QueueError, Subscription};
 use medinform_core::registry::{Registry, RegistryOptions};
@@ -172,12 +172,11 @@ impl TestApp {
                 let queue = Arc::new(MemoryQueue::new());
                 memory_queue = Some(queue.clone());
                 image_dir = Some(images.clone());
-                Backends {
-                    jobs: Arc::new(SqliteJobStore::connect(&db, 4).await.unwrap())
-                        as Arc<dyn JobStore>,
-                    blobs: Arc::new(LocalBlobStore::open(images).await.unwrap()),
+                Backends::new(
+                    SqliteJobStore::connect(&db, 4).await.unwrap(),
+                    Arc::new(LocalBlobStore::open(images).await.unwrap()),
                     queue,
-                }
+                )
             }
             Kind::Distributed => Backends::connect(&distributed_config().await)
                 .await

@@ -4,6 +4,8 @@
 //! `queued` for a retry or when a lease runs out) lives here, in single conditional statements,
 //! so that two workers racing for one job cannot both win and a result is written once.
 
+mod batches;
+mod idempotency;
 mod postgres;
 mod sqlite;
 
@@ -12,9 +14,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::job::{BatchId, Job, JobFailure, JobId, ScreeningResult};
+use crate::job::{BatchId, Job, JobFailure, JobId, JobStatus, ScreeningResult};
 use crate::tenant::TenantId;
 
+pub use batches::BatchStore;
+pub use idempotency::{Begin, IdempotencyStore, NewIdempotencyKey, StoredResponse};
 pub use postgres::PostgresJobStore;
 pub use sqlite::SqliteJobStore;
 
@@ -64,6 +68,42 @@ pub enum Claim {
     Missing,
 }
 
+/// Which jobs a listing shows; every filter is optional. Newest first.
+#[derive(Debug, Clone, Default)]
+pub struct JobFilter {
+    pub status: Option<JobStatus>,
+    pub model: Option<String>,
+    pub batch_id: Option<BatchId>,
+    pub client_reference: Option<String>,
+    /// Created at or after.
+    pub created_after: Option<DateTime<Utc>>,
+    /// Created before.
+    pub created_before: Option<DateTime<Utc>>,
+    /// Only jobs older than this one (the cursor of the previous page).
+    pub before: Option<JobId>,
+}
+
+/// The outcome of a cancel request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cancel {
+    /// The job was queued and is now `canceled`.
+    Canceled(Job),
+    /// The job has started or finished: it is left as it is.
+    NotCancelable(Job),
+    /// No such job for this tenant.
+    Missing,
+}
+
+/// The code and message of a job whose deadline passed before a worker took it.
+pub fn deadline_failure() -> JobFailure {
+    JobFailure {
+        code: "deadline_exceeded".to_owned(),
+        message: "No worker started the job before its deadline, so it was not run; submit it \
+                  again if the result is still needed."
+            .to_owned(),
+    }
+}
+
 /// A job to publish (again): its id and model.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Republish {
@@ -81,10 +121,28 @@ pub trait JobStore: Send + Sync + 'static {
     async fn get(&self, id: JobId) -> Result<Option<Job>, DbError>;
     /// The job if it belongs to `tenant` (another tenant's job is `None`, as if absent).
     async fn find(&self, tenant: TenantId, id: JobId) -> Result<Option<Job>, DbError>;
+    /// The tenant's jobs that pass `filter`, newest first, at most `limit`.
+    async fn list(
+        &self,
+        tenant: TenantId,
+        filter: &JobFilter,
+        limit: i64,
+    ) -> Result<Vec<Job>, DbError>;
+    /// Cancels the tenant's job if it is still `queued`.
+    async fn cancel(
+        &self,
+        tenant: TenantId,
+        id: JobId,
+        failure: &JobFailure,
+    ) -> Result<Cancel, DbError>;
+    /// Cancels every never-started `queued` job whose deadline is before `now`
+    /// ([`deadline_failure`]); returns how many.
+    async fn expire_deadlines(&self, now: DateTime<Utc>) -> Result<u64, DbError>;
     /// Records that the queue confirmed the job's message.
     async fn mark_published(&self, id: JobId) -> Result<(), DbError>;
     /// Takes a job for processing. A `processing` job is taken over when its lease has ended,
     /// or when `take_over` is set (the message was redelivered: its previous holder is gone).
+    /// A `queued` job whose deadline has passed is canceled instead ([`Claim::Finished`]).
     async fn claim(&self, id: JobId, lease: Duration, take_over: bool) -> Result<Claim, DbError>;
     /// Writes the result, if the claim `attempt` still holds. False: someone else took over.
     async fn succeed(

@@ -1,5 +1,8 @@
 //! The distributed job store: PostgreSQL.
 
+mod batches;
+mod idempotency;
+
 use std::time::Duration;
 
 use anyhow::Context;
@@ -9,7 +12,10 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{Claim, DbError, JobStore, NewJob, Republish, lease_duration};
+use super::{
+    Cancel, Claim, DbError, JobFilter, JobStore, NewJob, Republish, deadline_failure,
+    lease_duration,
+};
 use crate::job::{BatchId, Job, JobFailure, JobId, JobStatus, ScreeningResult};
 use crate::tenant::TenantId;
 
@@ -172,6 +178,78 @@ impl JobStore for PostgresJobStore {
         row.map(Job::try_from).transpose()
     }
 
+    async fn list(
+        &self,
+        tenant: TenantId,
+        filter: &JobFilter,
+        limit: i64,
+    ) -> Result<Vec<Job>, DbError> {
+        let rows: Vec<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select {JOB_COLUMNS} from jobs where tenant_id = $1 \
+                 and ($2::text is null or status = $2) \
+                 and ($3::text is null or model = $3) \
+                 and ($4::uuid is null or batch_id = $4) \
+                 and ($5::text is null or client_reference = $5) \
+                 and ($6::timestamptz is null or created_at >= $6) \
+                 and ($7::timestamptz is null or created_at < $7) \
+                 and ($8::uuid is null or id < $8) \
+             order by id desc limit $9"
+        )))
+        .bind(tenant.0)
+        .bind(filter.status.map(JobStatus::as_str))
+        .bind(&filter.model)
+        .bind(filter.batch_id.map(|b| b.0))
+        .bind(&filter.client_reference)
+        .bind(filter.created_after)
+        .bind(filter.created_before)
+        .bind(filter.before.map(|j| j.0))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(Job::try_from).collect()
+    }
+
+    async fn cancel(
+        &self,
+        tenant: TenantId,
+        id: JobId,
+        failure: &JobFailure,
+    ) -> Result<Cancel, DbError> {
+        let canceled: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "update jobs set status = 'canceled', error_code = $3, error_message = $4, \
+                 finished_at = now(), updated_at = now() \
+             where id = $1 and tenant_id = $2 and status = 'queued' returning {JOB_COLUMNS}"
+        )))
+        .bind(id.0)
+        .bind(tenant.0)
+        .bind(&failure.code)
+        .bind(&failure.message)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = canceled {
+            return Ok(Cancel::Canceled(row.try_into()?));
+        }
+        Ok(match self.find(tenant, id).await? {
+            Some(job) => Cancel::NotCancelable(job),
+            None => Cancel::Missing,
+        })
+    }
+
+    async fn expire_deadlines(&self, now: DateTime<Utc>) -> Result<u64, DbError> {
+        let failure = deadline_failure();
+        let done = sqlx::query(
+            "update jobs set status = 'canceled', error_code = $2, error_message = $3, \
+                 finished_at = now(), updated_at = now() \
+             where status = 'queued' and started_at is null and deadline < $1",
+        )
+        .bind(now)
+        .bind(&failure.code)
+        .bind(&failure.message)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn mark_published(&self, id: JobId) -> Result<(), DbError> {
         sqlx::query(
             "update jobs set published_at = now() \
@@ -184,6 +262,17 @@ impl JobStore for PostgresJobStore {
     }
 
     async fn claim(&self, id: JobId, lease: Duration, take_over: bool) -> Result<Claim, DbError> {
+        let failure = deadline_failure();
+        sqlx::query(
+            "update jobs set status = 'canceled', error_code = $2, error_message = $3, \
+                 finished_at = now(), updated_at = now() \
+             where id = $1 and status = 'queued' and started_at is null and deadline <= now()",
+        )
+        .bind(id.0)
+        .bind(&failure.code)
+        .bind(&failure.message)
+        .execute(&self.pool)
+        .await?;
         let claimed: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "update jobs set status = 'processing', attempts = attempts + 1, \
                  lease_expires_at = now() + $2, started_at = coalesce(started_at, now()), \

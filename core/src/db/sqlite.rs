@@ -1,5 +1,8 @@
 //! The embedded job store: a SQLite file.
 
+mod batches;
+mod idempotency;
+
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -8,7 +11,10 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
-use super::{Claim, DbError, JobStore, NewJob, Republish, lease_duration};
+use super::{
+    Cancel, Claim, DbError, JobFilter, JobStore, NewJob, Republish, deadline_failure,
+    lease_duration,
+};
 use crate::job::{BatchId, Job, JobFailure, JobId, JobStatus, ScreeningResult};
 use crate::tenant::TenantId;
 
@@ -192,6 +198,80 @@ impl JobStore for SqliteJobStore {
         row.map(Job::try_from).transpose()
     }
 
+    async fn list(
+        &self,
+        tenant: TenantId,
+        filter: &JobFilter,
+        limit: i64,
+    ) -> Result<Vec<Job>, DbError> {
+        let rows: Vec<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select {JOB_COLUMNS} from jobs where tenant_id = ?1 \
+                 and (?2 is null or status = ?2) \
+                 and (?3 is null or model = ?3) \
+                 and (?4 is null or batch_id = ?4) \
+                 and (?5 is null or client_reference = ?5) \
+                 and (?6 is null or created_at >= ?6) \
+                 and (?7 is null or created_at < ?7) \
+                 and (?8 is null or id < ?8) \
+             order by id desc limit ?9"
+        )))
+        .bind(tenant.to_string())
+        .bind(filter.status.map(JobStatus::as_str))
+        .bind(&filter.model)
+        .bind(filter.batch_id.map(|b| b.to_string()))
+        .bind(&filter.client_reference)
+        .bind(filter.created_after.map(millis))
+        .bind(filter.created_before.map(millis))
+        .bind(filter.before.map(|j| j.to_string()))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(Job::try_from).collect()
+    }
+
+    async fn cancel(
+        &self,
+        tenant: TenantId,
+        id: JobId,
+        failure: &JobFailure,
+    ) -> Result<Cancel, DbError> {
+        let canceled: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "update jobs set status = 'canceled', error_code = ?3, error_message = ?4, \
+                 finished_at = ?5, updated_at = ?5 \
+             where id = ?1 and tenant_id = ?2 and status = 'queued' returning {JOB_COLUMNS}"
+        )))
+        .bind(id.to_string())
+        .bind(tenant.to_string())
+        .bind(&failure.code)
+        .bind(&failure.message)
+        .bind(millis(Utc::now()))
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = canceled {
+            return Ok(Cancel::Canceled(row.try_into()?));
+        }
+        Ok(match self.find(tenant, id).await? {
+            Some(job) => Cancel::NotCancelable(job),
+            None => Cancel::Missing,
+        })
+    }
+
+    async fn expire_deadlines(&self, now: DateTime<Utc>) -> Result<u64, DbError> {
+        let failure = deadline_failure();
+        let done = sqlx::query(
+            "update jobs set status = 'canceled', error_code = ?2, error_message = ?3, \
+                 finished_at = ?4, updated_at = ?4 \
+             where status = 'queued' and started_at is null and deadline < ?1",
+        )
+        .bind(millis(now))
+        .bind(&failure.code)
+        .bind(&failure.message)
+        .bind(millis(Utc::now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn mark_published(&self, id: JobId) -> Result<(), DbError> {
         sqlx::query("update jobs set published_at = ?2 where id = ?1 and status = 'queued'")
             .bind(id.to_string())
@@ -203,6 +283,18 @@ impl JobStore for SqliteJobStore {
 
     async fn claim(&self, id: JobId, lease: Duration, take_over: bool) -> Result<Claim, DbError> {
         let now = Utc::now();
+        let failure = deadline_failure();
+        sqlx::query(
+            "update jobs set status = 'canceled', error_code = ?2, error_message = ?3, \
+                 finished_at = ?4, updated_at = ?4 \
+             where id = ?1 and status = 'queued' and started_at is null and deadline <= ?4",
+        )
+        .bind(id.to_string())
+        .bind(&failure.code)
+        .bind(&failure.message)
+        .bind(millis(now))
+        .execute(&self.pool)
+        .await?;
         let claimed: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "update jobs set status = 'processing', attempts = attempts + 1, \
                  lease_expires_at = ?3, started_at = coalesce(started_at, ?2), updated_at = ?2 \
