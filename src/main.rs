@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use medinform_api::idempotency::IdempotencySettings;
 use medinform_api::{ApiServer, AppState};
 use medinform_core::app::Backends;
 use medinform_core::config::Config;
@@ -215,6 +216,11 @@ async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
             backends: backends.clone(),
             registry: registry.clone(),
             limits: config.limits.image_limits(),
+            max_request_bytes: config.limits.max_request_bytes,
+            idempotency: IdempotencySettings {
+                ttl: Duration::from_secs(config.server.idempotency_ttl_secs),
+                max_body_bytes: config.limits.max_request_bytes,
+            },
         };
         let server = ApiServer::bind(config.server.listen, state).await?;
         let addr = server.local_addr()?;

@@ -5,7 +5,9 @@
 //! `GET /v1/models` lists the registry; `/healthz` and `/readyz` are for orchestrators.
 
 pub mod auth;
+mod docs;
 mod error;
+pub mod idempotency;
 pub mod openapi;
 mod routes;
 
@@ -24,6 +26,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
+use crate::idempotency::IdempotencySettings;
+
 pub use error::{ApiError, ErrorBody, ErrorCode, ErrorDetail};
 
 /// Multipart framing and the small text fields around the image.
@@ -35,12 +39,20 @@ pub struct AppState {
     pub backends: Backends,
     pub registry: Arc<Registry>,
     pub limits: ImageLimits,
+    /// The body limit of the routes that take many images in one request.
+    pub max_request_bytes: usize,
+    pub idempotency: IdempotencySettings,
 }
 
 /// Builds the router (tests call this too).
 pub fn router(state: AppState) -> Router {
     let body_limit = state.limits.max_bytes + FORM_OVERHEAD_BYTES;
-    routes::router()
+    // Layers run outermost (last) first: trace, body limit, authentication, idempotency.
+    routes::router(state.max_request_bytes)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::layer,
+        ))
         .layer(axum::middleware::from_fn(auth::authenticate))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(TraceLayer::new_for_http())
@@ -70,6 +82,7 @@ impl ApiServer {
     pub async fn serve(self, shutdown: CancellationToken, grace: Duration) -> anyhow::Result<()> {
         let addr = self.local_addr()?;
         tracing::info!(%addr, "API listening");
+        tokio::spawn(purge_idempotency_keys(self.state.clone(), shutdown.clone()));
         let app = router(self.state);
         let stopping = shutdown.clone();
         let server = axum::serve(self.listener, app)
@@ -84,5 +97,26 @@ impl ApiServer {
         }
         tracing::info!("API stopped");
         Ok(())
+    }
+}
+
+/// Deletes expired idempotency keys every few minutes until `shutdown`.
+async fn purge_idempotency_keys(state: AppState, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(Duration::from_secs(300));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        match state
+            .backends
+            .idempotency
+            .purge_idempotency_keys(chrono::Utc::now())
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(keys = n, "expired idempotency keys deleted"),
+            Err(e) => tracing::warn!(error = %e, "could not delete expired idempotency keys"),
+        }
     }
 }

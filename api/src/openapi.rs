@@ -23,7 +23,17 @@ use crate::routes;
     ),
     paths(
         routes::jobs::create,
+        routes::jobs::list,
         routes::jobs::get,
+        routes::jobs::cancel,
+        routes::jobs::image,
+        routes::batches::create,
+        routes::batches::list,
+        routes::batches::get,
+        routes::batches::add_jobs,
+        routes::batches::cancel,
+        routes::export::csv,
+        routes::export::json,
         routes::models::list,
         routes::models::get,
         routes::health::healthz,
@@ -34,6 +44,7 @@ use crate::routes;
     security(("bearer" = []), ("api_key" = [])),
     tags(
         (name = "jobs", description = "One image screened by one model."),
+        (name = "batches", description = "Screening sessions: many images, progress, findings, exports."),
         (name = "models", description = "The screening models, their status and cards."),
         (name = "health", description = "Liveness and readiness for orchestrators."),
     )

@@ -60,6 +60,8 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Seconds the API waits for in-flight requests on shutdown.
     pub shutdown_grace_secs: u64,
+    /// Seconds an `Idempotency-Key` is remembered.
+    pub idempotency_ttl_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +69,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             shutdown_grace_secs: 30,
+            idempotency_ttl_secs: 24 * 3600,
         }
     }
 }
@@ -286,6 +289,8 @@ pub struct LimitsConfig {
     pub max_upload_bytes: usize,
     /// Largest accepted image, in pixels (width x height); refused before decoding.
     pub max_image_pixels: u64,
+    /// Largest request that carries many images (`POST /v1/batches`, `/v1/batches/{id}/jobs`).
+    pub max_request_bytes: usize,
 }
 
 impl Default for LimitsConfig {
@@ -293,6 +298,7 @@ impl Default for LimitsConfig {
         Self {
             max_upload_bytes: 20 * 1024 * 1024,
             max_image_pixels: 50_000_000,
+            max_request_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -364,6 +370,12 @@ impl Config {
         }
         if !(1..=7 * 24 * 3600).contains(&self.jobs.lease_secs) {
             bail!("jobs.lease_secs must be between 1 and 604800 (a week)");
+        }
+        if self.server.idempotency_ttl_secs == 0 {
+            bail!("server.idempotency_ttl_secs must be at least 1");
+        }
+        if self.limits.max_request_bytes < self.limits.max_upload_bytes {
+            bail!("limits.max_request_bytes must be at least limits.max_upload_bytes");
         }
         if self.jobs.max_attempts < 1 {
             bail!("jobs.max_attempts must be at least 1");

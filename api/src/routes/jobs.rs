@@ -1,24 +1,25 @@
-//! `POST /v1/jobs` and `GET /v1/jobs/{id}`.
+//! `/v1/jobs`: submit one image, poll a job, list and filter jobs, cancel one, fetch its image.
 
 use axum::Json;
-use axum::extract::multipart::{Field, MultipartError};
-use axum::extract::{Multipart, Path, State};
+use axum::body::Body;
+use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::IntoResponse;
-use bytes::{Bytes, BytesMut};
-use medinform_core::db::NewJob;
-use medinform_core::imaging;
-use medinform_core::job::JobId;
-use medinform_core::queue::JobMessage;
-use medinform_core::storage::{image_key, sha256_hex};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use medinform_core::db::{Cancel, JobFilter};
+use medinform_core::job::{JobFailure, JobId, JobStatus};
+use medinform_core::storage::StorageError;
 use medinform_core::tenant::Scope;
 use medinform_core::view::JobView;
+use serde::{Deserialize, Serialize};
 
+use super::submit::{self, Metadata};
 use crate::auth::Caller;
 use crate::{ApiError, AppState, ErrorCode};
 
-/// Longest accepted client reference.
-const MAX_REFERENCE_CHARS: usize = 200;
+/// Default and largest page of `GET /v1/jobs`.
+const DEFAULT_LIMIT: i64 = 50;
+const MAX_LIMIT: i64 = 200;
 
 /// The upload form of `POST /v1/jobs` (multipart/form-data).
 #[derive(utoipa::ToSchema)]
@@ -32,99 +33,16 @@ pub struct JobForm {
     image: Vec<u8>,
     /// A patient or sample reference (up to 200 characters), echoed back; never logged.
     client_reference: Option<String>,
-}
-
-/// The fields of the upload form.
-struct Upload {
-    model: String,
-    image: Bytes,
-    client_reference: Option<String>,
-}
-
-/// Reads the form. The image is read chunk by chunk and refused as soon as it passes the limit.
-async fn read_upload(mut form: Multipart, max_bytes: usize) -> Result<Upload, ApiError> {
-    let mut model = None;
-    let mut image = None;
-    let mut client_reference = None;
-    while let Some(field) = form.next_field().await.map_err(multipart_error)? {
-        match field.name() {
-            Some("model") => model = Some(read_text(field, "model").await?),
-            Some("client_reference") => {
-                let reference = read_text(field, "client_reference").await?;
-                if reference.chars().count() > MAX_REFERENCE_CHARS {
-                    return Err(ApiError::new(
-                        ErrorCode::InvalidClientReference,
-                        format!(
-                            "client_reference is longer than {MAX_REFERENCE_CHARS} characters."
-                        ),
-                    ));
-                }
-                client_reference = Some(reference).filter(|r| !r.is_empty());
-            }
-            Some("image") => image = Some(read_image(field, max_bytes).await?),
-            // Unknown fields are ignored, so that clients can send more than we read.
-            _ => {}
-        }
-    }
-    let model = model
-        .filter(|m| !m.is_empty())
-        .ok_or_else(|| ApiError::new(ErrorCode::MissingField, "The form has no `model` field."))?;
-    let image = image
-        .ok_or_else(|| ApiError::new(ErrorCode::MissingField, "The form has no `image` file."))?;
-    Ok(Upload {
-        model,
-        image,
-        client_reference,
-    })
-}
-
-async fn read_text(field: Field<'_>, name: &str) -> Result<String, ApiError> {
-    let text = field.text().await.map_err(multipart_error)?;
-    Ok(text.trim().to_string()).and_then(|t| {
-        if t.chars().any(char::is_control) {
-            Err(ApiError::new(
-                ErrorCode::InvalidField,
-                format!("The `{name}` field contains control characters."),
-            ))
-        } else {
-            Ok(t)
-        }
-    })
-}
-
-async fn read_image(mut field: Field<'_>, max_bytes: usize) -> Result<Bytes, ApiError> {
-    let mut image = BytesMut::new();
-    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
-        if image.len() + chunk.len() > max_bytes {
-            return Err(too_large(max_bytes));
-        }
-        image.extend_from_slice(&chunk);
-    }
-    Ok(image.freeze())
-}
-
-fn too_large(max_bytes: usize) -> ApiError {
-    ApiError::new(
-        ErrorCode::ImageTooLarge,
-        format!(
-            "The image is larger than the limit of {} bytes ({:.1} MiB).",
-            max_bytes,
-            max_bytes as f64 / (1024.0 * 1024.0)
-        ),
-    )
-}
-
-fn multipart_error(e: MultipartError) -> ApiError {
-    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::new(
-            ErrorCode::ImageTooLarge,
-            "The upload is larger than the limit.",
-        );
-    }
-    ApiError::new(
-        ErrorCode::InvalidMultipart,
-        format!("The request is not a valid multipart/form-data upload: {e}"),
-    )
+    /// Where the image was taken (up to 200 characters).
+    site: Option<String>,
+    /// Comma-separated tags (the field may be repeated); at most 20 of up to 50 characters.
+    tags: Option<String>,
+    /// Add the job to this batch (of the same model).
+    batch_id: Option<String>,
+    /// Also deliver this job's events here, signed with the tenant's signing secret.
+    webhook_url: Option<String>,
+    /// RFC 3339: if no worker has started the job by then, it is canceled, not run.
+    deadline: Option<String>,
 }
 
 /// `POST /v1/jobs`: validate, store, record, publish; `202 Accepted` with the job.
@@ -135,17 +53,22 @@ fn multipart_error(e: MultipartError) -> ApiError {
     summary = "Submit an image to screen",
     description = "The upload is checked before anything is stored (model ready, size, format, \
                    pixel count, a full decode); the image is kept under its SHA-256, the job \
-                   recorded as `queued` and published to the workers.",
+                   recorded as `queued` and published to the workers. Send an \
+                   `Idempotency-Key` header to make a retry safe.",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request return the first response")),
     request_body(content = inline(JobForm), content_type = "multipart/form-data"),
     responses(
         (status = 202, description = "Accepted and queued; `Location` names the job.", body = JobView),
-        (status = 400, description = "`empty_file`, `missing_field`, `invalid_field`, `invalid_client_reference`, `invalid_multipart`", body = crate::ErrorBody),
+        (status = 400, description = "`empty_file`, `missing_field`, `invalid_field`, `invalid_client_reference`, `invalid_multipart`, `invalid_batch_id`", body = crate::ErrorBody),
         (status = 401, description = "`unauthorized`, `api_key_revoked`", body = crate::ErrorBody),
         (status = 403, description = "`insufficient_scope`", body = crate::ErrorBody),
+        (status = 404, description = "`batch_not_found`", body = crate::ErrorBody),
+        (status = 409, description = "`batch_model_mismatch`, `idempotency_key_reused`, `idempotency_request_in_progress`", body = crate::ErrorBody),
         (status = 413, description = "`image_too_large`", body = crate::ErrorBody),
         (status = 415, description = "`not_an_image`, `unsupported_image_format`", body = crate::ErrorBody),
-        (status = 422, description = "`corrupt_image`, `image_dimensions_too_large`, `unknown_model`", body = crate::ErrorBody),
-        (status = 503, description = "`model_unavailable`, `service_unavailable`", body = crate::ErrorBody),
+        (status = 422, description = "`corrupt_image`, `image_dimensions_too_large`, `unknown_model`, `webhook_url_not_allowed`", body = crate::ErrorBody),
+        (status = 429, description = "`rate_limited`", body = crate::ErrorBody),
+        (status = 503, description = "`model_unavailable`, `queue_full`, `service_unavailable`", body = crate::ErrorBody),
     )
 )]
 pub async fn create(
@@ -153,89 +76,44 @@ pub async fn create(
     caller: Caller,
     form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let form = form.map_err(|e| {
-        ApiError::new(
-            ErrorCode::InvalidMultipart,
-            format!("Expected a multipart/form-data upload: {e}"),
-        )
-    })?;
+    let mut form = form.map_err(submit::not_multipart)?;
     caller.require(Scope::Submit)?;
-    let upload = read_upload(form, state.limits.max_bytes).await?;
 
-    let model = state.registry.get(&upload.model).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::UnknownModel,
-            format!(
-                "There is no model {:?}; GET /v1/models lists them.",
-                upload.model
-            ),
-        )
-    })?;
-    let (true, Some(model_version)) = (model.is_available(), model.version()) else {
-        let reason = model.status().reason().unwrap_or("no usable manifest");
-        return Err(ApiError::new(
-            ErrorCode::ModelUnavailable,
-            format!(
-                "The {} model is not available on this server: {reason}.",
-                model.id()
-            ),
-        ));
-    };
-    let model_version = model_version.to_string();
-
-    // Decoding is CPU work: off the async runtime.
-    let limits = state.limits;
-    let image = upload.image.clone();
-    let info = tokio::task::spawn_blocking(move || imaging::validate(&image, &limits))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))??;
-
-    let sha256 = sha256_hex(&upload.image);
-    let key = image_key(&sha256);
-    let image_bytes = i64::try_from(upload.image.len()).unwrap_or(i64::MAX);
-    state
-        .backends
-        .blobs
-        .put(&key, upload.image, info.content_type)
-        .await?;
-    let job = state
-        .backends
-        .jobs
-        .insert(&NewJob {
-            id: JobId::new(),
-            tenant_id: caller.tenant,
-            batch_id: None,
-            model: model.id().to_string(),
-            model_version,
-            image_key: key,
-            image_sha256: sha256,
-            image_content_type: info.content_type.to_string(),
-            image_bytes,
-            client_reference: upload.client_reference,
-            site: None,
-            tags: Vec::new(),
-            deadline: None,
-            webhook_url: None,
-        })
-        .await?;
-    tracing::info!(job_id = %job.id, model = %job.model, "job queued");
-
-    // The row is committed: from here the job cannot be lost. A failed publish is logged and
-    // left to the re-publisher, which finds unconfirmed jobs.
-    match state
-        .backends
-        .queue
-        .publish(&JobMessage::screen(job.id, &job.model))
-        .await
-    {
-        Ok(()) => {
-            if let Err(e) = state.backends.jobs.mark_published(job.id).await {
-                tracing::warn!(job_id = %job.id, error = %e, "could not record the publish");
+    let mut model = None;
+    let mut image = None;
+    let mut batch_id = None;
+    let mut metadata = Metadata::default();
+    while let Some(field) = form.next_field().await.map_err(submit::multipart_error)? {
+        let Some(name) = field.name().map(str::to_owned) else {
+            continue;
+        };
+        match name.as_str() {
+            "image" => image = Some(submit::read_image(field, state.limits.max_bytes).await?),
+            "model" => model = Some(submit::read_text(field, "model").await?),
+            "batch_id" => {
+                let value = submit::read_text(field, "batch_id").await?;
+                batch_id = Some(super::batches::parse_id(&value)?);
+            }
+            // Unknown fields are ignored, so that clients can send more than we read.
+            _ => {
+                let value = submit::read_text(field, &name).await?;
+                metadata.set(&name, value)?;
             }
         }
-        Err(e) => {
-            tracing::warn!(job_id = %job.id, error = %e, "publish failed; the re-publisher will retry");
-        }
+    }
+    let model = model
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| ApiError::new(ErrorCode::MissingField, "The form has no `model` field."))?;
+    let image = image
+        .ok_or_else(|| ApiError::new(ErrorCode::MissingField, "The form has no `image` file."))?;
+
+    if let Some(batch_id) = batch_id {
+        super::batches::open_for(&state, &caller, batch_id, &model).await?;
+    }
+    let ready = submit::ready_model(&state, &model)?;
+    let job = submit::accept(&state, &caller, &ready, batch_id, image, metadata).await?;
+    if let Some(batch_id) = batch_id {
+        state.backends.batches.reopen_batch(batch_id).await?;
     }
 
     let response = JobView::from(job);
@@ -244,6 +122,19 @@ pub async fn create(
         headers.insert(header::LOCATION, location);
     }
     Ok((StatusCode::ACCEPTED, headers, Json(response)))
+}
+
+fn parse_job_id(id: &str) -> Result<JobId, ApiError> {
+    id.parse().map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidJobId,
+            format!("{id:?} is not a job id (a UUID)."),
+        )
+    })
+}
+
+fn job_not_found(id: JobId) -> ApiError {
+    ApiError::new(ErrorCode::JobNotFound, format!("There is no job {id}."))
 }
 
 /// `GET /v1/jobs/{id}`.
@@ -278,4 +169,247 @@ pub async fn get(
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::JobNotFound, format!("There is no job {id}.")))?;
     Ok(Json(job.into()))
+}
+
+/// The filters and page of `GET /v1/jobs`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only jobs in this status.
+    status: Option<String>,
+    /// Only jobs of this model.
+    model: Option<String>,
+    /// Only jobs of this batch.
+    batch_id: Option<String>,
+    /// Only jobs with exactly this client reference.
+    client_reference: Option<String>,
+    /// Only jobs created at or after this time (RFC 3339).
+    created_after: Option<String>,
+    /// Only jobs created before this time (RFC 3339).
+    created_before: Option<String>,
+    /// Jobs per page, 1 to 200 (default 50).
+    limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// A page of jobs.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct JobPage {
+    pub jobs: Vec<JobView>,
+    /// Pass as `cursor` for the next (older) page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /v1/jobs`: the tenant's jobs, newest first.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs",
+    tag = "jobs",
+    summary = "List jobs, newest first, with filters",
+    description = "Cursor pagination: pages stay stable while jobs are added (new jobs appear \
+                   before the first page, never between pages).",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of jobs.", body = JobPage),
+        (status = 400, description = "`invalid_query`, `invalid_cursor`", body = crate::ErrorBody),
+    )
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<JobPage>, ApiError> {
+    caller.require(Scope::Read)?;
+    let Query(query) = query.map_err(|e| ApiError::new(ErrorCode::InvalidQuery, format!("{e}")))?;
+    let limit = page_limit(query.limit)?;
+    let filter = JobFilter {
+        status: query
+            .status
+            .as_deref()
+            .map(str::parse::<JobStatus>)
+            .transpose()
+            .map_err(|e| ApiError::new(ErrorCode::InvalidQuery, e))?,
+        model: query.model.filter(|m| !m.is_empty()),
+        batch_id: query
+            .batch_id
+            .as_deref()
+            .map(super::batches::parse_id)
+            .transpose()?,
+        client_reference: query.client_reference.filter(|r| !r.is_empty()),
+        created_after: query.created_after.as_deref().map(time).transpose()?,
+        created_before: query.created_before.as_deref().map(time).transpose()?,
+        before: query
+            .cursor
+            .as_deref()
+            .map(|c| decode_cursor(c).map(JobId))
+            .transpose()?,
+    };
+    // One more than asked tells whether there is a next page.
+    let mut jobs = state
+        .backends
+        .jobs
+        .list(caller.tenant, &filter, limit + 1)
+        .await?;
+    let next_cursor = if jobs.len() as i64 > limit {
+        jobs.truncate(limit as usize);
+        jobs.last().map(|j| encode_cursor(j.id.0))
+    } else {
+        None
+    };
+    Ok(Json(JobPage {
+        jobs: jobs.into_iter().map(JobView::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// A page size from the query: default 50, 1 to 200.
+pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::new(
+            ErrorCode::InvalidQuery,
+            format!("`limit` must be between 1 and {MAX_LIMIT}, got {n}."),
+        )),
+    }
+}
+
+fn time(value: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidQuery,
+                format!("{value:?} is not an RFC 3339 time such as 2026-12-01T08:00:00Z."),
+            )
+        })
+}
+
+/// A cursor: the last id of a page, opaque to clients.
+pub fn encode_cursor(id: uuid::Uuid) -> String {
+    format!("c{}", id.simple())
+}
+
+pub fn decode_cursor(cursor: &str) -> Result<uuid::Uuid, ApiError> {
+    cursor
+        .strip_prefix('c')
+        .and_then(|hex| uuid::Uuid::try_parse(hex).ok())
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidCursor,
+                "The cursor was not made by this API: pass `next_cursor` from the previous page.",
+            )
+        })
+}
+
+/// `POST /v1/jobs/{id}/cancel`.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/cancel",
+    tag = "jobs",
+    summary = "Cancel a job that has not started",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "The job, now `canceled`.", body = JobView),
+        (status = 404, description = "`job_not_found`", body = crate::ErrorBody),
+        (status = 409, description = "`job_not_cancelable`: it has started or finished", body = crate::ErrorBody),
+    )
+)]
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    caller.require(Scope::Submit)?;
+    let id = parse_job_id(&id)?;
+    match state
+        .backends
+        .jobs
+        .cancel(caller.tenant, id, &canceled_by_client())
+        .await?
+    {
+        Cancel::Canceled(job) => {
+            tracing::info!(job_id = %id, "job canceled");
+            Ok(Json(job.into()))
+        }
+        Cancel::NotCancelable(job) => Err(ApiError::new(
+            ErrorCode::JobNotCancelable,
+            format!(
+                "The job is {}; only a queued job can be canceled.",
+                job.status
+            ),
+        )),
+        Cancel::Missing => Err(job_not_found(id)),
+    }
+}
+
+/// Why a job a client canceled was not run.
+pub fn canceled_by_client() -> JobFailure {
+    JobFailure {
+        code: "canceled".to_owned(),
+        message: "Canceled by the client before it started; it was not run.".to_owned(),
+    }
+}
+
+/// `GET /v1/jobs/{id}/image`.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/image",
+    tag = "jobs",
+    summary = "The uploaded image of a job",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "The image bytes, with their content type.", content_type = "image/*"),
+        (status = 404, description = "`job_not_found`, `image_not_found`", body = crate::ErrorBody),
+    )
+)]
+pub async fn image(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Read)?;
+    let id = parse_job_id(&id)?;
+    let job =
+        (state.backends.jobs.find(caller.tenant, id).await?).ok_or_else(|| job_not_found(id))?;
+    let bytes = match state.backends.blobs.get(&job.image_key).await {
+        Ok(bytes) => bytes,
+        Err(StorageError::NotFound(_)) => {
+            return Err(ApiError::new(
+                ErrorCode::ImageNotFound,
+                "The job's image is no longer in storage.",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, job.image_content_type),
+            // Content-addressed: the bytes behind a job never change.
+            (
+                header::CACHE_CONTROL,
+                "private, max-age=86400, immutable".to_owned(),
+            ),
+        ],
+        Body::from(bytes),
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_and_foreign_ones_are_refused() {
+        let id = uuid::Uuid::now_v7();
+        assert_eq!(decode_cursor(&encode_cursor(id)).unwrap(), id);
+        for bad in ["", "c", "cnot-hex", &id.to_string()] {
+            assert_eq!(
+                decode_cursor(bad).unwrap_err().code(),
+                ErrorCode::InvalidCursor
+            );
+        }
+    }
 }

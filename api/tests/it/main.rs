@@ -1,6 +1,8 @@
 //! API integration tests: the whole service (API, worker, re-publisher) on real backends.
 
+mod batches;
 mod jobs;
+mod listing;
 mod models;
 mod recovery;
 mod support;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use medinform_api::idempotency::IdempotencySettings;
 use medinform_api::{ApiServer, AppState};
 use medinform_core::app::Backends;
 use medinform_core::config::{Config, JobsConfig, S3Config, StorageBackend, WorkerConfig};
@@ -119,6 +120,8 @@ pub struct Options {
     pub wrap_queue: Option<Wrap<dyn JobQueue>>,
     /// Start the worker (false: jobs stay queued).
     pub worker: bool,
+    /// How long idempotency keys live.
+    pub idempotency_ttl: Duration,
 }
 
 impl Options {
@@ -136,8 +139,30 @@ impl Options {
             wrap_blobs: None,
             wrap_queue: None,
             worker: true,
+            idempotency_ttl: Duration::from_secs(3600),
         }
     }
+}
+
+/// Runs each `async fn(Kind)` on both backend sets, as the tests `<name>::embedded` and
+/// `<name>::distributed`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($test:ident),* $(,)?) => {
+        $(
+            mod $test {
+                #[tokio::test]
+                async fn embedded() {
+                    super::$test($crate::support::Kind::Embedded).await;
+                }
+
+                #[tokio::test]
+                async fn distributed() {
+                    super::$test($crate::support::Kind::Distributed).await;
+                }
+            }
+        )*
+    };
 }
 
 pub struct TestApp {
@@ -221,6 +246,11 @@ impl TestApp {
             backends: backends.clone(),
             registry: registry.clone(),
             limits: options.limits,
+            max_request_bytes: 64 * 1024 * 1024,
+            idempotency: IdempotencySettings {
+                ttl: options.idempotency_ttl,
+                max_body_bytes: 64 * 1024 * 1024,
+            },
         };
         let server = ApiServer::bind("127.0.0.1:0".parse().unwrap(), state)
             .await
@@ -274,13 +304,37 @@ impl TestApp {
         (status, response.json().await.unwrap())
     }
 
-    /// Polls the job until it is `succeeded` or `failed`.
+    /// `POST` a JSON body (with an `Idempotency-Key` when given).
+    pub async fn post_json(&self, path: &str, body: &Value, key: Option<&str>) -> (u16, Value) {
+        let mut request = self.http.post(self.url(path)).json(body);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    /// `POST` a multipart form to any path.
+    pub async fn post_form_to(&self, path: &str, form: reqwest::multipart::Form) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
+    /// Polls the job until it is final (`succeeded`, `failed` or `canceled`).
     pub async fn wait_finished(&self, id: &str) -> Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         loop {
             let (status, job) = self.get(&format!("/v1/jobs/{id}")).await;
             assert_eq!(status, 200, "{job}");
-            if job["status"] == "succeeded" || job["status"] == "failed" {
+            if ["succeeded", "failed", "canceled"].contains(&job["status"].as_str().unwrap_or("")) {
                 return job;
             }
             assert!(

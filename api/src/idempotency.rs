@@ -1,0 +1,275 @@
+//! `Idempotency-Key` on every POST: a retried request with the same key and the same request
+//! gets the first response back (with `Idempotent-Replayed: true`); the same key with another
+//! request is a 409; keys expire after `server.idempotency_ttl_secs`.
+//!
+//! "The same request" is judged on what it asks, not on its bytes: a multipart form is compared
+//! field by field (name, file name, content), so a client that retries with a new multipart
+//! boundary is still recognised; a JSON body is compared after normalising key order.
+
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use medinform_core::db::{Begin, NewIdempotencyKey, StoredResponse};
+use sha2::{Digest, Sha256};
+
+use crate::auth::Caller;
+use crate::{ApiError, AppState, ErrorCode};
+
+/// The request header.
+pub const HEADER: &str = "idempotency-key";
+/// The header on a replayed response.
+pub const REPLAYED: &str = "idempotent-replayed";
+/// Longest accepted key.
+const MAX_KEY_LEN: usize = 255;
+/// A first request still unfinished after this is taken to have died with its process.
+const STALE_AFTER: Duration = Duration::from_secs(300);
+/// Response headers kept for a replay.
+const KEPT_HEADERS: [HeaderName; 3] = [header::CONTENT_TYPE, header::LOCATION, header::RETRY_AFTER];
+
+/// How long keys live.
+#[derive(Debug, Clone, Copy)]
+pub struct IdempotencySettings {
+    pub ttl: Duration,
+    /// The largest request body this layer reads to compare (the body limit of the routes).
+    pub max_body_bytes: usize,
+}
+
+/// The middleware (after authentication: keys are per tenant).
+pub async fn layer(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if request.method() != Method::POST {
+        return next.run(request).await;
+    }
+    let Some(key) = request.headers().get(HEADER).cloned() else {
+        return next.run(request).await;
+    };
+    let Some(caller) = request.extensions().get::<Caller>().cloned() else {
+        return next.run(request).await;
+    };
+    match handle(state, caller, key, request, next).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn handle(
+    state: AppState,
+    caller: Caller,
+    key: HeaderValue,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let key = checked_key(&key)?;
+    let settings = state.idempotency;
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, settings.max_body_bytes)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                ErrorCode::ImageTooLarge,
+                "The request is larger than the limit.",
+            )
+        })?;
+    let now = Utc::now();
+    let begin = NewIdempotencyKey {
+        tenant_id: caller.tenant,
+        key: key.clone(),
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_owned(),
+        request_sha256: fingerprint(&parts.headers, &bytes).await,
+        expires_at: now
+            + chrono::TimeDelta::from_std(settings.ttl).unwrap_or(chrono::TimeDelta::MAX),
+        stale_before: now - chrono::TimeDelta::from_std(STALE_AFTER).unwrap_or_default(),
+    };
+    let store = &state.backends.idempotency;
+    match store.begin(&begin).await? {
+        Begin::New => {}
+        Begin::Replay(stored) => return Ok(replay(stored)),
+        Begin::Mismatch => {
+            return Err(ApiError::new(
+                ErrorCode::IdempotencyKeyReused,
+                "This Idempotency-Key was used for a different request; use a new key for a \
+                 new request.",
+            ));
+        }
+        Begin::InProgress => {
+            return Err(ApiError::retry_after(
+                ErrorCode::IdempotencyRequestInProgress,
+                "A request with this Idempotency-Key is still being handled; retry in a moment.",
+                1,
+            ));
+        }
+    }
+
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    let (parts, body) = response.into_parts();
+    // Responses of this API are small JSON documents.
+    let body = match axum::body::to_bytes(body, usize::MAX).await {
+        Ok(body) => body,
+        Err(e) => {
+            store.abandon(caller.tenant, &key).await?;
+            return Err(ApiError::Internal(anyhow::anyhow!(
+                "reading the response: {e}"
+            )));
+        }
+    };
+    let status = parts.status;
+    // A server error or a refusal to take the request yet: a retry must run it again.
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        store.abandon(caller.tenant, &key).await?;
+    } else {
+        let headers = KEPT_HEADERS
+            .iter()
+            .filter_map(|name| {
+                let value = parts.headers.get(name)?.to_str().ok()?;
+                Some((name.as_str().to_owned(), value.to_owned()))
+            })
+            .collect();
+        let stored = StoredResponse {
+            status: status.as_u16(),
+            headers,
+            body: body.to_vec(),
+        };
+        store.complete(caller.tenant, &key, &stored).await?;
+    }
+    Ok(Response::from_parts(parts, Body::from(body)))
+}
+
+fn checked_key(key: &HeaderValue) -> Result<String, ApiError> {
+    let key = key.to_str().unwrap_or_default().trim();
+    if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidIdempotencyKey,
+            format!(
+                "The Idempotency-Key must be 1 to {MAX_KEY_LEN} printable ASCII characters, \
+                 such as a UUID."
+            ),
+        ));
+    }
+    Ok(key.to_owned())
+}
+
+fn replay(stored: StoredResponse) -> Response {
+    let mut response = Response::new(Body::from(stored.body));
+    *response.status_mut() = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK);
+    let headers = response.headers_mut();
+    for (name, value) in stored.headers {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(name), HeaderValue::try_from(value)) {
+            headers.insert(name, value);
+        }
+    }
+    headers.insert(REPLAYED, HeaderValue::from_static("true"));
+    response
+}
+
+/// SHA-256 of what the request asks: its media type and its content, normalised.
+async fn fingerprint(headers: &HeaderMap, body: &Bytes) -> String {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let mut hash = Sha256::new();
+    hash.update(essence.as_bytes());
+    hash.update([0]);
+    if essence == "multipart/form-data"
+        && let Some(fields) = multipart_fields(content_type, body.clone()).await
+    {
+        for (name, file_name, data) in fields {
+            for part in [name.as_bytes(), file_name.as_bytes(), &data] {
+                hash.update((part.len() as u64).to_be_bytes());
+                hash.update(part);
+            }
+        }
+    } else if essence == "application/json"
+        && let Ok(value) = serde_json::from_slice::<serde_json::Value>(body)
+    {
+        // serde_json's maps are ordered by key: this is the same for any key order.
+        hash.update(value.to_string().as_bytes());
+    } else {
+        hash.update(body);
+    }
+    hex::encode(hash.finalize())
+}
+
+/// The fields of a multipart body in order: (name, file name, content); `None` if malformed
+/// (then the raw bytes are compared).
+async fn multipart_fields(content_type: &str, body: Bytes) -> Option<Vec<(String, String, Bytes)>> {
+    let boundary = multer::parse_boundary(content_type).ok()?;
+    let stream = futures::stream::once(async move { Ok::<_, std::convert::Infallible>(body) });
+    let mut form = multer::Multipart::new(stream, boundary);
+    let mut fields = Vec::new();
+    while let Some(field) = form.next_field().await.ok()? {
+        let name = field.name().unwrap_or_default().to_owned();
+        let file_name = field.file_name().unwrap_or_default().to_owned();
+        fields.push((name, file_name, field.bytes().await.ok()?));
+    }
+    Some(fields)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(boundary: &str, value: &str) -> (HeaderMap, Bytes) {
+        let body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n{value}\r\n\
+             --{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.png\"\r\n\
+             Content-Type: image/png\r\n\r\nPNGDATA\r\n--{boundary}--\r\n"
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_str(&format!("multipart/form-data; boundary={boundary}")).unwrap(),
+        );
+        (headers, Bytes::from(body))
+    }
+
+    #[tokio::test]
+    async fn multipart_fingerprints_ignore_the_boundary_but_not_the_content() {
+        let (h1, b1) = form("aaaa1111", "malaria");
+        let (h2, b2) = form("zzzz9999", "malaria");
+        let (h3, b3) = form("aaaa1111", "tuberculosis");
+        let one = fingerprint(&h1, &b1).await;
+        assert_eq!(one, fingerprint(&h2, &b2).await);
+        assert_ne!(one, fingerprint(&h3, &b3).await);
+    }
+
+    #[tokio::test]
+    async fn json_fingerprints_ignore_key_order() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let a = fingerprint(&headers, &Bytes::from_static(br#"{"a":1,"b":[2,3]}"#)).await;
+        let b = fingerprint(&headers, &Bytes::from_static(br#"{ "b":[2,3], "a":1 }"#)).await;
+        let c = fingerprint(&headers, &Bytes::from_static(br#"{"a":1,"b":[3,2]}"#)).await;
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn keys_are_printable_ascii_of_bounded_length() {
+        assert!(checked_key(&HeaderValue::from_static("3f2c-retry-1")).is_ok());
+        for bad in ["", " ", &"k".repeat(256)] {
+            assert_eq!(
+                checked_key(&HeaderValue::from_str(bad).unwrap())
+                    .unwrap_err()
+                    .code(),
+                ErrorCode::InvalidIdempotencyKey
+            );
+        }
+    }
+}

@@ -1,0 +1,544 @@
+//! `/v1/batches`: screening sessions. A client opens a batch (site, campaign, operator) and adds
+//! images to it over time, or sends them all in one request; the batch answers its progress,
+//! its findings, and exports its results.
+
+use axum::Json;
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use medinform_core::batch::{Batch, BatchView, NewBatch};
+use medinform_core::job::BatchId;
+use medinform_core::tenant::Scope;
+use medinform_core::view::JobView;
+use serde::{Deserialize, Serialize};
+
+use super::submit::{self, Metadata};
+use crate::auth::Caller;
+use crate::{ApiError, AppState, ErrorCode};
+
+/// Most images one request may carry; the rest of the request is refused image by image.
+pub const MAX_IMAGES_PER_REQUEST: usize = 500;
+
+/// `POST /v1/batches` as JSON: open a batch, add images later.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBatchRequest {
+    /// The model every job of the batch is screened with.
+    #[schema(example = "tuberculosis")]
+    pub model: String,
+    /// Where the images are taken.
+    #[schema(example = "Camp 7, Kisumu")]
+    pub site: Option<String>,
+    #[schema(example = "TB drive 2026")]
+    pub campaign: Option<String>,
+    /// Who runs the session.
+    pub operator: Option<String>,
+    pub client_reference: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// The multipart form of `POST /v1/batches` and `POST /v1/batches/{id}/jobs`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes the form for the OpenAPI document; read field by field below.
+pub struct BatchForm {
+    /// The model (`POST /v1/batches` only; before the first image).
+    model: Option<String>,
+    /// Batch fields (`POST /v1/batches` only; before the first image).
+    site: Option<String>,
+    campaign: Option<String>,
+    operator: Option<String>,
+    /// The image files, each one job. An image's client reference is its file name, or the
+    /// `client_reference` field sent just before it (`POST /v1/batches/{id}/jobs`).
+    #[schema(value_type = Vec<String>, format = Binary)]
+    image: Vec<Vec<u8>>,
+}
+
+/// The jobs a multi-image request created, and the images it refused.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct Submitted {
+    pub jobs: Vec<JobView>,
+    pub rejected: Vec<Rejected>,
+}
+
+/// An image of a multi-image request that was refused; the others were still accepted.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Rejected {
+    /// Position of the image among the request's images, from 0.
+    pub index: usize,
+    pub file_name: Option<String>,
+    pub error: crate::ErrorDetail,
+}
+
+/// A batch with the jobs that one request created in it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BatchSubmitted {
+    #[serde(flatten)]
+    pub batch: BatchView,
+    pub jobs: Vec<JobView>,
+    pub rejected: Vec<Rejected>,
+}
+
+pub fn parse_id(id: &str) -> Result<BatchId, ApiError> {
+    id.parse().map_err(|_| {
+        ApiError::new(
+            ErrorCode::InvalidBatchId,
+            format!("{id:?} is not a batch id (a UUID)."),
+        )
+    })
+}
+
+fn not_found(id: BatchId) -> ApiError {
+    ApiError::new(ErrorCode::BatchNotFound, format!("There is no batch {id}."))
+}
+
+async fn find(state: &AppState, caller: &Caller, id: BatchId) -> Result<Batch, ApiError> {
+    (state.backends.batches.find_batch(caller.tenant, id).await?).ok_or_else(|| not_found(id))
+}
+
+/// The caller's batch `id`, which must screen `model`.
+pub async fn open_for(
+    state: &AppState,
+    caller: &Caller,
+    id: BatchId,
+    model: &str,
+) -> Result<Batch, ApiError> {
+    let batch = find(state, caller, id).await?;
+    if batch.model != model {
+        return Err(ApiError::new(
+            ErrorCode::BatchModelMismatch,
+            format!(
+                "Batch {id} screens with the {} model, not {model}.",
+                batch.model
+            ),
+        ));
+    }
+    Ok(batch)
+}
+
+/// The view of a batch, with the finding and threshold its model has now.
+pub async fn view(state: &AppState, batch: Batch) -> Result<BatchView, ApiError> {
+    let tallies = state.backends.batches.batch_tallies(batch.id).await?;
+    let model = state.registry.get(&batch.model);
+    let finding = model
+        .as_ref()
+        .and_then(|m| m.manifest())
+        .map(|m| m.decision.finding.clone());
+    let threshold = model.as_ref().and_then(|m| m.threshold());
+    Ok(BatchView::new(batch, &tallies, finding, threshold))
+}
+
+fn new_batch(caller: &Caller, request: CreateBatchRequest) -> Result<NewBatch, ApiError> {
+    Ok(NewBatch {
+        id: BatchId::new(),
+        tenant_id: caller.tenant,
+        model: request.model,
+        site: request
+            .site
+            .map(|v| submit::bounded_text("site", v))
+            .transpose()?
+            .flatten(),
+        campaign: request
+            .campaign
+            .map(|v| submit::bounded_text("campaign", v))
+            .transpose()?
+            .flatten(),
+        operator: request
+            .operator
+            .map(|v| submit::bounded_text("operator", v))
+            .transpose()?
+            .flatten(),
+        client_reference: request
+            .client_reference
+            .map(submit::reference)
+            .transpose()?
+            .flatten(),
+        tags: request
+            .tags
+            .into_iter()
+            .map(submit::checked_tag)
+            .collect::<Result<_, _>>()?,
+    })
+}
+
+/// `POST /v1/batches`.
+#[utoipa::path(
+    post,
+    path = "/v1/batches",
+    tag = "batches",
+    summary = "Open a batch (JSON), or open one and submit its images (multipart)",
+    description = "JSON: opens an empty batch (201); add images with `POST /v1/batches/{id}/jobs` \\
+                   or `POST /v1/jobs` with `batch_id`. Multipart: the batch fields, then \\
+                   repeated `image` parts (202); a refused image is listed in `rejected` and \\
+                   the others are still accepted.",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request return the first response")),
+    request_body(content(
+        (CreateBatchRequest = "application/json"),
+        (BatchForm = "multipart/form-data"),
+    )),
+    responses(
+        (status = 201, description = "The batch, opened.", body = BatchView),
+        (status = 202, description = "The batch with its jobs, queued.", body = BatchSubmitted),
+        (status = 400, description = "`missing_field`, `invalid_field`, `invalid_json`, `invalid_multipart`", body = crate::ErrorBody),
+        (status = 422, description = "`unknown_model`", body = crate::ErrorBody),
+        (status = 503, description = "`model_unavailable`, `queue_full`, `service_unavailable`", body = crate::ErrorBody),
+    )
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    request: Request,
+) -> Result<axum::response::Response, ApiError> {
+    caller.require(Scope::Submit)?;
+    let multipart = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    if !multipart {
+        let Json(body) = Json::<CreateBatchRequest>::from_request(request, &state)
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::InvalidJson, e.body_text()))?;
+        submit::ready_model(&state, &body.model)?;
+        let batch = state
+            .backends
+            .batches
+            .insert_batch(&new_batch(&caller, body)?)
+            .await?;
+        tracing::info!(batch_id = %batch.id, model = %batch.model, "batch opened");
+        let view = view(&state, batch).await?;
+        return Ok(created(StatusCode::CREATED, &view.links.this.clone(), view));
+    }
+
+    let mut form = Multipart::from_request(request, &state)
+        .await
+        .map_err(submit::not_multipart)?;
+    let mut fields = CreateBatchRequest::default();
+    // Batch fields come before the first image; the batch is opened at the first image.
+    let mut open: Option<(Batch, Images)> = None;
+    let mut submitted = Submitted::default();
+    let mut reference = None;
+    while let Some(field) = form.next_field().await.map_err(submit::multipart_error)? {
+        let Some(name) = field.name().map(str::to_owned) else {
+            continue;
+        };
+        if name == "image" {
+            if open.is_none() {
+                open = Some(open_batch(&state, &caller, std::mem::take(&mut fields)).await?);
+            }
+            let (_, images) = open.as_mut().expect("opened above");
+            images
+                .take(&state, &caller, field, reference.take(), &mut submitted)
+                .await?;
+            continue;
+        }
+        let value = submit::read_text(field, &name).await?;
+        match (open.is_some(), name.as_str()) {
+            (false, "model") => fields.model = value,
+            (false, "site") => fields.site = Some(value),
+            (false, "campaign") => fields.campaign = Some(value),
+            (false, "operator") => fields.operator = Some(value),
+            (false, "client_reference") => fields.client_reference = Some(value),
+            (false, "tags") => fields.tags.extend(submit::tags(&value)?),
+            (true, "client_reference") => reference = submit::reference(value)?,
+            _ => {}
+        }
+    }
+    let batch = match open {
+        Some((batch, _)) => batch,
+        None => open_batch(&state, &caller, fields).await?.0,
+    };
+    let view = view(&state, batch).await?;
+    let location = view.links.this.clone();
+    Ok(created(
+        StatusCode::ACCEPTED,
+        &location,
+        BatchSubmitted {
+            batch: view,
+            jobs: submitted.jobs,
+            rejected: submitted.rejected,
+        },
+    ))
+}
+
+/// Opens the batch a multipart request describes, ready to take its images.
+async fn open_batch(
+    state: &AppState,
+    caller: &Caller,
+    fields: CreateBatchRequest,
+) -> Result<(Batch, Images), ApiError> {
+    if fields.model.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::MissingField,
+            "The form has no `model` field before its first image.",
+        ));
+    }
+    let ready = submit::ready_model(state, &fields.model)?;
+    let batch = state
+        .backends
+        .batches
+        .insert_batch(&new_batch(caller, fields)?)
+        .await?;
+    tracing::info!(batch_id = %batch.id, model = %batch.model, "batch opened");
+    let images = Images::new(ready, batch.id);
+    Ok((batch, images))
+}
+
+fn created(status: StatusCode, location: &str, body: impl Serialize) -> axum::response::Response {
+    (
+        status,
+        [(header::LOCATION, location.to_owned())],
+        Json(body),
+    )
+        .into_response()
+}
+
+/// Accepts the images of one request into one batch, one at a time (memory holds one image).
+struct Images {
+    model: (std::sync::Arc<medinform_core::registry::Model>, String),
+    batch: BatchId,
+    index: usize,
+}
+
+impl Images {
+    fn new(
+        model: (std::sync::Arc<medinform_core::registry::Model>, String),
+        batch: BatchId,
+    ) -> Self {
+        Self {
+            model,
+            batch,
+            index: 0,
+        }
+    }
+
+    /// Every field of the form: a `client_reference` names the next image.
+    async fn all(
+        &mut self,
+        state: &AppState,
+        caller: &Caller,
+        form: &mut Multipart,
+        out: &mut Submitted,
+    ) -> Result<(), ApiError> {
+        let mut reference = None;
+        while let Some(field) = form.next_field().await.map_err(submit::multipart_error)? {
+            match field.name() {
+                Some("image") => {
+                    self.take(state, caller, field, reference.take(), out)
+                        .await?;
+                }
+                Some("client_reference") => {
+                    let value = submit::read_text(field, "client_reference").await?;
+                    reference = submit::reference(value)?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// One image: a job, or a rejection that leaves the others alone. Errors of the service
+    /// itself (database, storage down) end the request.
+    async fn take(
+        &mut self,
+        state: &AppState,
+        caller: &Caller,
+        field: axum::extract::multipart::Field<'_>,
+        reference: Option<String>,
+        out: &mut Submitted,
+    ) -> Result<(), ApiError> {
+        let index = self.index;
+        self.index += 1;
+        let file_name = field.file_name().map(str::to_owned);
+        let image = submit::read_image(field, state.limits.max_bytes).await;
+        let outcome = match image {
+            Ok(_) if index >= MAX_IMAGES_PER_REQUEST => Err(ApiError::new(
+                ErrorCode::InvalidField,
+                format!(
+                    "A request carries at most {MAX_IMAGES_PER_REQUEST} images; send the rest in \
+                     another request."
+                ),
+            )),
+            Ok(image) => {
+                let metadata = Metadata {
+                    client_reference: reference.or_else(|| file_name.clone()),
+                    ..Metadata::default()
+                };
+                submit::accept(
+                    state,
+                    caller,
+                    &self.model,
+                    Some(self.batch),
+                    image,
+                    metadata,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        match outcome {
+            Ok(job) => out.jobs.push(job.into()),
+            Err(ApiError::Client { code, message, .. }) => out.rejected.push(Rejected {
+                index,
+                file_name,
+                error: crate::ErrorDetail {
+                    code: code.as_str(),
+                    message,
+                },
+            }),
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+}
+
+/// `POST /v1/batches/{id}/jobs`.
+#[utoipa::path(
+    post,
+    path = "/v1/batches/{id}/jobs",
+    tag = "batches",
+    summary = "Add images to a batch",
+    params(
+        ("id" = String, Path, description = "The batch id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request return the first response"),
+    ),
+    request_body(content = BatchForm, content_type = "multipart/form-data"),
+    responses(
+        (status = 202, description = "The jobs created, and the images refused.", body = Submitted),
+        (status = 404, description = "`batch_not_found`", body = crate::ErrorBody),
+        (status = 503, description = "`model_unavailable`, `queue_full`, `service_unavailable`", body = crate::ErrorBody),
+    )
+)]
+pub async fn add_jobs(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    caller.require(Scope::Submit)?;
+    let id = parse_id(&id)?;
+    let mut form = form.map_err(submit::not_multipart)?;
+    let batch = find(&state, &caller, id).await?;
+    let ready = submit::ready_model(&state, &batch.model)?;
+    let mut submitted = Submitted::default();
+    Images::new(ready, id)
+        .all(&state, &caller, &mut form, &mut submitted)
+        .await?;
+    if !submitted.jobs.is_empty() {
+        state.backends.batches.reopen_batch(id).await?;
+    }
+    Ok((StatusCode::ACCEPTED, Json(submitted)))
+}
+
+/// `GET /v1/batches/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/batches/{id}",
+    tag = "batches",
+    summary = "A batch: progress, findings and export links",
+    params(("id" = String, Path, description = "The batch id")),
+    responses(
+        (status = 200, description = "The batch.", body = BatchView),
+        (status = 404, description = "`batch_not_found`", body = crate::ErrorBody),
+    )
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<BatchView>, ApiError> {
+    caller.require(Scope::Read)?;
+    let batch = find(&state, &caller, parse_id(&id)?).await?;
+    Ok(Json(view(&state, batch).await?))
+}
+
+/// The page of `GET /v1/batches`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Batches per page, 1 to 200 (default 50).
+    limit: Option<i64>,
+    /// The `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// A page of batches.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct BatchPage {
+    pub batches: Vec<BatchView>,
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /v1/batches`.
+#[utoipa::path(
+    get,
+    path = "/v1/batches",
+    tag = "batches",
+    summary = "List batches, newest first",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of batches.", body = BatchPage),
+        (status = 400, description = "`invalid_query`, `invalid_cursor`", body = crate::ErrorBody),
+    )
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<BatchPage>, ApiError> {
+    caller.require(Scope::Read)?;
+    let Query(query) = query.map_err(|e| ApiError::new(ErrorCode::InvalidQuery, format!("{e}")))?;
+    let limit = super::jobs::page_limit(query.limit)?;
+    let before = query
+        .cursor
+        .as_deref()
+        .map(|c| super::jobs::decode_cursor(c).map(BatchId))
+        .transpose()?;
+    let mut batches = state
+        .backends
+        .batches
+        .list_batches(caller.tenant, before, limit + 1)
+        .await?;
+    let next_cursor = if batches.len() as i64 > limit {
+        batches.truncate(limit as usize);
+        batches.last().map(|b| super::jobs::encode_cursor(b.id.0))
+    } else {
+        None
+    };
+    let mut views = Vec::with_capacity(batches.len());
+    for batch in batches {
+        views.push(view(&state, batch).await?);
+    }
+    Ok(Json(BatchPage {
+        batches: views,
+        next_cursor,
+    }))
+}
+
+/// `POST /v1/batches/{id}/cancel`.
+#[utoipa::path(
+    post,
+    path = "/v1/batches/{id}/cancel",
+    tag = "batches",
+    summary = "Cancel the batch's jobs that have not started",
+    params(("id" = String, Path, description = "The batch id")),
+    responses(
+        (status = 200, description = "The batch after the cancel.", body = BatchView),
+        (status = 404, description = "`batch_not_found`", body = crate::ErrorBody),
+    )
+)]
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<BatchView>, ApiError> {
+    caller.require(Scope::Submit)?;
+    let batch = find(&state, &caller, parse_id(&id)?).await?;
+    let canceled = state
+        .backends
+        .batches
+        .cancel_batch(caller.tenant, batch.id, &super::jobs::canceled_by_client())
+        .await?;
+    tracing::info!(batch_id = %batch.id, jobs = canceled, "batch canceled");
+    Ok(Json(view(&state, batch).await?))
+}

@@ -1,0 +1,332 @@
+//! What every submission shares, one image or a batch of them: reading multipart fields, the
+//! client's metadata and its checks, and accepting one image (validate, store, record,
+//! publish).
+
+use std::sync::Arc;
+
+use axum::extract::multipart::{Field, MultipartError};
+use axum::http::StatusCode;
+use bytes::{Bytes, BytesMut};
+use chrono::{DateTime, Utc};
+use medinform_core::db::NewJob;
+use medinform_core::imaging;
+use medinform_core::job::{BatchId, Job, JobId};
+use medinform_core::queue::JobMessage;
+use medinform_core::registry::Model;
+use medinform_core::storage::{image_key, sha256_hex};
+
+use crate::auth::Caller;
+use crate::{ApiError, AppState, ErrorCode};
+
+/// Longest accepted client reference, site, campaign or operator.
+pub const MAX_TEXT_CHARS: usize = 200;
+/// Most tags on a job or batch, and the longest tag.
+const MAX_TAGS: usize = 20;
+const MAX_TAG_CHARS: usize = 50;
+/// Longest accepted webhook URL.
+const MAX_URL_CHARS: usize = 2000;
+
+/// What a client says about an image besides the image itself. Stored with the job and echoed
+/// back; never logged (it may identify a patient).
+#[derive(Debug, Clone, Default)]
+pub struct Metadata {
+    pub client_reference: Option<String>,
+    pub site: Option<String>,
+    pub tags: Vec<String>,
+    pub deadline: Option<DateTime<Utc>>,
+    pub webhook_url: Option<String>,
+}
+
+impl Metadata {
+    /// Takes one form field into the metadata; false when `name` is not a metadata field.
+    pub fn set(&mut self, name: &str, value: String) -> Result<bool, ApiError> {
+        match name {
+            "client_reference" => self.client_reference = reference(value)?,
+            "site" => self.site = bounded_text("site", value)?,
+            "tags" => self.tags.extend(tags(&value)?),
+            "deadline" => self.deadline = deadline(&value)?,
+            "webhook_url" => self.webhook_url = webhook_url(value)?,
+            _ => return Ok(false),
+        }
+        if self.tags.len() > MAX_TAGS {
+            return Err(invalid(format!("At most {MAX_TAGS} tags are accepted.")));
+        }
+        Ok(true)
+    }
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::new(ErrorCode::InvalidField, message)
+}
+
+/// A client reference: empty means none; over [`MAX_TEXT_CHARS`] is refused.
+pub fn reference(value: String) -> Result<Option<String>, ApiError> {
+    if value.chars().count() > MAX_TEXT_CHARS {
+        return Err(ApiError::new(
+            ErrorCode::InvalidClientReference,
+            format!("client_reference is longer than {MAX_TEXT_CHARS} characters."),
+        ));
+    }
+    Ok(Some(value).filter(|r| !r.is_empty()))
+}
+
+/// A short free text (site, campaign, operator): empty means none.
+pub fn bounded_text(name: &str, value: String) -> Result<Option<String>, ApiError> {
+    let value = value.trim().to_owned();
+    if value.chars().count() > MAX_TEXT_CHARS {
+        return Err(invalid(format!(
+            "`{name}` is longer than {MAX_TEXT_CHARS} characters."
+        )));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(invalid(format!("`{name}` contains control characters.")));
+    }
+    Ok(Some(value).filter(|v| !v.is_empty()))
+}
+
+/// Tags: a comma-separated list (a form field may be repeated).
+pub fn tags(value: &str) -> Result<Vec<String>, ApiError> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| checked_tag(t.to_owned()))
+        .collect()
+}
+
+/// One tag, checked.
+pub fn checked_tag(tag: String) -> Result<String, ApiError> {
+    if tag.chars().count() > MAX_TAG_CHARS || tag.chars().any(char::is_control) {
+        return Err(invalid(format!(
+            "A tag is at most {MAX_TAG_CHARS} printable characters."
+        )));
+    }
+    Ok(tag)
+}
+
+/// A deadline: an RFC 3339 time in the future.
+fn deadline(value: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let deadline = DateTime::parse_from_rfc3339(value)
+        .map_err(|_| {
+            invalid(format!(
+                "`deadline` must be an RFC 3339 time such as 2026-12-01T18:00:00Z, got {value:?}."
+            ))
+        })?
+        .with_timezone(&Utc);
+    if deadline <= Utc::now() {
+        return Err(invalid(
+            "`deadline` is in the past: the job would never run.",
+        ));
+    }
+    Ok(Some(deadline))
+}
+
+/// A job's webhook URL: an absolute http(s) URL. Whether its host may be reached is checked
+/// when the job is accepted.
+fn webhook_url(value: String) -> Result<Option<String>, ApiError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if value.len() > MAX_URL_CHARS
+        || !(value.starts_with("https://") || value.starts_with("http://"))
+        || value.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(ApiError::new(
+            ErrorCode::WebhookUrlNotAllowed,
+            "`webhook_url` must be an absolute http:// or https:// URL.",
+        ));
+    }
+    Ok(Some(value))
+}
+
+/// The model `id` if it exists and can run, with its version.
+pub fn ready_model(state: &AppState, id: &str) -> Result<(Arc<Model>, String), ApiError> {
+    let model = state.registry.get(id).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::UnknownModel,
+            format!("There is no model {id:?}; GET /v1/models lists them."),
+        )
+    })?;
+    let (true, Some(version)) = (model.is_available(), model.version()) else {
+        let reason = model.status().reason().unwrap_or("no usable manifest");
+        return Err(ApiError::new(
+            ErrorCode::ModelUnavailable,
+            format!(
+                "The {} model is not available on this server: {reason}.",
+                model.id()
+            ),
+        ));
+    };
+    let version = version.to_owned();
+    Ok((model, version))
+}
+
+/// Validates the image, stores it under its content address, records a `queued` job and
+/// publishes it. Nothing is stored for an image that is refused.
+pub async fn accept(
+    state: &AppState,
+    caller: &Caller,
+    (model, model_version): &(Arc<Model>, String),
+    batch_id: Option<BatchId>,
+    image: Bytes,
+    metadata: Metadata,
+) -> Result<Job, ApiError> {
+    // Decoding is CPU work: off the async runtime.
+    let limits = state.limits;
+    let checked = image.clone();
+    let info = tokio::task::spawn_blocking(move || imaging::validate(&checked, &limits))
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))??;
+
+    let sha256 = sha256_hex(&image);
+    let key = image_key(&sha256);
+    let image_bytes = i64::try_from(image.len()).unwrap_or(i64::MAX);
+    state
+        .backends
+        .blobs
+        .put(&key, image, info.content_type)
+        .await?;
+    let job = state
+        .backends
+        .jobs
+        .insert(&NewJob {
+            id: JobId::new(),
+            tenant_id: caller.tenant,
+            batch_id,
+            model: model.id().to_owned(),
+            model_version: model_version.clone(),
+            image_key: key,
+            image_sha256: sha256,
+            image_content_type: info.content_type.to_owned(),
+            image_bytes,
+            client_reference: metadata.client_reference,
+            site: metadata.site,
+            tags: metadata.tags,
+            deadline: metadata.deadline,
+            webhook_url: metadata.webhook_url,
+        })
+        .await?;
+    tracing::info!(job_id = %job.id, model = %job.model, "job queued");
+
+    // The row is committed: from here the job cannot be lost. A failed publish is logged and
+    // left to the re-publisher, which finds unconfirmed jobs.
+    match state
+        .backends
+        .queue
+        .publish(&JobMessage::screen(job.id, &job.model))
+        .await
+    {
+        Ok(()) => {
+            if let Err(e) = state.backends.jobs.mark_published(job.id).await {
+                tracing::warn!(job_id = %job.id, error = %e, "could not record the publish");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(job_id = %job.id, error = %e, "publish failed; the re-publisher will retry");
+        }
+    }
+    Ok(job)
+}
+
+/// A text field, trimmed; control characters are refused.
+pub async fn read_text(field: Field<'_>, name: &str) -> Result<String, ApiError> {
+    let text = field.text().await.map_err(multipart_error)?;
+    let text = text.trim().to_owned();
+    if text.chars().any(char::is_control) {
+        return Err(invalid(format!(
+            "The `{name}` field contains control characters."
+        )));
+    }
+    Ok(text)
+}
+
+/// A file field, read chunk by chunk and refused as soon as it passes `max_bytes`.
+pub async fn read_image(mut field: Field<'_>, max_bytes: usize) -> Result<Bytes, ApiError> {
+    let mut image = BytesMut::new();
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        if image.len() + chunk.len() > max_bytes {
+            return Err(too_large(max_bytes));
+        }
+        image.extend_from_slice(&chunk);
+    }
+    Ok(image.freeze())
+}
+
+fn too_large(max_bytes: usize) -> ApiError {
+    ApiError::new(
+        ErrorCode::ImageTooLarge,
+        format!(
+            "The image is larger than the limit of {} bytes ({:.1} MiB).",
+            max_bytes,
+            max_bytes as f64 / (1024.0 * 1024.0)
+        ),
+    )
+}
+
+/// A multipart stream error: over the body limit, or malformed.
+pub fn multipart_error(e: MultipartError) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return ApiError::new(
+            ErrorCode::ImageTooLarge,
+            "The upload is larger than the limit.",
+        );
+    }
+    ApiError::new(
+        ErrorCode::InvalidMultipart,
+        format!("The request is not a valid multipart/form-data upload: {e}"),
+    )
+}
+
+/// The rejection of an extractor that wanted multipart/form-data.
+pub fn not_multipart(e: axum::extract::multipart::MultipartRejection) -> ApiError {
+    ApiError::new(
+        ErrorCode::InvalidMultipart,
+        format!("Expected a multipart/form-data upload: {e}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_fields_are_checked() {
+        let mut meta = Metadata::default();
+        assert!(meta.set("site", " Camp 7 ".into()).unwrap());
+        assert_eq!(meta.site.as_deref(), Some("Camp 7"));
+        assert!(meta.set("tags", "follow-up, hiv+ ,".into()).unwrap());
+        assert!(meta.set("tags", "night-shift".into()).unwrap());
+        assert_eq!(meta.tags, ["follow-up", "hiv+", "night-shift"]);
+        assert!(!meta.set("model", "malaria".into()).unwrap());
+        let code = |name: &str, value: &str| {
+            Metadata::default()
+                .set(name, value.into())
+                .unwrap_err()
+                .code()
+                .as_str()
+        };
+        assert_eq!(code("deadline", "tomorrow"), "invalid_field");
+        assert_eq!(code("deadline", "2001-01-01T00:00:00Z"), "invalid_field");
+        assert_eq!(
+            code("webhook_url", "ftp://lab/x"),
+            "webhook_url_not_allowed"
+        );
+        assert_eq!(
+            code("client_reference", &"x".repeat(201)),
+            "invalid_client_reference"
+        );
+        assert_eq!(code("tags", &"t".repeat(51)), "invalid_field");
+        let many = (0..21).map(|i| i.to_string()).collect::<Vec<_>>().join(",");
+        assert_eq!(code("tags", &many), "invalid_field");
+        let mut meta = Metadata::default();
+        meta.set("deadline", "2999-01-01T10:00:00+02:00".into())
+            .unwrap();
+        assert_eq!(
+            meta.deadline.unwrap().to_rfc3339(),
+            "2999-01-01T08:00:00+00:00"
+        );
+    }
+}
