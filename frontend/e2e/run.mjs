@@ -85,6 +85,9 @@ async function startService() {
   const binary = resolve(process.env.MEDINFORM_E2E_BINARY ?? join(repo, "target/debug/medinform"));
   if (!existsSync(binary)) throw new Error(`${binary} is missing: run cargo build --bin medinform first`);
   if (!existsSync(join(frontend, "dist/index.html"))) throw new Error("dist/index.html is missing: run npm run build first");
+  if (!process.env.ORT_DYLIB_PATH && !existsSync(join(repo, ".venv"))) {
+    console.log("[e2e] warning: ORT_DYLIB_PATH is not set and there is no .venv: the models will be unavailable (run infra/setup-python.sh --runtime)");
+  }
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
   const dataDir = join(scratch, "data");
@@ -146,6 +149,29 @@ async function openPage(context, base, path) {
   return page;
 }
 
+/**
+ * Waits until `done()` holds, failing at once (with the page's sentence and the API's code) when
+ * the page shows an error instead: a missing endpoint fails in a second, not at the timeout.
+ */
+async function waitForOrError(page, done, what, timeout = 20_000, scope = page) {
+  const deadline = Date.now() + timeout;
+  const errors = scope.locator("[data-error-code]");
+  for (;;) {
+    if (await done()) return;
+    for (let i = 0, n = await errors.count(); i < n; i++) {
+      const error = errors.nth(i);
+      if (await error.isVisible()) {
+        const text = (await error.innerText()).trim().replace(/\s+/g, " ");
+        throw new Error(`waiting for ${what}, the page shows an error instead: "${text}" (code ${await error.getAttribute("data-error-code")})`);
+      }
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeout} ms waiting for ${what}`);
+    await page.waitForTimeout(200);
+  }
+}
+
+const visible = (locator) => () => locator.first().isVisible();
+
 async function uploadOne(page, file) {
   await page.getByTestId("file-input").setInputFiles(file);
 }
@@ -182,7 +208,8 @@ test("upload", "upload: one real cell image gives a result with probability bars
   await page.getByRole("button", { name: "Screen this image" }).click();
   await page.waitForURL(/\/jobs\/[0-9a-f-]{36}$/);
   state.jobId = page.url().split("/").pop();
-  await page.getByTestId("predicted-label").waitFor({ timeout: 60_000 });
+  // Errors of the result panel only: the image beside it has its own test (result-image).
+  await waitForOrError(page, visible(page.getByTestId("predicted-label")), "the result", 60_000, page.locator(".result-panel"));
   const bars = page.getByRole("meter");
   assert((await bars.count()) === 2, `expected 2 probability bars, saw ${await bars.count()}`);
   const values = await page.locator(".prob-value").allInnerTexts();
@@ -200,7 +227,7 @@ test("result-image", "result: the uploaded image is shown (GET /v1/jobs/{id}/ima
   assert(state.jobId, "needs the job of the upload test");
   const page = await openPage(context, base, `/jobs/${state.jobId}`);
   const img = page.locator(".result-image img");
-  await img.waitFor({ timeout: 15_000 });
+  await waitForOrError(page, visible(img), "the uploaded image", 15_000);
   const width = await img.evaluate((el) => el.naturalWidth);
   assert(width > 0, "the image did not load");
 });
@@ -244,9 +271,9 @@ test("batch", "batch: several images make a drive; counts per finding; CSV expor
   await page.getByLabel("Campaign").fill("Malaria drive e2e");
   await page.getByLabel("Operator").fill("E2E tester");
   await page.getByRole("button", { name: `Send ${images.length} images` }).click();
-  await page.waitForURL(/\/batches\/[0-9a-f-]{36}$/, { timeout: 60_000 });
+  await waitForOrError(page, async () => /\/batches\/[0-9a-f-]{36}$/.test(page.url()), "the batch page", 60_000);
   state.batchId = page.url().split("/").pop();
-  await page.getByText(`${images.length} of ${images.length} images screened`).waitFor({ timeout: 90_000 });
+  await waitForOrError(page, visible(page.getByText(`${images.length} of ${images.length} images screened`)), "the batch to finish", 90_000);
   const positive = Number(await page.getByTestId("count-positive").innerText());
   const negative = Number(await page.getByTestId("count-negative").innerText());
   assert(positive + negative === images.length, `positives ${positive} + negatives ${negative} != ${images.length}`);
@@ -263,7 +290,7 @@ test("batch", "batch: several images make a drive; counts per finding; CSV expor
 
 test("jobs", "jobs: the table lists the jobs, filters by model", async ({ context, base }) => {
   const page = await openPage(context, base, "/jobs");
-  await page.locator("table.jobs-table tbody tr").first().waitFor({ timeout: 15_000 });
+  await waitForOrError(page, visible(page.locator("table.jobs-table tbody tr")), "the jobs table", 15_000);
   const count = await page.locator("table.jobs-table tbody tr").count();
   assert(count >= 1, "no job listed");
   if (state.jobId) assert((await page.locator(`tr[data-job="${state.jobId}"]`).count()) === 1, "the uploaded job is not listed");
@@ -275,7 +302,7 @@ test("jobs", "jobs: the table lists the jobs, filters by model", async ({ contex
 test("settings", "settings: without a key the server says who we are (GET /v1/auth/whoami)", async ({ context, base }) => {
   const page = await openPage(context, base, "/settings");
   await page.getByRole("button", { name: "Check the connection" }).click();
-  await page.getByTestId("whoami").waitFor({ timeout: 10_000 });
+  await waitForOrError(page, visible(page.getByTestId("whoami")), "the whoami answer", 10_000);
   assert((await page.getByTestId("whoami").innerText()).includes("local"), "whoami did not name the local tenant");
   await shot(page, "settings-desktop");
 });

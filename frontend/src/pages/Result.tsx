@@ -3,7 +3,7 @@ import { useEffect, useState } from "react";
 import { fetchJobImage, getJob } from "../api/client";
 import { FINAL_STATUSES, type Job } from "../api/types";
 import { Disclaimer, ErrorMessage, PageHeader, ProbabilityBars, StatusBadge } from "../components/common";
-import { describeError, sentenceForCode } from "../lib/errors";
+import { describeError, errorCode, sentenceForCode } from "../lib/errors";
 import { dateTime, percent } from "../lib/format";
 import { loadModels, useDocumentTitle, usePoll } from "../lib/hooks";
 import { Link } from "../lib/router";
@@ -25,7 +25,7 @@ function statusSentence(job: Job): string {
 
 function JobImage({ id }: { id: string }) {
   const [url, setUrl] = useState<string | null>(null);
-  const [failed, setFailed] = useState(false);
+  const [failed, setFailed] = useState<unknown>(null);
   useEffect(() => {
     const controller = new AbortController();
     let objectUrl: string | null = null;
@@ -34,8 +34,8 @@ function JobImage({ id }: { id: string }) {
         objectUrl = u;
         setUrl(u);
       },
-      () => {
-        if (!controller.signal.aborted) setFailed(true);
+      (error: unknown) => {
+        if (!controller.signal.aborted) setFailed(error ?? "failed");
       },
     );
     return () => {
@@ -49,7 +49,9 @@ function JobImage({ id }: { id: string }) {
         {url ? (
           <img src={url} alt="The uploaded image" />
         ) : (
-          <span className="result-image-placeholder">{failed ? "The image cannot be shown here." : "Loading the image…"}</span>
+          <span className="result-image-placeholder" data-error-code={failed ? errorCode(failed) : undefined}>
+            {failed ? "The image cannot be shown here." : "Loading the image…"}
+          </span>
         )}
       </div>
     </figure>
@@ -149,6 +151,7 @@ export function ResultPage({ id }: { id: string }) {
               <p className="hint hint-warning">{describeError(poll.error)} Still trying…</p>
             )}
             {job && <Outcome job={job} />}
+            <Disclaimer />
             <dl className="facts facts-result">
               <div>
                 <dt>Service</dt>
@@ -196,7 +199,6 @@ export function ResultPage({ id }: { id: string }) {
           </section>
         </div>
       )}
-      <Disclaimer />
     </>
   );
 }

@@ -33,6 +33,13 @@ export function refuseLocally(file: File): ApiError | null {
   return null;
 }
 
+/** A refusal of this file (4xx) is final; a network or server failure may be sent again. */
+function failureState(error: unknown): ItemState {
+  return error instanceof ApiError && error.status >= 400 && error.status < 500 && error.status !== 429
+    ? "refused"
+    : "failed";
+}
+
 let nextKey = 1;
 
 function toItem(file: File): Item {
@@ -158,7 +165,7 @@ export function UploadPage() {
       update(item.key, { state: "sent", progress: 1 });
       navigate(`/jobs/${encodeURIComponent(job.id)}`);
     } catch (error) {
-      update(item.key, { state: "failed", error });
+      update(item.key, { state: failureState(error), error });
     }
   };
 
@@ -186,15 +193,15 @@ export function UploadPage() {
           if (refused) {
             failures++;
             update(item.key, {
-              state: "failed",
-              error: new ApiError(refused.error.code, 0, refused.error.message),
+              state: "refused",
+              error: new ApiError(refused.error.code, 400, refused.error.message),
             });
           } else {
             update(item.key, { state: "sent", progress: 1 });
           }
         } catch (error) {
           failures++;
-          update(item.key, { state: "failed", error });
+          update(item.key, { state: failureState(error), error });
         }
       }
     };
@@ -298,7 +305,12 @@ export function UploadPage() {
                 <li key={item.key} className={`upload-item upload-${item.state}`} data-file={item.file.name}>
                   <div className="thumb">
                     {item.preview ? (
-                      <img src={item.preview} alt="" decoding="async" />
+                      <img
+                        src={item.preview}
+                        alt=""
+                        decoding="async"
+                        onError={() => update(item.key, { preview: null })}
+                      />
                     ) : (
                       <span className="thumb-none" aria-hidden="true">
                         ✕
@@ -315,7 +327,7 @@ export function UploadPage() {
                       max={1}
                       value={item.state === "sent" ? 1 : item.progress}
                       aria-label={`Upload of ${item.file.name}`}
-                      hidden={item.state === "refused"}
+                      hidden={item.state === "refused" || item.state === "failed"}
                     />
                     <p
                       className={item.state === "refused" || item.state === "failed" ? "upload-state upload-error" : "upload-state"}
