@@ -9,8 +9,8 @@
 //   MEDINFORM_E2E_ONLY=home,upload    runs only the tests whose id is listed
 //
 // Each test is reported on its own line ("ok"/"FAILED"), then one line the infra/test summary
-// reads: "e2e: N passed, N failed, N skipped". Screenshots of every main page (desktop and phone)
-// go to e2e/screenshots/ (gitignored). Environment: MEDINFORM_E2E_CHROMIUM (default
+// reads: "e2e: N passed, N failed, N skipped". Screenshots of every main page (desktop and phone),
+// and of the page of each failed test (failed-<id>.png), go to e2e/screenshots/ (gitignored). Environment: MEDINFORM_E2E_CHROMIUM (default
 // /usr/bin/chromium), MEDINFORM_E2E_BINARY (default ../target/debug/medinform), ORT_DYLIB_PATH
 // (passed to the service).
 
@@ -391,6 +391,9 @@ async function main() {
         console.log(`ok      ${t.id}: ${t.name} (${Date.now() - started} ms)`);
       } catch (e) {
         failed++;
+        // What the page looked like when the test failed.
+        const last = context.pages().at(-1);
+        if (last) await shot(last, `failed-${t.id}`).catch(() => undefined);
         console.log(`FAILED  ${t.id}: ${t.name} (${Date.now() - started} ms)\n        ${String(e?.message ?? e).split("\n").join("\n        ")}`);
       } finally {
         await context.close();

@@ -179,13 +179,13 @@ export function BatchPage({ id }: { id: string }) {
               <tbody>
                 {ordered.map((job) => (
                   <tr key={job.id} className={job.result?.positive ? "row-positive" : undefined} data-job={job.id}>
-                    <td>
+                    <td data-label="Reference">
                       <Link to={`/jobs/${encodeURIComponent(job.id)}`}>{job.client_reference ?? job.id}</Link>
                     </td>
-                    <td>
+                    <td data-label="Status">
                       <StatusBadge status={job.status} />
                     </td>
-                    <td>
+                    <td data-label="Result">
                       {job.result ? (
                         <span className={job.result.positive ? "result-chip result-chip-positive" : "result-chip"}>
                           {job.result.positive ? "Positive" : "Negative"} · {job.result.label}
@@ -194,7 +194,7 @@ export function BatchPage({ id }: { id: string }) {
                         <span className="muted">–</span>
                       )}
                     </td>
-                    <td>{job.result ? percent(job.result.finding_probability) : "–"}</td>
+                    <td data-label="Probability">{job.result ? percent(job.result.finding_probability) : "–"}</td>
                   </tr>
                 ))}
               </tbody>

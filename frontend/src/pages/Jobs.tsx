@@ -119,18 +119,18 @@ export function JobsPage() {
               <tbody>
                 {list.value.jobs.map((job) => (
                   <tr key={job.id} data-job={job.id}>
-                    <td>
+                    <td data-label="Submitted">
                       <Link to={`/jobs/${encodeURIComponent(job.id)}`}>{dateTime(job.created_at)}</Link>
                     </td>
-                    <td>{job.model}</td>
-                    <td>{job.client_reference ?? <span className="muted">{shortId(job.id)}</span>}</td>
-                    <td>
+                    <td data-label="Service">{job.model}</td>
+                    <td data-label="Reference">{job.client_reference ?? <span className="muted">{shortId(job.id)}</span>}</td>
+                    <td data-label="Status">
                       <StatusBadge status={job.status} />
                     </td>
-                    <td>
+                    <td data-label="Result">
                       <ResultCell job={job} />
                     </td>
-                    <td>
+                    <td data-label="Drive">
                       {job.batch_id ? (
                         <Link to={`/batches/${encodeURIComponent(job.batch_id)}`}>{shortId(job.batch_id)}</Link>
                       ) : (
