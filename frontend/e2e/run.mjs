@@ -92,9 +92,11 @@ async function startService() {
   const base = `http://127.0.0.1:${port}`;
   const dataDir = join(scratch, "data");
   const log = [];
+  // MEDINFORM_E2E_* are this runner's: medinform would refuse them as unknown settings.
+  const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith("MEDINFORM_E2E_")));
   const child = spawn(binary, ["serve", "--listen", `127.0.0.1:${port}`, "--data-dir", dataDir], {
     cwd: repo,
-    env: { ...process.env, MEDINFORM_SERVER_WEB_DIR: join(frontend, "dist"), MEDINFORM_MODELS_DIR: join(repo, "models") },
+    env: { ...env, MEDINFORM_SERVER_WEB_DIR: join(frontend, "dist"), MEDINFORM_MODELS_DIR: join(repo, "models") },
     stdio: ["ignore", "pipe", "pipe"],
   });
   for (const stream of [child.stdout, child.stderr]) stream.on("data", (chunk) => log.push(String(chunk)));
