@@ -215,11 +215,12 @@ async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
             backends: backends.clone(),
             registry: registry.clone(),
             limits: config.limits.image_limits(),
+            web_dir: config.server.web_dir.clone(),
         };
         let server = ApiServer::bind(config.server.listen, state).await?;
         let addr = server.local_addr()?;
         if role == Role::Both {
-            tracing::info!("MedInform is running: open http://{addr}/v1/models");
+            tracing::info!("MedInform is running: open http://{addr}/");
         }
         let stop = shutdown.clone();
         tasks.spawn(async move { server.serve(stop, grace).await.context("API") });

@@ -2,13 +2,16 @@
 //!
 //! `POST /v1/jobs` validates an upload, stores it under its content address, records a `queued`
 //! job and publishes its message; `GET /v1/jobs/{id}` answers its state and result;
-//! `GET /v1/models` lists the registry; `/healthz` and `/readyz` are for orchestrators.
+//! `GET /v1/models` lists the registry; `/healthz` and `/readyz` are for orchestrators. Every
+//! other path serves the web app (`server.web_dir`).
 
 mod error;
 mod routes;
+mod web;
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +36,8 @@ pub struct AppState {
     pub backends: Backends,
     pub registry: Arc<Registry>,
     pub limits: ImageLimits,
+    /// The built web app, served at `/` (`server.web_dir`).
+    pub web_dir: PathBuf,
 }
 
 /// Builds the router (tests call this too).

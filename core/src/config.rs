@@ -60,6 +60,9 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Seconds the API waits for in-flight requests on shutdown.
     pub shutdown_grace_secs: u64,
+    /// The built web app (`frontend/dist`), served at `/`. Without an `index.html` there, `/`
+    /// answers a page that says how to build it.
+    pub web_dir: PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +70,7 @@ impl Default for ServerConfig {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             shutdown_grace_secs: 30,
+            web_dir: PathBuf::from("./frontend/dist"),
         }
     }
 }

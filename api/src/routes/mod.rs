@@ -18,12 +18,8 @@ pub fn router() -> Router<AppState> {
         .route("/v1/jobs/{id}", get(jobs::get))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))
-        .fallback(not_found)
+        .fallback(crate::web::fallback)
         .method_not_allowed_fallback(method_not_allowed)
-}
-
-async fn not_found() -> ApiError {
-    ApiError::not_found("not_found", "No such resource.")
 }
 
 async fn method_not_allowed() -> ApiError {

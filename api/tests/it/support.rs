@@ -119,6 +119,8 @@ pub struct Options {
     pub wrap_queue: Option<Wrap<dyn JobQueue>>,
     /// Start the worker (false: jobs stay queued).
     pub worker: bool,
+    /// The web app folder (None: a folder that does not exist).
+    pub web_dir: Option<PathBuf>,
 }
 
 impl Options {
@@ -136,6 +138,7 @@ impl Options {
             wrap_blobs: None,
             wrap_queue: None,
             worker: true,
+            web_dir: None,
         }
     }
 }
@@ -222,6 +225,9 @@ impl TestApp {
             backends: backends.clone(),
             registry: registry.clone(),
             limits: options.limits,
+            web_dir: options
+                .web_dir
+                .unwrap_or_else(|| data.path().join("no-web-app")),
         };
         let server = ApiServer::bind("127.0.0.1:0".parse().unwrap(), state)
             .await
