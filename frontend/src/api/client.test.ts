@@ -46,9 +46,14 @@ describe("API client", () => {
       abort() {}
     }
     vi.stubGlobal("XMLHttpRequest", FakeXhr);
-    const job = await createJob({ model: "malaria", image: new File(["x"], "a.png", { type: "image/png" }) }).promise;
+    const job = await createJob({
+      model: "malaria",
+      image: new File(["x"], "a.png", { type: "image/png" }),
+      idempotency_key: "k-1",
+    }).promise;
     expect(job.id).toBe("j1");
     expect(headers.Authorization).toBe("Bearer mik_1a2b3c4d_secret");
+    expect(headers["Idempotency-Key"]).toBe("k-1");
   });
 
   it("turns an error body into an ApiError with the API's code", async () => {

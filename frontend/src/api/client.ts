@@ -211,6 +211,8 @@ export interface NewJob {
   image: File;
   client_reference?: string;
   batch_id?: string;
+  /** Sent as Idempotency-Key: sending the same upload again (after a lost answer) makes no second job. */
+  idempotency_key?: string;
 }
 
 export function createJob(job: NewJob, onProgress?: (fraction: number) => void): UploadHandle<Job> {
@@ -219,7 +221,14 @@ export function createJob(job: NewJob, onProgress?: (fraction: number) => void):
   if (job.client_reference) form.append("client_reference", job.client_reference);
   if (job.batch_id) form.append("batch_id", job.batch_id);
   form.append("image", job.image, job.image.name);
-  return postForm<Job>("/v1/jobs", form, onProgress);
+  const headers: Record<string, string> = job.idempotency_key ? { "Idempotency-Key": job.idempotency_key } : {};
+  return postForm<Job>("/v1/jobs", form, onProgress, headers);
+}
+
+/** A random key (crypto.randomUUID needs HTTPS, which a camp's laptop on the LAN may not have). */
+export function newIdempotencyKey(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 // --- Batches ----------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 import { useEffect, useState } from "react";
 
-import { fetchJobImage, getJob } from "../api/client";
+import { cancelJob, fetchJobImage, getJob } from "../api/client";
 import { FINAL_STATUSES, type Job } from "../api/types";
 import { Disclaimer, ErrorMessage, PageHeader, ProbabilityBars, StatusBadge } from "../components/common";
 import { describeError, errorCode, sentenceForCode } from "../lib/errors";
@@ -55,6 +55,28 @@ function JobImage({ id }: { id: string }) {
         )}
       </div>
     </figure>
+  );
+}
+
+/** Cancels a job that is still waiting (409 job_not_cancelable once it has started). */
+function CancelButton({ id }: { id: string }) {
+  const [state, setState] = useState<{ busy: boolean; error: unknown }>({ busy: false, error: null });
+  const cancel = async () => {
+    setState({ busy: true, error: null });
+    try {
+      await cancelJob(id);
+      setState({ busy: false, error: null });
+    } catch (error) {
+      setState({ busy: false, error });
+    }
+  };
+  return (
+    <>
+      <button type="button" className="button button-secondary" onClick={() => void cancel()} disabled={state.busy}>
+        {state.busy ? "Canceling…" : "Cancel this screening"}
+      </button>
+      {state.error !== null && <ErrorMessage error={state.error} />}
+    </>
   );
 }
 
@@ -191,11 +213,12 @@ export function ResultPage({ id }: { id: string }) {
                 </div>
               )}
             </dl>
-            <p className="result-actions">
+            <div className="result-actions">
+              {job?.status === "queued" && <CancelButton id={job.id} />}
               <Link className="button" to={job ? `/upload?model=${encodeURIComponent(job.model)}` : "/upload"}>
                 Screen another image
               </Link>
-            </p>
+            </div>
           </section>
         </div>
       )}

@@ -1,6 +1,6 @@
 import { useEffect, useId, useRef, useState, type DragEvent, type FormEvent } from "react";
 
-import { ApiError, addBatchJobs, createBatch, createJob } from "../api/client";
+import { ApiError, addBatchJobs, createBatch, createJob, newIdempotencyKey } from "../api/client";
 import type { Model } from "../api/types";
 import { Disclaimer, ErrorMessage, Loading, PageHeader } from "../components/common";
 import { describeError, errorCode } from "../lib/errors";
@@ -18,6 +18,8 @@ interface Item {
   state: ItemState;
   progress: number;
   error: unknown;
+  /** The same for every attempt at this file, so that a retry never makes a second job. */
+  idempotencyKey: string;
 }
 
 /** Images at once per batch request: one, so that each file has its own progress and refusal. */
@@ -51,6 +53,7 @@ function toItem(file: File): Item {
     state: refusal ? "refused" : "ready",
     progress: 0,
     error: refusal,
+    idempotencyKey: newIdempotencyKey(),
   };
 }
 
@@ -158,7 +161,12 @@ export function UploadPage() {
     update(item.key, { state: "uploading", progress: 0, error: null });
     try {
       const upload = createJob(
-        { model, image: item.file, client_reference: reference.trim() || undefined },
+        {
+          model,
+          image: item.file,
+          client_reference: reference.trim() || undefined,
+          idempotency_key: `${item.idempotencyKey}-${model}-${reference.trim()}`,
+        },
         (progress) => update(item.key, { progress }),
       );
       const job = await upload.promise;
