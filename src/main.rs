@@ -221,11 +221,12 @@ async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
                 ttl: Duration::from_secs(config.server.idempotency_ttl_secs),
                 max_body_bytes: config.limits.max_request_bytes,
             },
+            web_dir: config.server.web_dir.clone(),
         };
         let server = ApiServer::bind(config.server.listen, state).await?;
         let addr = server.local_addr()?;
         if role == Role::Both {
-            tracing::info!("MedInform is running: open http://{addr}/v1/models");
+            tracing::info!("MedInform is running: open http://{addr}/");
         }
         let stop = shutdown.clone();
         tasks.spawn(async move { server.serve(stop, grace).await.context("API") });

@@ -2,7 +2,8 @@
 //!
 //! `POST /v1/jobs` validates an upload, stores it under its content address, records a `queued`
 //! job and publishes its message; `GET /v1/jobs/{id}` answers its state and result;
-//! `GET /v1/models` lists the registry; `/healthz` and `/readyz` are for orchestrators.
+//! `GET /v1/models` lists the registry; `/healthz` and `/readyz` are for orchestrators. Every
+//! other path serves the web app (`server.web_dir`).
 
 pub mod auth;
 mod docs;
@@ -10,9 +11,11 @@ mod error;
 pub mod idempotency;
 pub mod openapi;
 mod routes;
+mod web;
 
 use std::future::IntoFuture;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -42,6 +45,8 @@ pub struct AppState {
     /// The body limit of the routes that take many images in one request.
     pub max_request_bytes: usize,
     pub idempotency: IdempotencySettings,
+    /// The built web app, served at `/` (`server.web_dir`).
+    pub web_dir: PathBuf,
 }
 
 /// Builds the router (tests call this too).

@@ -62,6 +62,9 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Seconds an `Idempotency-Key` is remembered.
     pub idempotency_ttl_secs: u64,
+    /// The built web app (`frontend/dist`), served at `/`. Without an `index.html` there, `/`
+    /// answers a page that says how to build it.
+    pub web_dir: PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +73,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             shutdown_grace_secs: 30,
             idempotency_ttl_secs: 24 * 3600,
+            web_dir: PathBuf::from("./frontend/dist"),
         }
     }
 }

@@ -36,12 +36,8 @@ pub fn router(max_request_bytes: usize) -> Router<AppState> {
         .route("/v1/models/{id}", get(models::get))
         .route("/openapi.json", get(crate::openapi::openapi_json))
         .route("/docs", get(crate::docs::page))
-        .fallback(not_found)
+        .fallback(crate::web::fallback)
         .method_not_allowed_fallback(method_not_allowed)
-}
-
-async fn not_found() -> ApiError {
-    ApiError::new(ErrorCode::NotFound, "No such resource.")
 }
 
 async fn method_not_allowed() -> ApiError {

@@ -7,3 +7,4 @@ mod models;
 mod recovery;
 mod support;
 mod uploads;
+mod web;

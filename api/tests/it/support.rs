@@ -122,6 +122,8 @@ pub struct Options {
     pub worker: bool,
     /// How long idempotency keys live.
     pub idempotency_ttl: Duration,
+    /// The web app folder (None: a folder that does not exist).
+    pub web_dir: Option<PathBuf>,
 }
 
 impl Options {
@@ -140,6 +142,7 @@ impl Options {
             wrap_queue: None,
             worker: true,
             idempotency_ttl: Duration::from_secs(3600),
+            web_dir: None,
         }
     }
 }
@@ -251,6 +254,9 @@ impl TestApp {
                 ttl: options.idempotency_ttl,
                 max_body_bytes: 64 * 1024 * 1024,
             },
+            web_dir: options
+                .web_dir
+                .unwrap_or_else(|| data.path().join("no-web-app")),
         };
         let server = ApiServer::bind("127.0.0.1:0".parse().unwrap(), state)
             .await

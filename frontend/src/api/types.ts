@@ -1,0 +1,148 @@
+// The shapes of the MedInform API v1 (see the API contract and api/src/routes).
+
+export type ModelStatus = "ready" | "unavailable";
+
+export interface ModelInput {
+  name?: string;
+  layout?: string;
+  color?: "gray" | "rgb" | string;
+  width?: number;
+  height?: number;
+}
+
+export interface ModelMetrics {
+  split?: string;
+  n?: number;
+  accuracy?: number;
+  sensitivity?: number;
+  specificity?: number;
+  roc_auc?: number;
+  [other: string]: unknown;
+}
+
+export interface Model {
+  id: string;
+  status: ModelStatus;
+  reason?: string;
+  version?: string;
+  name?: string;
+  description?: string;
+  modality?: string;
+  task?: string;
+  labels?: string[];
+  finding?: string;
+  threshold?: number;
+  input?: ModelInput;
+  metrics?: ModelMetrics;
+  links?: { self: string };
+}
+
+export interface ModelDetail extends Model {
+  card: string | null;
+}
+
+export type JobStatus = "queued" | "processing" | "succeeded" | "failed" | "canceled";
+
+export const FINAL_STATUSES: readonly JobStatus[] = ["succeeded", "failed", "canceled"];
+
+export interface Probability {
+  label: string;
+  probability: number;
+}
+
+export interface ScreeningResult {
+  label: string;
+  probabilities: Probability[];
+  finding: string;
+  finding_probability: number;
+  threshold: number;
+  positive: boolean;
+}
+
+export interface ErrorDetail {
+  code: string;
+  message: string;
+}
+
+export interface Job {
+  id: string;
+  model: string;
+  model_version: string;
+  status: JobStatus;
+  client_reference?: string;
+  site?: string;
+  tags?: string[];
+  batch_id?: string;
+  deadline?: string;
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+  result?: ScreeningResult;
+  error?: ErrorDetail;
+  links: { self: string; model: string; image?: string };
+}
+
+export interface JobList {
+  jobs: Job[];
+  next_cursor: string | null;
+}
+
+export interface BatchCounts {
+  total: number;
+  queued: number;
+  processing: number;
+  succeeded: number;
+  failed: number;
+  canceled: number;
+}
+
+export interface BatchFindings {
+  finding: string;
+  threshold: number;
+  positive: number;
+  negative: number;
+  by_label: Record<string, number>;
+}
+
+export interface Batch {
+  id: string;
+  model: string;
+  model_version?: string;
+  site?: string;
+  campaign?: string;
+  operator?: string;
+  client_reference?: string;
+  tags: string[];
+  created_at: string;
+  completed_at: string | null;
+  counts: BatchCounts;
+  findings?: BatchFindings;
+  links: { self: string; jobs: string; export_csv: string; export_json: string };
+}
+
+export interface Rejected {
+  index: number;
+  file_name?: string;
+  error: ErrorDetail;
+}
+
+export interface BatchJobs {
+  jobs: Job[];
+  rejected: Rejected[];
+}
+
+export interface NewBatch {
+  model: string;
+  site?: string;
+  campaign?: string;
+  operator?: string;
+  client_reference?: string;
+  tags?: string[];
+}
+
+export interface WhoAmI {
+  tenant: string;
+  key: string | null;
+  scopes: string[];
+  anonymous: boolean;
+}
