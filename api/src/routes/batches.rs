@@ -280,7 +280,7 @@ async fn open_batch(
         .insert_batch(&new_batch(caller, fields)?)
         .await?;
     tracing::info!(batch_id = %batch.id, model = %batch.model, "batch opened");
-    let images = Images::new(ready, batch.id);
+    let images = Images::new(ready, &batch);
     Ok((batch, images))
 }
 
@@ -297,17 +297,20 @@ fn created(status: StatusCode, location: &str, body: impl Serialize) -> axum::re
 struct Images {
     model: (std::sync::Arc<medinform_core::registry::Model>, String),
     batch: BatchId,
+    /// The batch's site, which its jobs take.
+    site: Option<String>,
     index: usize,
 }
 
 impl Images {
     fn new(
         model: (std::sync::Arc<medinform_core::registry::Model>, String),
-        batch: BatchId,
+        batch: &Batch,
     ) -> Self {
         Self {
             model,
-            batch,
+            batch: batch.id,
+            site: batch.site.clone(),
             index: 0,
         }
     }
@@ -362,6 +365,7 @@ impl Images {
             Ok(image) => {
                 let metadata = Metadata {
                     client_reference: reference.or_else(|| file_name.clone()),
+                    site: self.site.clone(),
                     ..Metadata::default()
                 };
                 submit::accept(
@@ -421,7 +425,7 @@ pub async fn add_jobs(
     let batch = find(&state, &caller, id).await?;
     let ready = submit::ready_model(&state, &batch.model)?;
     let mut submitted = Submitted::default();
-    Images::new(ready, id)
+    Images::new(ready, &batch)
         .all(&state, &caller, &mut form, &mut submitted)
         .await?;
     if !submitted.jobs.is_empty() {

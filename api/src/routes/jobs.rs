@@ -108,7 +108,9 @@ pub async fn create(
         .ok_or_else(|| ApiError::new(ErrorCode::MissingField, "The form has no `image` file."))?;
 
     if let Some(batch_id) = batch_id {
-        super::batches::open_for(&state, &caller, batch_id, &model).await?;
+        let batch = super::batches::open_for(&state, &caller, batch_id, &model).await?;
+        // A job of a batch is taken where its batch is, unless the client says otherwise.
+        metadata.site = metadata.site.or(batch.site);
     }
     let ready = submit::ready_model(&state, &model)?;
     let job = submit::accept(&state, &caller, &ready, batch_id, image, metadata).await?;
