@@ -4,9 +4,11 @@
 //! job and publishes its message; `GET /v1/jobs/{id}` answers its state and result;
 //! `GET /v1/models` lists the registry; `/healthz` and `/readyz` are for orchestrators.
 
+pub mod admission;
 pub mod auth;
 mod error;
 pub mod openapi;
+pub mod rate_limit;
 mod routes;
 
 use std::future::IntoFuture;
@@ -24,7 +26,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
+pub use admission::Admission;
+pub use auth::{AuthMode, Authenticator};
 pub use error::{ApiError, ErrorBody, ErrorCode, ErrorDetail};
+pub use rate_limit::RateLimit;
 
 /// Multipart framing and the small text fields around the image.
 const FORM_OVERHEAD_BYTES: usize = 64 * 1024;
@@ -35,13 +40,20 @@ pub struct AppState {
     pub backends: Backends,
     pub registry: Arc<Registry>,
     pub limits: ImageLimits,
+    /// API keys, anonymous mode and the per-key rate limit.
+    pub auth: Arc<Authenticator>,
+    /// The bound on queued jobs (`jobs.max_backlog`).
+    pub admission: Arc<Admission>,
 }
 
 /// Builds the router (tests call this too).
 pub fn router(state: AppState) -> Router {
     let body_limit = state.limits.max_bytes + FORM_OVERHEAD_BYTES;
     routes::router()
-        .layer(axum::middleware::from_fn(auth::authenticate))
+        .layer(axum::middleware::from_fn_with_state(
+            state.auth.clone(),
+            auth::authenticate,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -22,6 +22,7 @@ use crate::routes;
         license(name = "MIT")
     ),
     paths(
+        routes::auth::whoami,
         routes::jobs::create,
         routes::jobs::get,
         routes::models::list,
@@ -33,6 +34,7 @@ use crate::routes;
     modifiers(&Security, &ErrorCodes),
     security(("bearer" = []), ("api_key" = [])),
     tags(
+        (name = "auth", description = "Who an API key acts for."),
         (name = "jobs", description = "One image screened by one model."),
         (name = "models", description = "The screening models, their status and cards."),
         (name = "health", description = "Liveness and readiness for orchestrators."),

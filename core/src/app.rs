@@ -5,14 +5,17 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::config::{Config, StorageBackend};
-use crate::db::{JobStore, PostgresJobStore, SqliteJobStore};
+use crate::db::{JobStore, PostgresJobStore, SqliteJobStore, TenantStore};
 use crate::queue::{JobQueue, MemoryQueue, RabbitMqQueue};
 use crate::storage::{BlobStore, LocalBlobStore, S3BlobStore};
 
-/// Job store, blob store and job queue: above this point the code sees only the traits.
+/// Job store, tenant store, blob store and job queue: above this point the code sees only the
+/// traits.
 #[derive(Clone)]
 pub struct Backends {
     pub jobs: Arc<dyn JobStore>,
+    /// Tenants and API keys: the same database, and the same object, as `jobs`.
+    pub tenants: Arc<dyn TenantStore>,
     pub blobs: Arc<dyn BlobStore>,
     pub queue: Arc<dyn JobQueue>,
 }
@@ -28,15 +31,24 @@ impl std::fmt::Debug for Backends {
 }
 
 impl Backends {
+    /// Backends whose job and tenant stores are one `database`.
+    pub fn new<D: JobStore + TenantStore>(
+        database: Arc<D>,
+        blobs: Arc<dyn BlobStore>,
+        queue: Arc<dyn JobQueue>,
+    ) -> Self {
+        Self {
+            jobs: database.clone(),
+            tenants: database,
+            blobs,
+            queue,
+        }
+    }
+
     /// Connects every backend the configuration names. Fails, naming the backend, when one is
     /// unreachable: a process that cannot do its work should not start.
     pub async fn connect(config: &Config) -> anyhow::Result<Self> {
-        let url = config.database_url();
-        let jobs: Arc<dyn JobStore> = if url.starts_with("sqlite:") {
-            Arc::new(SqliteJobStore::connect(&url, config.database.max_connections).await?)
-        } else {
-            Arc::new(PostgresJobStore::connect(&url, config.database.max_connections).await?)
-        };
+        let (jobs, tenants) = Self::connect_database(config).await?;
         let blobs: Arc<dyn BlobStore> = match config.storage.backend {
             StorageBackend::Local => Arc::new(LocalBlobStore::open(config.storage_path()).await?),
             StorageBackend::S3 => Arc::new(S3BlobStore::connect(&config.storage.s3)?),
@@ -46,7 +58,12 @@ impl Backends {
         } else {
             Arc::new(RabbitMqQueue::connect(&config.queue.url, &config.queue.prefix).await?)
         };
-        let backends = Self { jobs, blobs, queue };
+        let backends = Self {
+            jobs,
+            tenants,
+            blobs,
+            queue,
+        };
         tracing::info!(
             jobs = %backends.jobs.describe(),
             blobs = %backends.blobs.describe(),
@@ -54,6 +71,22 @@ impl Backends {
             "backends connected"
         );
         Ok(backends)
+    }
+
+    /// Connects the database alone (for commands that need no storage or queue), as the job
+    /// store and the tenant store it also is.
+    pub async fn connect_database(
+        config: &Config,
+    ) -> anyhow::Result<(Arc<dyn JobStore>, Arc<dyn TenantStore>)> {
+        let url = config.database_url();
+        let max = config.database.max_connections;
+        Ok(if url.starts_with("sqlite:") {
+            let store = Arc::new(SqliteJobStore::connect(&url, max).await?);
+            (store.clone(), store)
+        } else {
+            let store = Arc::new(PostgresJobStore::connect(&url, max).await?);
+            (store.clone(), store)
+        })
     }
 
     /// Applies the database migrations.

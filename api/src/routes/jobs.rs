@@ -133,9 +133,10 @@ fn multipart_error(e: MultipartError) -> ApiError {
     path = "/v1/jobs",
     tag = "jobs",
     summary = "Submit an image to screen",
-    description = "The upload is checked before anything is stored (model ready, size, format, \
-                   pixel count, a full decode); the image is kept under its SHA-256, the job \
-                   recorded as `queued` and published to the workers.",
+    description = "The upload is checked before anything is stored (backlog under \
+                   `jobs.max_backlog`, model ready, size, format, pixel count, a full decode); \
+                   the image is kept under its SHA-256, the job recorded as `queued` and \
+                   published to the workers.",
     request_body(content = inline(JobForm), content_type = "multipart/form-data"),
     responses(
         (status = 202, description = "Accepted and queued; `Location` names the job.", body = JobView),
@@ -145,7 +146,8 @@ fn multipart_error(e: MultipartError) -> ApiError {
         (status = 413, description = "`image_too_large`", body = crate::ErrorBody),
         (status = 415, description = "`not_an_image`, `unsupported_image_format`", body = crate::ErrorBody),
         (status = 422, description = "`corrupt_image`, `image_dimensions_too_large`, `unknown_model`", body = crate::ErrorBody),
-        (status = 503, description = "`model_unavailable`, `service_unavailable`", body = crate::ErrorBody),
+        (status = 429, description = "`rate_limited` (with `Retry-After`)", body = crate::ErrorBody),
+        (status = 503, description = "`model_unavailable`, `queue_full`, `service_unavailable` (the last two with `Retry-After`)", body = crate::ErrorBody),
     )
 )]
 pub async fn create(
@@ -160,6 +162,7 @@ pub async fn create(
         )
     })?;
     caller.require(Scope::Submit)?;
+    crate::admission::check_backlog(&state, 1).await?;
     let upload = read_upload(form, state.limits.max_bytes).await?;
 
     let model = state.registry.get(&upload.model).ok_or_else(|| {

@@ -1,5 +1,6 @@
 //! Routes, one module per resource.
 
+pub(crate) mod auth;
 pub(crate) mod health;
 pub(crate) mod jobs;
 pub(crate) mod models;
@@ -13,6 +14,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/v1/auth/whoami", get(auth::whoami))
         .route("/v1/jobs", post(jobs::create))
         .route("/v1/jobs/{id}", get(jobs::get))
         .route("/v1/models", get(models::list))

@@ -6,6 +6,7 @@
 
 mod postgres;
 mod sqlite;
+mod tenants;
 
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use crate::tenant::TenantId;
 
 pub use postgres::PostgresJobStore;
 pub use sqlite::SqliteJobStore;
+pub use tenants::{CreatedKey, KEY_USE_RESOLUTION, NewApiKey, TenantStore, create_api_key};
 
 /// Errors of a job store.
 #[derive(Debug, thiserror::Error)]

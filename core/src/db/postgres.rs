@@ -1,5 +1,7 @@
 //! The distributed job store: PostgreSQL.
 
+mod tenants;
+
 use std::time::Duration;
 
 use anyhow::Context;
