@@ -232,7 +232,10 @@ async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
             backends: backends.clone(),
             registry: registry.clone(),
             limits: config.limits.image_limits(),
-            auth: Arc::new(Authenticator::from_config(&config, backends.tenants.clone())),
+            auth: Arc::new(Authenticator::from_config(
+                &config,
+                backends.tenants.clone(),
+            )),
             admission: Arc::new(Admission::new(config.jobs.max_backlog)),
         };
         let server = ApiServer::bind(config.server.listen, state).await?;

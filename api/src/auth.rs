@@ -309,7 +309,12 @@ mod tests {
                 "{listen}"
             );
         }
-        for listen in ["0.0.0.0:8080", "[::]:8080", "192.168.1.20:8080", "10.0.0.5:80"] {
+        for listen in [
+            "0.0.0.0:8080",
+            "[::]:8080",
+            "192.168.1.20:8080",
+            "10.0.0.5:80",
+        ] {
             assert_eq!(
                 AuthMode::decide(true, true, addr(listen)),
                 AuthMode::KeysRequired,
@@ -356,7 +361,15 @@ mod tests {
         for path in ["/v1/jobs", "/v1/auth/whoami", "/v1", "/v1/nothing/here"] {
             assert!(needs_caller(path), "{path}");
         }
-        for path in ["/healthz", "/readyz", "/openapi.json", "/docs", "/", "/v10", "/v1x"] {
+        for path in [
+            "/healthz",
+            "/readyz",
+            "/openapi.json",
+            "/docs",
+            "/",
+            "/v10",
+            "/v1x",
+        ] {
             assert!(!needs_caller(path), "{path}");
         }
     }

@@ -613,8 +613,7 @@ mod tests {
         );
         let err = Config::load(None, env(&[("MEDINFORM_WORKER_PREFETCH", "lots")])).unwrap_err();
         assert!(format!("{err:#}").contains("prefetch"), "{err:#}");
-        let err =
-            Config::load(None, env(&[("MEDINFORM_AUTH_RATE_LIMIT_BURST", "0")])).unwrap_err();
+        let err = Config::load(None, env(&[("MEDINFORM_AUTH_RATE_LIMIT_BURST", "0")])).unwrap_err();
         assert!(
             format!("{err:#}").contains("auth.rate_limit_burst"),
             "{err:#}"

@@ -208,19 +208,19 @@ async fn jobs_queued_before_a_restart_are_screened_after_it() {
     let db = format!("sqlite://{}", data.path().join("medinform.db").display());
     let images = data.path().join("images");
     let open = || async {
-        medinform_core::app::Backends {
-            jobs: std::sync::Arc::new(
+        medinform_core::app::Backends::new(
+            std::sync::Arc::new(
                 medinform_core::db::SqliteJobStore::connect(&db, 2)
                     .await
                     .unwrap(),
             ),
-            blobs: std::sync::Arc::new(
+            std::sync::Arc::new(
                 medinform_core::storage::LocalBlobStore::open(images.clone())
                     .await
                     .unwrap(),
             ),
-            queue: std::sync::Arc::new(medinform_core::queue::MemoryQueue::new()),
-        }
+            std::sync::Arc::new(medinform_core::queue::MemoryQueue::new()),
+        )
     };
     // Before: a job accepted, its message in a queue that then vanished with the process.
     let before = open().await;

@@ -70,7 +70,9 @@ pub async fn create_api_key(
 ) -> anyhow::Result<CreatedKey> {
     tenant::validate_tenant_name(tenant_name).map_err(anyhow::Error::msg)?;
     if name.chars().count() > MAX_KEY_NAME_CHARS || name.chars().any(char::is_control) {
-        bail!("the key name must be at most {MAX_KEY_NAME_CHARS} characters, without control characters");
+        bail!(
+            "the key name must be at most {MAX_KEY_NAME_CHARS} characters, without control characters"
+        );
     }
     if scopes.is_empty() {
         bail!("a key needs at least one scope (submit, read or admin)");
@@ -101,7 +103,10 @@ pub async fn create_api_key(
 pub(super) fn decode_scopes(scopes: Vec<String>) -> Result<Vec<Scope>, DbError> {
     scopes
         .iter()
-        .map(|s| s.parse::<Scope>().map_err(|e| DbError::Backend(anyhow::anyhow!(e))))
+        .map(|s| {
+            s.parse::<Scope>()
+                .map_err(|e| DbError::Backend(anyhow::anyhow!(e)))
+        })
         .collect()
 }
 

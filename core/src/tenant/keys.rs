@@ -53,7 +53,9 @@ impl ApiKeySecret {
                 .bytes()
                 .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
             && text.as_bytes()[PREFIX_LEN] == b'_'
-            && text[PREFIX_LEN + 1..].bytes().all(|b| b.is_ascii_alphanumeric());
+            && text[PREFIX_LEN + 1..]
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric());
         if well_formed {
             Ok(Self(text.to_string()))
         } else {
