@@ -3,6 +3,8 @@
 //! `POST /v1/jobs` validates an upload, stores it under its content address, records a `queued`
 //! job and publishes its message; `GET /v1/jobs/{id}` answers its state and result;
 //! `GET /v1/models` lists the registry; `/healthz` and `/readyz` are for orchestrators.
+//! Everything under `/v1/` acts for the tenant of an API key ([`auth`]), within a per-key rate
+//! limit; submissions are refused while the backlog is full ([`admission`]).
 
 pub mod admission;
 pub mod auth;
