@@ -6,10 +6,12 @@
 //!   (PostgreSQL, RabbitMQ, S3), scaled separately.
 //! - `medinform migrate`: applies the database migrations and exits.
 //! - `medinform screen --model ID FILE...`: screens files locally, with no servers.
+//! - `medinform keys create|list|revoke`: API keys, in the configured database.
 //!
 //! Settings come from defaults, then `--config FILE` (TOML), then `MEDINFORM_*` variables, then
 //! the command-line flags; see `medinform.example.toml`.
 
+mod keys;
 mod screen;
 
 use std::net::SocketAddr;
@@ -20,7 +22,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use medinform_api::idempotency::IdempotencySettings;
-use medinform_api::{ApiServer, AppState};
+use medinform_api::{Admission, ApiServer, AppState, Authenticator};
 use medinform_core::app::Backends;
 use medinform_core::config::Config;
 use medinform_core::registry::{Registry, RegistryOptions};
@@ -64,6 +66,16 @@ enum Command {
     Migrate(CommonArgs),
     /// Screens image files locally and prints one result per file.
     Screen(screen::ScreenArgs),
+    /// Creates, lists and revokes API keys (in the configured database).
+    Keys(KeysArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct KeysArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(subcommand)]
+    command: keys::KeysCommand,
 }
 
 #[derive(Debug, clap::Args)]
@@ -129,6 +141,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Screen(args) => screen::run(&config, args).await,
+        Command::Keys(args) => {
+            apply_common_args(&mut config, &args.common);
+            prepare_data_dir(&config)?;
+            keys::run(&config, args.command).await
+        }
     }
 }
 
@@ -222,6 +239,11 @@ async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
                 max_body_bytes: config.limits.max_request_bytes,
             },
             web_dir: config.server.web_dir.clone(),
+            auth: Arc::new(Authenticator::from_config(
+                &config,
+                backends.tenants.clone(),
+            )),
+            admission: Arc::new(Admission::new(config.jobs.max_backlog)),
         };
         let server = ApiServer::bind(config.server.listen, state).await?;
         let addr = server.local_addr()?;

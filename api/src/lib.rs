@@ -4,12 +4,16 @@
 //! job and publishes its message; `GET /v1/jobs/{id}` answers its state and result;
 //! `GET /v1/models` lists the registry; `/healthz` and `/readyz` are for orchestrators. Every
 //! other path serves the web app (`server.web_dir`).
+//! Everything under `/v1/` acts for the tenant of an API key ([`auth`]), within a per-key rate
+//! limit; submissions are refused while the backlog is full ([`admission`]).
 
+pub mod admission;
 pub mod auth;
 mod docs;
 mod error;
 pub mod idempotency;
 pub mod openapi;
+pub mod rate_limit;
 mod routes;
 mod web;
 
@@ -31,7 +35,10 @@ use tower_http::trace::TraceLayer;
 
 use crate::idempotency::IdempotencySettings;
 
+pub use admission::Admission;
+pub use auth::{AuthMode, Authenticator};
 pub use error::{ApiError, ErrorBody, ErrorCode, ErrorDetail};
+pub use rate_limit::RateLimit;
 
 /// Multipart framing and the small text fields around the image.
 const FORM_OVERHEAD_BYTES: usize = 64 * 1024;
@@ -47,6 +54,10 @@ pub struct AppState {
     pub idempotency: IdempotencySettings,
     /// The built web app, served at `/` (`server.web_dir`).
     pub web_dir: PathBuf,
+    /// API keys, anonymous mode and the per-key rate limit.
+    pub auth: Arc<Authenticator>,
+    /// The bound on queued jobs (`jobs.max_backlog`).
+    pub admission: Arc<Admission>,
 }
 
 /// Builds the router (tests call this too).
@@ -58,7 +69,10 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             idempotency::layer,
         ))
-        .layer(axum::middleware::from_fn(auth::authenticate))
+        .layer(axum::middleware::from_fn_with_state(
+            state.auth.clone(),
+            auth::authenticate,
+        ))
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -22,6 +22,7 @@ use crate::routes;
         license(name = "MIT")
     ),
     paths(
+        routes::auth::whoami,
         routes::jobs::create,
         routes::jobs::list,
         routes::jobs::get,
@@ -43,6 +44,7 @@ use crate::routes;
     modifiers(&Security, &ErrorCodes),
     security(("bearer" = []), ("api_key" = [])),
     tags(
+        (name = "auth", description = "Who an API key acts for."),
         (name = "jobs", description = "One image screened by one model."),
         (name = "batches", description = "Screening sessions: many images, progress, findings, exports."),
         (name = "models", description = "The screening models, their status and cards."),

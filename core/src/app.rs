@@ -5,7 +5,9 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::config::{Config, StorageBackend};
-use crate::db::{BatchStore, IdempotencyStore, JobStore, PostgresJobStore, SqliteJobStore};
+use crate::db::{
+    BatchStore, IdempotencyStore, JobStore, PostgresJobStore, SqliteJobStore, TenantStore,
+};
 use crate::queue::{JobQueue, MemoryQueue, RabbitMqQueue};
 use crate::storage::{BlobStore, LocalBlobStore, S3BlobStore};
 
@@ -17,9 +19,16 @@ pub struct Backends {
     pub batches: Arc<dyn BatchStore>,
     /// The same database as `jobs`.
     pub idempotency: Arc<dyn IdempotencyStore>,
+    /// Tenants and API keys: the same database as `jobs`.
+    pub tenants: Arc<dyn TenantStore>,
     pub blobs: Arc<dyn BlobStore>,
     pub queue: Arc<dyn JobQueue>,
 }
+
+/// Everything one database is to the rest of the code.
+pub trait Database: JobStore + BatchStore + IdempotencyStore + TenantStore {}
+
+impl<D: JobStore + BatchStore + IdempotencyStore + TenantStore> Database for D {}
 
 impl std::fmt::Debug for Backends {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -32,6 +41,20 @@ impl std::fmt::Debug for Backends {
 }
 
 impl Backends {
+    /// Backends on one database (seen through each of its store traits), a blob store and a
+    /// queue.
+    pub fn new<D: Database>(db: D, blobs: Arc<dyn BlobStore>, queue: Arc<dyn JobQueue>) -> Self {
+        let db = Arc::new(db);
+        Self {
+            jobs: db.clone(),
+            batches: db.clone(),
+            idempotency: db.clone(),
+            tenants: db,
+            blobs,
+            queue,
+        }
+    }
+
     /// Connects every backend the configuration names. Fails, naming the backend, when one is
     /// unreachable: a process that cannot do its work should not start.
     pub async fn connect(config: &Config) -> anyhow::Result<Self> {
@@ -68,20 +91,20 @@ impl Backends {
         Ok(backends)
     }
 
-    /// Backends on one database (seen through each of its store traits), a blob store and a
-    /// queue.
-    pub fn new<D>(db: D, blobs: Arc<dyn BlobStore>, queue: Arc<dyn JobQueue>) -> Self
-    where
-        D: JobStore + BatchStore + IdempotencyStore,
-    {
-        let db = Arc::new(db);
-        Self {
-            jobs: db.clone(),
-            batches: db.clone(),
-            idempotency: db,
-            blobs,
-            queue,
-        }
+    /// Connects the database alone (for commands that need no storage or queue), as the job
+    /// store and the tenant store it also is.
+    pub async fn connect_database(
+        config: &Config,
+    ) -> anyhow::Result<(Arc<dyn JobStore>, Arc<dyn TenantStore>)> {
+        let url = config.database_url();
+        let max = config.database.max_connections;
+        Ok(if url.starts_with("sqlite:") {
+            let store = Arc::new(SqliteJobStore::connect(&url, max).await?);
+            (store.clone(), store)
+        } else {
+            let store = Arc::new(PostgresJobStore::connect(&url, max).await?);
+            (store.clone(), store)
+        })
     }
 
     /// Applies the database migrations.

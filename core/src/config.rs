@@ -34,6 +34,7 @@ pub struct Config {
     pub worker: WorkerConfig,
     pub jobs: JobsConfig,
     pub limits: LimitsConfig,
+    pub auth: AuthConfig,
 }
 
 impl Default for Config {
@@ -49,6 +50,7 @@ impl Default for Config {
             worker: WorkerConfig::default(),
             jobs: JobsConfig::default(),
             limits: LimitsConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -272,6 +274,9 @@ pub struct JobsConfig {
     pub republish_stale_after_secs: u64,
     /// How often the re-publisher looks, in seconds.
     pub sweep_interval_secs: u64,
+    /// Queued jobs (over every tenant) past which submissions are refused with 503
+    /// `queue_full` and `Retry-After`; 0: no bound.
+    pub max_backlog: u64,
 }
 
 impl Default for JobsConfig {
@@ -282,6 +287,7 @@ impl Default for JobsConfig {
             republish_unconfirmed_after_secs: 10,
             republish_stale_after_secs: 3600,
             sweep_interval_secs: 5,
+            max_backlog: 10_000,
         }
     }
 }
@@ -303,6 +309,29 @@ impl Default for LimitsConfig {
             max_upload_bytes: 20 * 1024 * 1024,
             max_image_pixels: 50_000_000,
             max_request_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Let requests without an API key act as the `local` tenant. Takes effect only in the
+    /// embedded mode (in-process queue) listening on a loopback address; keys are required
+    /// everywhere else.
+    pub allow_anonymous: bool,
+    /// Requests per minute per API key (the anonymous caller is one key); 0: no limit.
+    pub rate_limit_per_minute: u32,
+    /// Requests a key may make at once above its steady rate.
+    pub rate_limit_burst: u32,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            allow_anonymous: true,
+            rate_limit_per_minute: 600,
+            rate_limit_burst: 100,
         }
     }
 }
@@ -386,6 +415,12 @@ impl Config {
         }
         if self.worker.max_batch == 0 || self.worker.concurrency == 0 || self.worker.prefetch == 0 {
             bail!("worker.max_batch, worker.concurrency and worker.prefetch must be at least 1");
+        }
+        if self.auth.rate_limit_per_minute > 0 && self.auth.rate_limit_burst == 0 {
+            bail!(
+                "auth.rate_limit_burst must be at least 1 when auth.rate_limit_per_minute is set \
+                 (0 disables the rate limit)"
+            );
         }
         for (model, threshold) in &self.models.thresholds {
             if !(*threshold > 0.0 && *threshold < 1.0) {
@@ -594,6 +629,24 @@ mod tests {
         );
         let err = Config::load(None, env(&[("MEDINFORM_WORKER_PREFETCH", "lots")])).unwrap_err();
         assert!(format!("{err:#}").contains("prefetch"), "{err:#}");
+        let err = Config::load(None, env(&[("MEDINFORM_AUTH_RATE_LIMIT_BURST", "0")])).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("auth.rate_limit_burst"),
+            "{err:#}"
+        );
+        let config = Config::load(
+            None,
+            env(&[
+                ("MEDINFORM_AUTH_ALLOW_ANONYMOUS", "false"),
+                ("MEDINFORM_AUTH_RATE_LIMIT_PER_MINUTE", "0"),
+                ("MEDINFORM_AUTH_RATE_LIMIT_BURST", "0"),
+                ("MEDINFORM_JOBS_MAX_BACKLOG", "25"),
+            ]),
+        )
+        .unwrap();
+        assert!(!config.auth.allow_anonymous);
+        assert_eq!(config.auth.rate_limit_per_minute, 0);
+        assert_eq!(config.jobs.max_backlog, 25);
     }
 
     #[test]

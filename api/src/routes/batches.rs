@@ -362,22 +362,26 @@ impl Images {
                      another request."
                 ),
             )),
-            Ok(image) => {
-                let metadata = Metadata {
-                    client_reference: reference.or_else(|| file_name.clone()),
-                    site: self.site.clone(),
-                    ..Metadata::default()
-                };
-                submit::accept(
-                    state,
-                    caller,
-                    &self.model,
-                    Some(self.batch),
-                    image,
-                    metadata,
-                )
-                .await
-            }
+            // A full backlog refuses this image (listed in `rejected`), not those before it.
+            Ok(image) => match crate::admission::check_backlog(state, 1).await {
+                Ok(()) => {
+                    let metadata = Metadata {
+                        client_reference: reference.or_else(|| file_name.clone()),
+                        site: self.site.clone(),
+                        ..Metadata::default()
+                    };
+                    submit::accept(
+                        state,
+                        caller,
+                        &self.model,
+                        Some(self.batch),
+                        image,
+                        metadata,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         match outcome {
@@ -421,8 +425,8 @@ pub async fn add_jobs(
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Scope::Submit)?;
     let id = parse_id(&id)?;
-    let mut form = form.map_err(submit::not_multipart)?;
     let batch = find(&state, &caller, id).await?;
+    let mut form = form.map_err(submit::not_multipart)?;
     let ready = submit::ready_model(&state, &batch.model)?;
     let mut submitted = Submitted::default();
     Images::new(ready, &batch)

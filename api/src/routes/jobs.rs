@@ -51,10 +51,11 @@ pub struct JobForm {
     path = "/v1/jobs",
     tag = "jobs",
     summary = "Submit an image to screen",
-    description = "The upload is checked before anything is stored (model ready, size, format, \
-                   pixel count, a full decode); the image is kept under its SHA-256, the job \
-                   recorded as `queued` and published to the workers. Send an \
-                   `Idempotency-Key` header to make a retry safe.",
+    description = "The upload is checked before anything is stored (backlog under \
+                   `jobs.max_backlog`, model ready, size, format, pixel count, a full decode); \
+                   the image is kept under its SHA-256, the job recorded as `queued` and \
+                   published to the workers. Send an `Idempotency-Key` header to make a retry \
+                   safe.",
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request return the first response")),
     request_body(content = inline(JobForm), content_type = "multipart/form-data"),
     responses(
@@ -67,8 +68,8 @@ pub struct JobForm {
         (status = 413, description = "`image_too_large`", body = crate::ErrorBody),
         (status = 415, description = "`not_an_image`, `unsupported_image_format`", body = crate::ErrorBody),
         (status = 422, description = "`corrupt_image`, `image_dimensions_too_large`, `unknown_model`, `webhook_url_not_allowed`", body = crate::ErrorBody),
-        (status = 429, description = "`rate_limited`", body = crate::ErrorBody),
-        (status = 503, description = "`model_unavailable`, `queue_full`, `service_unavailable`", body = crate::ErrorBody),
+        (status = 429, description = "`rate_limited` (with `Retry-After`)", body = crate::ErrorBody),
+        (status = 503, description = "`model_unavailable`, `queue_full`, `service_unavailable` (the last two with `Retry-After`)", body = crate::ErrorBody),
     )
 )]
 pub async fn create(
@@ -78,6 +79,7 @@ pub async fn create(
 ) -> Result<impl IntoResponse, ApiError> {
     let mut form = form.map_err(submit::not_multipart)?;
     caller.require(Scope::Submit)?;
+    crate::admission::check_backlog(&state, 1).await?;
 
     let mut model = None;
     let mut image = None;

@@ -1,5 +1,6 @@
 //! Routes, one module per resource.
 
+pub(crate) mod auth;
 pub(crate) mod batches;
 pub(crate) mod export;
 pub(crate) mod health;
@@ -19,6 +20,7 @@ pub fn router(max_request_bytes: usize) -> Router<AppState> {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/v1/auth/whoami", get(auth::whoami))
         .route("/v1/jobs", post(jobs::create).get(jobs::list))
         .route("/v1/jobs/{id}", get(jobs::get))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))

@@ -4,8 +4,10 @@ use axum::Json;
 use axum::extract::{Path, State};
 use medinform_core::registry::manifest::{InputSpec, Metrics, Modality, Task};
 use medinform_core::registry::{Model, ModelStatus};
+use medinform_core::tenant::Scope;
 use serde::Serialize;
 
+use crate::auth::Caller;
 use crate::{ApiError, AppState, ErrorCode};
 
 /// A registry entry as the API shows it. Fields read from the manifest are absent when the
@@ -104,17 +106,24 @@ impl From<&Model> for ModelResponse {
     path = "/v1/models",
     tag = "models",
     summary = "List the screening models",
-    responses((status = 200, description = "Every model, ready or unavailable (with the reason).", body = ModelList))
+    responses(
+        (status = 200, description = "Every model, ready or unavailable (with the reason).", body = ModelList),
+        (status = 403, description = "`insufficient_scope` (needs `read`)", body = crate::ErrorBody),
+    )
 )]
-pub async fn list(State(state): State<AppState>) -> Json<ModelList> {
-    Json(ModelList {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<ModelList>, ApiError> {
+    caller.require(Scope::Read)?;
+    Ok(Json(ModelList {
         models: state
             .registry
             .list()
             .iter()
             .map(|m| ModelResponse::from(m.as_ref()))
             .collect(),
-    })
+    }))
 }
 
 /// `GET /v1/models/{id}`: one model with its card.
@@ -126,13 +135,16 @@ pub async fn list(State(state): State<AppState>) -> Json<ModelList> {
     params(("id" = String, Path, description = "The model id", example = "tuberculosis")),
     responses(
         (status = 200, description = "The model and its card (Markdown).", body = ModelDetailResponse),
+        (status = 403, description = "`insufficient_scope` (needs `read`)", body = crate::ErrorBody),
         (status = 404, description = "`model_not_found`", body = crate::ErrorBody),
     )
 )]
 pub async fn get(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<ModelDetailResponse>, ApiError> {
+    caller.require(Scope::Read)?;
     let model = state.registry.get(&id).ok_or_else(|| {
         ApiError::new(
             ErrorCode::ModelNotFound,

@@ -1,5 +1,6 @@
 //! API integration tests: the whole service (API, worker, re-publisher) on real backends.
 
+mod auth;
 mod batches;
 mod jobs;
 mod listing;

@@ -10,15 +10,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use medinform_api::idempotency::IdempotencySettings;
-use medinform_api::{ApiServer, AppState};
+use medinform_api::{Admission, ApiServer, AppState, AuthMode, Authenticator, RateLimit};
 use medinform_core::app::Backends;
 use medinform_core::config::{Config, JobsConfig, S3Config, StorageBackend, WorkerConfig};
-use medinform_core::db::SqliteJobStore;
+use medinform_core::db::{SqliteJobStore, create_api_key};
 use medinform_core::imaging::ImageLimits;
 use medinform_core::queue::{JobMessage, JobQueue, MemoryQueue, QueueError, Subscription};
 use medinform_core::registry::{Registry, RegistryOptions};
 use medinform_core::republish::Republisher;
 use medinform_core::storage::{BlobStore, LocalBlobStore, StorageError};
+use medinform_core::tenant::Scope;
 use medinform_worker::{Worker, WorkerSettings};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -124,6 +125,11 @@ pub struct Options {
     pub idempotency_ttl: Duration,
     /// The web app folder (None: a folder that does not exist).
     pub web_dir: Option<PathBuf>,
+    /// Refuse requests without an API key (false: they act as the `local` tenant, as the
+    /// embedded mode on loopback does).
+    pub require_keys: bool,
+    /// Per-key rate limit (none by default: tests poll fast).
+    pub rate_limit: RateLimit,
 }
 
 impl Options {
@@ -137,12 +143,16 @@ impl Options {
                 republish_unconfirmed_after_secs: 1,
                 republish_stale_after_secs: 3600,
                 sweep_interval_secs: 1,
+                // No bound unless a test sets one.
+                max_backlog: 0,
             },
             wrap_blobs: None,
             wrap_queue: None,
             worker: true,
             idempotency_ttl: Duration::from_secs(3600),
             web_dir: None,
+            require_keys: false,
+            rate_limit: RateLimit::NONE,
         }
     }
 }
@@ -257,6 +267,17 @@ impl TestApp {
             web_dir: options
                 .web_dir
                 .unwrap_or_else(|| data.path().join("no-web-app")),
+            // The mode is passed, not derived from the address: every test app is on loopback.
+            auth: Arc::new(Authenticator::new(
+                if options.require_keys {
+                    AuthMode::KeysRequired
+                } else {
+                    AuthMode::Anonymous
+                },
+                backends.tenants.clone(),
+                options.rate_limit,
+            )),
+            admission: Arc::new(Admission::new(options.jobs.max_backlog)),
         };
         let server = ApiServer::bind("127.0.0.1:0".parse().unwrap(), state)
             .await
@@ -286,15 +307,49 @@ impl TestApp {
         (status, response.json().await.unwrap())
     }
 
+    /// Makes an API key for the tenant called `tenant` (created if new) with `scopes`.
+    pub async fn create_key(&self, tenant: &str, scopes: &[Scope]) -> String {
+        create_api_key(self.backends.tenants.as_ref(), tenant, "test key", scopes)
+            .await
+            .unwrap()
+            .secret
+            .expose()
+            .to_owned()
+    }
+
+    /// A request to `path` with `Authorization: Bearer <key>`.
+    pub fn request_as(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        self.http.request(method, self.url(path)).bearer_auth(key)
+    }
+
+    /// `GET path` with `key`.
+    pub async fn get_as(&self, key: &str, path: &str) -> (u16, Value) {
+        send(self.request_as(key, reqwest::Method::GET, path)).await
+    }
+
+    /// `POST /v1/jobs` with `model` and `image` fields, with `key`.
+    pub async fn submit_as(
+        &self,
+        key: &str,
+        model: &str,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> (u16, Value) {
+        send(
+            self.request_as(key, reqwest::Method::POST, "/v1/jobs")
+                .multipart(image_form(model, name, bytes)),
+        )
+        .await
+    }
+
     /// `POST /v1/jobs` with `model` and `image` fields.
     pub async fn submit(&self, model: &str, name: &str, bytes: Vec<u8>) -> (u16, Value) {
-        let form = reqwest::multipart::Form::new()
-            .text("model", model.to_owned())
-            .part(
-                "image",
-                reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned()),
-            );
-        self.post_form(form).await
+        self.post_form(image_form(model, name, bytes)).await
     }
 
     /// `POST /v1/jobs` with any multipart form.
@@ -360,6 +415,23 @@ impl TestApp {
         }
         outcomes
     }
+}
+
+/// A form with `model` and one `image` file.
+pub fn image_form(model: &str, name: &str, bytes: Vec<u8>) -> reqwest::multipart::Form {
+    reqwest::multipart::Form::new()
+        .text("model", model.to_owned())
+        .part(
+            "image",
+            reqwest::multipart::Part::bytes(bytes).file_name(name.to_owned()),
+        )
+}
+
+/// Sends a request and reads its status and JSON body.
+pub async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
 }
 
 fn env_or(name: &str, default: &str) -> String {

@@ -8,6 +8,7 @@ mod batches;
 mod idempotency;
 mod postgres;
 mod sqlite;
+mod tenants;
 
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ pub use batches::BatchStore;
 pub use idempotency::{Begin, IdempotencyStore, NewIdempotencyKey, StoredResponse};
 pub use postgres::PostgresJobStore;
 pub use sqlite::SqliteJobStore;
+pub use tenants::{CreatedKey, KEY_USE_RESOLUTION, NewApiKey, TenantStore, create_api_key};
 
 /// Errors of a job store.
 #[derive(Debug, thiserror::Error)]

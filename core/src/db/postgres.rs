@@ -2,6 +2,7 @@
 
 mod batches;
 mod idempotency;
+mod tenants;
 
 use std::time::Duration;
 

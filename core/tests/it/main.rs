@@ -5,3 +5,4 @@ mod parity;
 mod registry;
 mod republish;
 mod support;
+mod tenant_store;

@@ -1,0 +1,194 @@
+//! The tenant store: PostgreSQL and SQLite held to the same tests.
+
+use std::sync::Arc;
+
+use chrono::{TimeDelta, Utc};
+use medinform_core::db::{JobStore, PostgresJobStore, SqliteJobStore, TenantStore, create_api_key};
+use medinform_core::tenant::{Scope, TenantId};
+
+use crate::support::PostgresDatabase;
+
+/// A migrated store, and what must live as long as it.
+struct TestTenantStore {
+    store: Arc<dyn TenantStore>,
+    _database: Option<PostgresDatabase>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestTenantStore {
+    async fn postgres() -> Self {
+        let database = PostgresDatabase::create().await;
+        let store = PostgresJobStore::connect(&database.url, 4).await.unwrap();
+        store.migrate().await.unwrap();
+        Self {
+            store: Arc::new(store),
+            _database: Some(database),
+            _dir: None,
+        }
+    }
+
+    async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("tenants.db").display());
+        let store = SqliteJobStore::connect(&url, 2).await.unwrap();
+        store.migrate().await.unwrap();
+        Self {
+            store: Arc::new(store),
+            _database: None,
+            _dir: Some(dir),
+        }
+    }
+}
+
+macro_rules! each_tenant_store {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::TestTenantStore::postgres().await.store).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::TestTenantStore::sqlite().await.store).await;
+                }
+            )*
+        }
+    };
+}
+
+each_tenant_store!(
+    the_local_tenant_exists_and_tenants_are_created_once,
+    a_key_is_found_by_its_hash_with_its_tenant_and_scopes,
+    revoking_keeps_the_key_and_its_first_revocation_time,
+    keys_are_listed_per_tenant_or_all,
+    a_use_is_written_at_most_once_a_minute,
+);
+
+async fn the_local_tenant_exists_and_tenants_are_created_once(store: Arc<dyn TenantStore>) {
+    let local = store.tenant(TenantId::LOCAL).await.unwrap().unwrap();
+    assert_eq!(local.name, TenantId::LOCAL_NAME);
+    let first = store.ensure_tenant("clinic-a").await.unwrap();
+    let again = store.ensure_tenant("clinic-a").await.unwrap();
+    assert_eq!(first, again);
+    assert_ne!(first.id, TenantId::LOCAL);
+    assert_eq!(store.tenant_by_name("clinic-a").await.unwrap(), Some(first));
+    assert_eq!(store.tenant_by_name("nobody").await.unwrap(), None);
+}
+
+async fn a_key_is_found_by_its_hash_with_its_tenant_and_scopes(store: Arc<dyn TenantStore>) {
+    let created = create_api_key(
+        store.as_ref(),
+        "clinic-a",
+        "laptop",
+        &[Scope::Read, Scope::Submit],
+    )
+    .await
+    .unwrap();
+    assert_eq!(created.record.prefix, created.secret.prefix());
+    let found = store
+        .authenticate(&created.secret.sha256())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found, created.record);
+    assert_eq!(found.tenant_name, "clinic-a");
+    assert_eq!(found.scopes, vec![Scope::Submit, Scope::Read]);
+    assert_eq!(found.last_used_at, None);
+    assert!(!found.is_revoked());
+    assert_eq!(store.authenticate(&"0".repeat(64)).await.unwrap(), None);
+}
+
+async fn revoking_keeps_the_key_and_its_first_revocation_time(store: Arc<dyn TenantStore>) {
+    let created = create_api_key(store.as_ref(), "clinic-a", "", &[Scope::Admin])
+        .await
+        .unwrap();
+    let revoked = store
+        .revoke_key(&created.record.prefix)
+        .await
+        .unwrap()
+        .unwrap();
+    let first = revoked.revoked_at.expect("revoked");
+    let again = store
+        .revoke_key(&created.record.prefix)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.revoked_at, Some(first));
+    let found = store
+        .authenticate(&created.secret.sha256())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(found.is_revoked());
+    assert_eq!(store.revoke_key("mik_00000000").await.unwrap(), None);
+}
+
+async fn keys_are_listed_per_tenant_or_all(store: Arc<dyn TenantStore>) {
+    let a1 = create_api_key(store.as_ref(), "clinic-a", "one", &[Scope::Read])
+        .await
+        .unwrap();
+    let b = create_api_key(store.as_ref(), "clinic-b", "two", &[Scope::Read])
+        .await
+        .unwrap();
+    let a2 = create_api_key(store.as_ref(), "clinic-a", "three", &[Scope::Read])
+        .await
+        .unwrap();
+    let prefixes = |keys: Vec<medinform_core::tenant::ApiKey>| {
+        keys.into_iter().map(|k| k.prefix).collect::<Vec<_>>()
+    };
+    let all = prefixes(store.list_keys(None).await.unwrap());
+    assert_eq!(
+        all,
+        vec![
+            a1.record.prefix.clone(),
+            b.record.prefix,
+            a2.record.prefix.clone()
+        ]
+    );
+    let tenant_a = store.tenant_by_name("clinic-a").await.unwrap().unwrap();
+    let only_a = prefixes(store.list_keys(Some(tenant_a.id)).await.unwrap());
+    assert_eq!(only_a, vec![a1.record.prefix, a2.record.prefix]);
+}
+
+async fn a_use_is_written_at_most_once_a_minute(store: Arc<dyn TenantStore>) {
+    let created = create_api_key(store.as_ref(), "clinic-a", "", &[Scope::Read])
+        .await
+        .unwrap();
+    let id = created.record.id;
+    let last_use = || async {
+        store
+            .authenticate(&created.secret.sha256())
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at
+    };
+    let t0 = Utc::now();
+    store.record_key_use(id, t0).await.unwrap();
+    let first = last_use().await.expect("recorded");
+    assert!(
+        (first - t0).num_milliseconds().abs() <= 1,
+        "{first} vs {t0}"
+    );
+    store
+        .record_key_use(id, t0 + TimeDelta::seconds(30))
+        .await
+        .unwrap();
+    assert_eq!(
+        last_use().await,
+        Some(first),
+        "a use within the minute is not written"
+    );
+    let later = t0 + TimeDelta::seconds(61);
+    store.record_key_use(id, later).await.unwrap();
+    let second = last_use().await.unwrap();
+    assert!(
+        (second - later).num_milliseconds().abs() <= 1,
+        "{second} vs {later}"
+    );
+}
