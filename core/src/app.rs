@@ -5,7 +5,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::config::{Config, StorageBackend};
-use crate::db::{JobStore, PostgresJobStore, SqliteJobStore};
+use crate::db::{JobStore, PostgresJobStore, SqliteJobStore, WebhookStore};
 use crate::queue::{JobQueue, MemoryQueue, RabbitMqQueue};
 use crate::storage::{BlobStore, LocalBlobStore, S3BlobStore};
 
@@ -13,6 +13,8 @@ use crate::storage::{BlobStore, LocalBlobStore, S3BlobStore};
 #[derive(Clone)]
 pub struct Backends {
     pub jobs: Arc<dyn JobStore>,
+    /// Webhook endpoints and deliveries: the same database (and store object) as `jobs`.
+    pub webhooks: Arc<dyn WebhookStore>,
     pub blobs: Arc<dyn BlobStore>,
     pub queue: Arc<dyn JobQueue>,
 }
@@ -32,11 +34,17 @@ impl Backends {
     /// unreachable: a process that cannot do its work should not start.
     pub async fn connect(config: &Config) -> anyhow::Result<Self> {
         let url = config.database_url();
-        let jobs: Arc<dyn JobStore> = if url.starts_with("sqlite:") {
-            Arc::new(SqliteJobStore::connect(&url, config.database.max_connections).await?)
-        } else {
-            Arc::new(PostgresJobStore::connect(&url, config.database.max_connections).await?)
-        };
+        let (jobs, webhooks): (Arc<dyn JobStore>, Arc<dyn WebhookStore>) =
+            if url.starts_with("sqlite:") {
+                let store =
+                    Arc::new(SqliteJobStore::connect(&url, config.database.max_connections).await?);
+                (store.clone(), store)
+            } else {
+                let store = Arc::new(
+                    PostgresJobStore::connect(&url, config.database.max_connections).await?,
+                );
+                (store.clone(), store)
+            };
         let blobs: Arc<dyn BlobStore> = match config.storage.backend {
             StorageBackend::Local => Arc::new(LocalBlobStore::open(config.storage_path()).await?),
             StorageBackend::S3 => Arc::new(S3BlobStore::connect(&config.storage.s3)?),
@@ -46,7 +54,12 @@ impl Backends {
         } else {
             Arc::new(RabbitMqQueue::connect(&config.queue.url, &config.queue.prefix).await?)
         };
-        let backends = Self { jobs, blobs, queue };
+        let backends = Self {
+            jobs,
+            webhooks,
+            blobs,
+            queue,
+        };
         tracing::info!(
             jobs = %backends.jobs.describe(),
             blobs = %backends.blobs.describe(),

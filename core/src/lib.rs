@@ -17,3 +17,4 @@ pub mod screening;
 pub mod storage;
 pub mod tenant;
 pub mod view;
+pub mod webhooks;

@@ -6,6 +6,7 @@
 
 mod postgres;
 mod sqlite;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -17,6 +18,9 @@ use crate::tenant::TenantId;
 
 pub use postgres::PostgresJobStore;
 pub use sqlite::SqliteJobStore;
+pub use webhooks::{
+    AttemptOutcome, EndpointUpdate, NewDelivery, NewEndpoint, Replay, WebhookStore,
+};
 
 /// Errors of a job store.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,7 @@
 //! The distributed job store: PostgreSQL.
 
+mod webhooks;
+
 use std::time::Duration;
 
 use anyhow::Context;

@@ -1,5 +1,7 @@
 //! The embedded job store: a SQLite file.
 
+mod webhooks;
+
 use std::str::FromStr;
 use std::time::Duration;
 
