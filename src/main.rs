@@ -24,6 +24,7 @@ use medinform_core::app::Backends;
 use medinform_core::config::Config;
 use medinform_core::registry::{Registry, RegistryOptions};
 use medinform_core::republish::Republisher;
+use medinform_core::webhooks::Dispatcher;
 use medinform_worker::{Worker, WorkerSettings};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -198,6 +199,8 @@ async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
             config.jobs.clone(),
         );
         tasks.spawn(republisher.run(shutdown.clone()).map_ok());
+        let dispatcher = Dispatcher::new(backends.webhooks.clone(), config.webhooks.clone())?;
+        tasks.spawn(dispatcher.run(shutdown.clone()).map_ok());
         let worker = Worker::new(
             backends.clone(),
             registry.clone(),
@@ -215,6 +218,7 @@ async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
             backends: backends.clone(),
             registry: registry.clone(),
             limits: config.limits.image_limits(),
+            webhooks: config.webhooks.clone(),
         };
         let server = ApiServer::bind(config.server.listen, state).await?;
         let addr = server.local_addr()?;

@@ -18,6 +18,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use medinform_core::app::Backends;
+use medinform_core::config::WebhooksConfig;
 use medinform_core::imaging::ImageLimits;
 use medinform_core::registry::Registry;
 use tokio::net::TcpListener;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub backends: Backends,
     pub registry: Arc<Registry>,
     pub limits: ImageLimits,
+    /// Which webhook targets are allowed, how long a rotated-out secret keeps signing.
+    pub webhooks: WebhooksConfig,
 }
 
 /// Builds the router (tests call this too).

@@ -26,6 +26,16 @@ use crate::routes;
         routes::jobs::get,
         routes::models::list,
         routes::models::get,
+        routes::webhooks::create,
+        routes::webhooks::list,
+        routes::webhooks::get,
+        routes::webhooks::update,
+        routes::webhooks::delete,
+        routes::webhooks::rotate_secret,
+        routes::webhooks::rotate_signing_secret,
+        routes::webhooks::deliveries,
+        routes::webhooks::delivery,
+        routes::webhooks::replay,
         routes::health::healthz,
         routes::health::readyz,
     ),
@@ -35,6 +45,7 @@ use crate::routes;
     tags(
         (name = "jobs", description = "One image screened by one model."),
         (name = "models", description = "The screening models, their status and cards."),
+        (name = "webhooks", description = "Signed deliveries of job and batch events (Standard Webhooks), with every attempt recorded."),
         (name = "health", description = "Liveness and readiness for orchestrators."),
     )
 )]

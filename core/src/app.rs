@@ -34,17 +34,17 @@ impl Backends {
     /// unreachable: a process that cannot do its work should not start.
     pub async fn connect(config: &Config) -> anyhow::Result<Self> {
         let url = config.database_url();
-        let (jobs, webhooks): (Arc<dyn JobStore>, Arc<dyn WebhookStore>) =
-            if url.starts_with("sqlite:") {
-                let store =
-                    Arc::new(SqliteJobStore::connect(&url, config.database.max_connections).await?);
-                (store.clone(), store)
-            } else {
-                let store = Arc::new(
-                    PostgresJobStore::connect(&url, config.database.max_connections).await?,
-                );
-                (store.clone(), store)
-            };
+        let (jobs, webhooks): (Arc<dyn JobStore>, Arc<dyn WebhookStore>) = if url
+            .starts_with("sqlite:")
+        {
+            let store =
+                Arc::new(SqliteJobStore::connect(&url, config.database.max_connections).await?);
+            (store.clone(), store)
+        } else {
+            let store =
+                Arc::new(PostgresJobStore::connect(&url, config.database.max_connections).await?);
+            (store.clone(), store)
+        };
         let blobs: Arc<dyn BlobStore> = match config.storage.backend {
             StorageBackend::Local => Arc::new(LocalBlobStore::open(config.storage_path()).await?),
             StorageBackend::S3 => Arc::new(S3BlobStore::connect(&config.storage.s3)?),

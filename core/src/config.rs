@@ -634,10 +634,19 @@ mod tests {
         assert_eq!(config.webhooks.retry_schedule_secs, vec![1, 2, 3]);
         assert!(config.webhooks.allow_private_targets);
         let err = Config::load(None, env(&[("MEDINFORM_WEBHOOKS_TIMEOUT_SECS", "0")])).unwrap_err();
-        assert!(format!("{err:#}").contains("webhooks.timeout_secs"), "{err:#}");
-        let err = Config::load(None, env(&[("MEDINFORM_WEBHOOKS_RETRY_SCHEDULE_SECS", "5,0")]))
-            .unwrap_err();
-        assert!(format!("{err:#}").contains("webhooks.retry_schedule_secs"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("webhooks.timeout_secs"),
+            "{err:#}"
+        );
+        let err = Config::load(
+            None,
+            env(&[("MEDINFORM_WEBHOOKS_RETRY_SCHEDULE_SECS", "5,0")]),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("webhooks.retry_schedule_secs"),
+            "{err:#}"
+        );
     }
 
     #[test]

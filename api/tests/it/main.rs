@@ -5,3 +5,4 @@ mod models;
 mod recovery;
 mod support;
 mod uploads;
+mod webhooks;

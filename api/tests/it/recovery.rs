@@ -208,12 +208,14 @@ async fn jobs_queued_before_a_restart_are_screened_after_it() {
     let db = format!("sqlite://{}", data.path().join("medinform.db").display());
     let images = data.path().join("images");
     let open = || async {
+        let store = std::sync::Arc::new(
+            medinform_core::db::SqliteJobStore::connect(&db, 2)
+                .await
+                .unwrap(),
+        );
         medinform_core::app::Backends {
-            jobs: std::sync::Arc::new(
-                medinform_core::db::SqliteJobStore::connect(&db, 2)
-                    .await
-                    .unwrap(),
-            ),
+            jobs: store.clone(),
+            webhooks: store,
             blobs: std::sync::Arc::new(
                 medinform_core::storage::LocalBlobStore::open(images.clone())
                     .await

@@ -72,7 +72,9 @@ impl Dispatcher {
         if !policy.allow_private {
             builder = builder.dns_resolver(GuardedResolver);
         }
-        let client = builder.build().context("building the webhook HTTP client")?;
+        let client = builder
+            .build()
+            .context("building the webhook HTTP client")?;
         Ok(Self {
             store,
             config,
@@ -278,7 +280,10 @@ impl Dispatcher {
                 AttemptOutcome::Failed,
             )
             .await?;
-        tracing::info!(error = attempt.error.as_deref(), "webhook delivery given up");
+        tracing::info!(
+            error = attempt.error.as_deref(),
+            "webhook delivery given up"
+        );
         Ok(())
     }
 
@@ -310,8 +315,12 @@ impl Dispatcher {
             }
         }
         let timestamp = attempted_at.timestamp();
-        let signature =
-            keys.signature_header(delivery.id.as_str(), timestamp, &delivery.payload, attempted_at);
+        let signature = keys.signature_header(
+            delivery.id.as_str(),
+            timestamp,
+            &delivery.payload,
+            attempted_at,
+        );
         let sent = self
             .client
             .post(&delivery.url)

@@ -103,7 +103,9 @@ impl FromStr for DeliveryId {
             {
                 Ok(Self(s.to_string()))
             }
-            _ => Err(format!("{s:?} is not a delivery id (msg_ and 32 hex digits)")),
+            _ => Err(format!(
+                "{s:?} is not a delivery id (msg_ and 32 hex digits)"
+            )),
         }
     }
 }

@@ -37,7 +37,9 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
     }
-    let at = DateTime::parse_from_rfc2822(value).ok()?.with_timezone(&Utc);
+    let at = DateTime::parse_from_rfc2822(value)
+        .ok()?
+        .with_timezone(&Utc);
     Some((at - now).to_std().unwrap_or(Duration::ZERO))
 }
 
@@ -62,7 +64,10 @@ mod tests {
                 );
             }
         }
-        assert_eq!(next_delay(&SVIX, SVIX.len() as i32 + 1, None, &mut rng), None);
+        assert_eq!(
+            next_delay(&SVIX, SVIX.len() as i32 + 1, None, &mut rng),
+            None
+        );
         assert_eq!(next_delay(&SVIX, 0, None, &mut rng), None);
         assert_eq!(next_delay(&[], 1, None, &mut rng), None);
     }

@@ -47,7 +47,8 @@ fn keys(
     until: Option<DateTime<Utc>>,
 ) -> Result<SigningKeys, DbError> {
     let parse = |s: &str| {
-        Secret::parse(s).ok_or_else(|| DbError::Backend(anyhow::anyhow!("a stored secret is malformed")))
+        Secret::parse(s)
+            .ok_or_else(|| DbError::Backend(anyhow::anyhow!("a stored secret is malformed")))
     };
     Ok(SigningKeys {
         current: parse(secret)?,

@@ -42,7 +42,11 @@ struct EndpointRow {
     updated_at: i64,
 }
 
-fn keys(secret: &str, previous: Option<String>, until: Option<i64>) -> Result<SigningKeys, DbError> {
+fn keys(
+    secret: &str,
+    previous: Option<String>,
+    until: Option<i64>,
+) -> Result<SigningKeys, DbError> {
     let parse = |s: &str| {
         Secret::parse(s)
             .ok_or_else(|| DbError::Backend(anyhow::anyhow!("a stored secret is malformed")))
