@@ -246,7 +246,7 @@ async fn a_failed_attempt_is_retried_with_the_same_id_and_retry_after_is_honoure
     );
     assert_eq!(attempts[0]["response_excerpt"], "boom");
     assert_eq!(detail["attempts"].as_array().unwrap().len(), 3);
-    assert_eq!(deliveries(&app, &endpoint).await[0]["attempts"], 3);
+    assert_eq!(deliveries(&app, &endpoint).await[0]["attempt_count"], 3);
     app.stop().await;
 }
 
@@ -261,7 +261,7 @@ async fn a_410_disables_the_endpoint_and_a_replay_delivers_after_re_enabling(kin
         .header("webhook-id")
         .to_owned();
     let failed = wait_delivery(&app, &first, "failed").await;
-    assert_eq!(failed["attempts"], 1);
+    assert_eq!(failed["attempt_count"], 1);
 
     let (_, shown) = app.get(&format!("/v1/webhooks/{endpoint}")).await;
     assert_eq!(shown["enabled"], false, "{shown}");
@@ -337,7 +337,7 @@ async fn a_delivery_due_when_the_service_stopped_is_sent_after_it_restarts(kind:
         .to_owned();
     // Stopped after the failed first attempt was recorded, before the retry.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while deliveries(&app, &endpoint).await[0]["attempts"] != 1 {
+    while deliveries(&app, &endpoint).await[0]["attempt_count"] != 1 {
         assert!(tokio::time::Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -130,7 +130,8 @@ pub struct DeliveryResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_id: Option<BatchId>,
     pub status: DeliveryStatus,
-    pub attempts: i32,
+    /// Attempts made so far (`attempts` of the detail lists them).
+    pub attempt_count: i32,
     /// When the next attempt is due (a pending delivery).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<DateTime<Utc>>,
@@ -160,7 +161,7 @@ impl From<&Delivery> for DeliveryResponse {
             job_id: d.job_id,
             batch_id: d.batch_id,
             status: d.status,
-            attempts: d.attempts,
+            attempt_count: d.attempts,
             next_attempt_at: d.next_attempt_at,
             created_at: d.created_at,
             updated_at: d.updated_at,
