@@ -318,7 +318,7 @@ async fn a_delivery_due_when_the_service_stopped_is_sent_after_it_restarts(kind:
         retry_schedule_secs: vec![2, 1],
         ..test_webhooks()
     };
-    let restarted_kind = match kind {
+    let restarted_kind = match &kind {
         Kind::Embedded => Kind::Embedded,
         Kind::Distributed => Kind::Distributed,
     };

@@ -140,9 +140,10 @@ impl Dispatcher {
                 let Some(event) = EventType::for_job(job.status) else {
                     continue;
                 };
-                if !endpoints.contains_key(&job.tenant_id) {
-                    let list = self.store.list_endpoints(job.tenant_id).await?;
-                    endpoints.insert(job.tenant_id, list);
+                if let std::collections::hash_map::Entry::Vacant(slot) =
+                    endpoints.entry(job.tenant_id)
+                {
+                    slot.insert(self.store.list_endpoints(job.tenant_id).await?);
                 }
                 let (tenant, id, webhook_url) = (job.tenant_id, job.id, job.webhook_url.clone());
                 let view = JobView::from(job);
