@@ -27,6 +27,7 @@ use medinform_core::app::Backends;
 use medinform_core::config::Config;
 use medinform_core::registry::{Registry, RegistryOptions};
 use medinform_core::republish::Republisher;
+use medinform_core::webhooks::Dispatcher;
 use medinform_worker::{Worker, WorkerSettings};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
@@ -216,6 +217,8 @@ async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
             config.jobs.clone(),
         );
         tasks.spawn(republisher.run(shutdown.clone()).map_ok());
+        let dispatcher = Dispatcher::new(backends.webhooks.clone(), config.webhooks.clone())?;
+        tasks.spawn(dispatcher.run(shutdown.clone()).map_ok());
         let worker = Worker::new(
             backends.clone(),
             registry.clone(),
@@ -244,6 +247,7 @@ async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
                 backends.tenants.clone(),
             )),
             admission: Arc::new(Admission::new(config.jobs.max_backlog)),
+            webhooks: config.webhooks.clone(),
         };
         let server = ApiServer::bind(config.server.listen, state).await?;
         let addr = server.local_addr()?;

@@ -71,6 +71,7 @@ error_codes! {
     MethodNotAllowed = "method_not_allowed", METHOD_NOT_ALLOWED, "The method is not allowed on this resource.";
     JobNotCancelable = "job_not_cancelable", CONFLICT, "The job has started or finished; only a queued job can be canceled.";
     BatchModelMismatch = "batch_model_mismatch", CONFLICT, "The batch screens another model than the one asked for.";
+    DeliveryNotReplayable = "delivery_not_replayable", CONFLICT, "Only a failed webhook delivery can be replayed; this one is pending or succeeded.";
     IdempotencyKeyReused = "idempotency_key_reused", CONFLICT, "The Idempotency-Key was used before with another request body or path.";
     IdempotencyRequestInProgress = "idempotency_request_in_progress", CONFLICT, "A request with this Idempotency-Key is still being handled; retry shortly.";
     ImageTooLarge = "image_too_large", PAYLOAD_TOO_LARGE, "The upload is over `limits.max_upload_bytes`.";

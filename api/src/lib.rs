@@ -27,6 +27,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use medinform_core::app::Backends;
+use medinform_core::config::WebhooksConfig;
 use medinform_core::imaging::ImageLimits;
 use medinform_core::registry::Registry;
 use tokio::net::TcpListener;
@@ -58,6 +59,8 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// The bound on queued jobs (`jobs.max_backlog`).
     pub admission: Arc<Admission>,
+    /// Which webhook targets are allowed, how long a rotated-out secret keeps signing.
+    pub webhooks: WebhooksConfig,
 }
 
 /// Builds the router (tests call this too).

@@ -7,6 +7,7 @@ use anyhow::Context;
 use crate::config::{Config, StorageBackend};
 use crate::db::{
     BatchStore, IdempotencyStore, JobStore, PostgresJobStore, SqliteJobStore, TenantStore,
+    WebhookStore,
 };
 use crate::queue::{JobQueue, MemoryQueue, RabbitMqQueue};
 use crate::storage::{BlobStore, LocalBlobStore, S3BlobStore};
@@ -21,14 +22,16 @@ pub struct Backends {
     pub idempotency: Arc<dyn IdempotencyStore>,
     /// Tenants and API keys: the same database as `jobs`.
     pub tenants: Arc<dyn TenantStore>,
+    /// Webhook endpoints and deliveries: the same database as `jobs`.
+    pub webhooks: Arc<dyn WebhookStore>,
     pub blobs: Arc<dyn BlobStore>,
     pub queue: Arc<dyn JobQueue>,
 }
 
 /// Everything one database is to the rest of the code.
-pub trait Database: JobStore + BatchStore + IdempotencyStore + TenantStore {}
+pub trait Database: JobStore + BatchStore + IdempotencyStore + TenantStore + WebhookStore {}
 
-impl<D: JobStore + BatchStore + IdempotencyStore + TenantStore> Database for D {}
+impl<D: JobStore + BatchStore + IdempotencyStore + TenantStore + WebhookStore> Database for D {}
 
 impl std::fmt::Debug for Backends {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -49,7 +52,8 @@ impl Backends {
             jobs: db.clone(),
             batches: db.clone(),
             idempotency: db.clone(),
-            tenants: db,
+            tenants: db.clone(),
+            webhooks: db,
             blobs,
             queue,
         }

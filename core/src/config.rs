@@ -35,6 +35,7 @@ pub struct Config {
     pub jobs: JobsConfig,
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
+    pub webhooks: WebhooksConfig,
 }
 
 impl Default for Config {
@@ -51,6 +52,7 @@ impl Default for Config {
             jobs: JobsConfig::default(),
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
+            webhooks: WebhooksConfig::default(),
         }
     }
 }
@@ -336,6 +338,66 @@ impl Default for AuthConfig {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Seconds a receiver has to answer one delivery attempt.
+    pub timeout_secs: u64,
+    /// Seconds before each retry of a failed attempt (±20 % jitter); after the last one the
+    /// delivery is `failed`. The default spreads 8 attempts over about 28 hours.
+    pub retry_schedule_secs: Vec<u64>,
+    /// Allow targets on loopback, private or link-local addresses (a lab system on the local
+    /// network). Off by default: webhooks must not reach into the service's own network.
+    pub allow_private_targets: bool,
+    /// Seconds a rotated-out secret keeps signing alongside the new one.
+    pub secret_overlap_secs: u64,
+    /// How often the dispatcher looks for finished jobs and due deliveries, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// Deliveries sent at the same time by one process.
+    pub max_concurrent_sends: usize,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            timeout_secs: 15,
+            retry_schedule_secs: vec![5, 300, 1800, 7200, 18000, 36000, 36000],
+            allow_private_targets: false,
+            secret_overlap_secs: 86400,
+            poll_interval_ms: 1000,
+            max_concurrent_sends: 16,
+        }
+    }
+}
+
+impl WebhooksConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        if !(1..=300).contains(&self.timeout_secs) {
+            bail!("webhooks.timeout_secs must be between 1 and 300");
+        }
+        if self.retry_schedule_secs.len() > 50 {
+            bail!("webhooks.retry_schedule_secs has more than 50 retries");
+        }
+        if let Some(bad) = self
+            .retry_schedule_secs
+            .iter()
+            .find(|s| !(1..=7 * 24 * 3600).contains(*s))
+        {
+            bail!("webhooks.retry_schedule_secs: {bad} is not between 1 and 604800 (a week)");
+        }
+        if self.secret_overlap_secs > 30 * 24 * 3600 {
+            bail!("webhooks.secret_overlap_secs must be at most 2592000 (30 days)");
+        }
+        if !(10..=60_000).contains(&self.poll_interval_ms) {
+            bail!("webhooks.poll_interval_ms must be between 10 and 60000");
+        }
+        if !(1..=1024).contains(&self.max_concurrent_sends) {
+            bail!("webhooks.max_concurrent_sends must be between 1 and 1024");
+        }
+        Ok(())
+    }
+}
+
 impl LimitsConfig {
     pub fn image_limits(&self) -> ImageLimits {
         ImageLimits {
@@ -427,7 +489,7 @@ impl Config {
                 bail!("models.thresholds.{model} must be between 0 and 1, got {threshold}");
             }
         }
-        Ok(())
+        self.webhooks.validate()
     }
 
     /// The database URL in force (the embedded SQLite file when none is set).
@@ -529,12 +591,16 @@ fn apply_env(tree: &mut toml::Table, name: &str, value: &str) -> anyhow::Result<
 fn parse_env_value(current: Option<&toml::Value>, value: &str) -> toml::Value {
     match current {
         Some(toml::Value::String(_)) => toml::Value::String(value.to_string()),
-        Some(toml::Value::Array(_)) => toml::Value::Array(
+        // A list of numbers (such as webhooks.retry_schedule_secs) stays one.
+        Some(toml::Value::Array(items)) => toml::Value::Array(
             value
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
-                .map(|s| toml::Value::String(s.to_string()))
+                .map(|s| match (items.first(), s.parse::<i64>()) {
+                    (Some(toml::Value::Integer(_)), Ok(n)) => toml::Value::Integer(n),
+                    _ => toml::Value::String(s.to_string()),
+                })
                 .collect(),
         ),
         _ => value
@@ -604,6 +670,34 @@ mod tests {
         assert_eq!(config.worker.models, vec!["malaria", "tuberculosis"]);
         assert_eq!(config.models.thresholds["tuberculosis"], 0.35);
         assert_eq!(config.data_dir, PathBuf::from("/var/lib/medinform"));
+    }
+
+    #[test]
+    fn webhook_settings_load_from_the_environment_and_are_checked() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("MEDINFORM_WEBHOOKS_RETRY_SCHEDULE_SECS", "1, 2,3"),
+                ("MEDINFORM_WEBHOOKS_ALLOW_PRIVATE_TARGETS", "true"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.webhooks.retry_schedule_secs, vec![1, 2, 3]);
+        assert!(config.webhooks.allow_private_targets);
+        let err = Config::load(None, env(&[("MEDINFORM_WEBHOOKS_TIMEOUT_SECS", "0")])).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("webhooks.timeout_secs"),
+            "{err:#}"
+        );
+        let err = Config::load(
+            None,
+            env(&[("MEDINFORM_WEBHOOKS_RETRY_SCHEDULE_SECS", "5,0")]),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("webhooks.retry_schedule_secs"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -18,3 +18,4 @@ pub mod screening;
 pub mod storage;
 pub mod tenant;
 pub mod view;
+pub mod webhooks;

@@ -7,6 +7,7 @@ pub(crate) mod health;
 pub(crate) mod jobs;
 pub(crate) mod models;
 mod submit;
+pub(crate) mod webhooks;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -36,6 +37,24 @@ pub fn router(max_request_bytes: usize) -> Router<AppState> {
         .route("/v1/batches/{id}/export.json", get(export::json))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))
+        .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
+        .route(
+            "/v1/webhooks/signing-secret",
+            post(webhooks::rotate_signing_secret),
+        )
+        .route(
+            "/v1/webhooks/{id}",
+            get(webhooks::get)
+                .patch(webhooks::update)
+                .delete(webhooks::delete),
+        )
+        .route(
+            "/v1/webhooks/{id}/rotate-secret",
+            post(webhooks::rotate_secret),
+        )
+        .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
+        .route("/v1/webhook-deliveries/{id}", get(webhooks::delivery))
+        .route("/v1/webhook-deliveries/{id}/replay", post(webhooks::replay))
         .route("/openapi.json", get(crate::openapi::openapi_json))
         .route("/docs", get(crate::docs::page))
         .fallback(crate::web::fallback)

@@ -9,3 +9,4 @@ mod recovery;
 mod support;
 mod uploads;
 mod web;
+mod webhooks;

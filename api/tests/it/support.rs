@@ -3,6 +3,8 @@
 //! - distributed: a fresh PostgreSQL database, a RabbitMQ prefix of its own and a key prefix of
 //!   its own in the S3 bucket of `MEDINFORM_TEST_S3_*` (infra/test starts a Garage for it).
 
+mod receiver;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +14,9 @@ use bytes::Bytes;
 use medinform_api::idempotency::IdempotencySettings;
 use medinform_api::{Admission, ApiServer, AppState, AuthMode, Authenticator, RateLimit};
 use medinform_core::app::Backends;
-use medinform_core::config::{Config, JobsConfig, S3Config, StorageBackend, WorkerConfig};
+use medinform_core::config::{
+    Config, JobsConfig, S3Config, StorageBackend, WebhooksConfig, WorkerConfig,
+};
 use medinform_core::db::{SqliteJobStore, create_api_key};
 use medinform_core::imaging::ImageLimits;
 use medinform_core::queue::{JobMessage, JobQueue, MemoryQueue, QueueError, Subscription};
@@ -20,9 +24,12 @@ use medinform_core::registry::{Registry, RegistryOptions};
 use medinform_core::republish::Republisher;
 use medinform_core::storage::{BlobStore, LocalBlobStore, StorageError};
 use medinform_core::tenant::Scope;
+use medinform_core::webhooks::{Dispatcher, install_crypto_provider};
 use medinform_worker::{Worker, WorkerSettings};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+
+pub use receiver::{Received, Receiver};
 
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -130,6 +137,29 @@ pub struct Options {
     pub require_keys: bool,
     /// Per-key rate limit (none by default: tests poll fast).
     pub rate_limit: RateLimit,
+    /// Run the webhook dispatcher with these settings (`None`: no webhooks are sent; the API
+    /// then checks webhook URLs with the defaults).
+    pub webhooks: Option<WebhooksConfig>,
+    /// Start on the data a stopped app left ([`TestApp::stop_keeping_data`]), as a restarted
+    /// process would.
+    pub data: Option<AppData>,
+}
+
+/// The database, images and queue names of a stopped app, for the next one.
+pub enum AppData {
+    Embedded(tempfile::TempDir),
+    Distributed(Box<Config>),
+}
+
+/// Webhook settings for tests: receivers on loopback, retries after a second, quick polling.
+pub fn test_webhooks() -> WebhooksConfig {
+    WebhooksConfig {
+        timeout_secs: 5,
+        retry_schedule_secs: vec![1, 1, 1],
+        allow_private_targets: true,
+        poll_interval_ms: 50,
+        ..WebhooksConfig::default()
+    }
 }
 
 impl Options {
@@ -153,6 +183,8 @@ impl Options {
             web_dir: None,
             require_keys: false,
             rate_limit: RateLimit::NONE,
+            webhooks: None,
+            data: None,
         }
     }
 }
@@ -189,6 +221,9 @@ pub struct TestApp {
     pub registry: Arc<Registry>,
     pub shutdown: CancellationToken,
     tasks: tokio::task::JoinSet<anyhow::Result<()>>,
+    data: tempfile::TempDir,
+    /// The distributed configuration (database, queue prefix, S3 prefix), kept for a restart.
+    distributed: Option<Box<Config>>,
     _dirs: Vec<tempfile::TempDir>,
 }
 
@@ -198,7 +233,16 @@ impl TestApp {
     }
 
     pub async fn start_with(options: Options) -> Self {
-        let data = tempfile::tempdir().unwrap();
+        install_crypto_provider();
+        let (data, distributed) = match (options.data, &options.kind) {
+            (Some(AppData::Embedded(dir)), _) => (dir, None),
+            (Some(AppData::Distributed(config)), _) => (tempfile::tempdir().unwrap(), Some(config)),
+            (None, Kind::Embedded) => (tempfile::tempdir().unwrap(), None),
+            (None, Kind::Distributed) => (
+                tempfile::tempdir().unwrap(),
+                Some(Box::new(distributed_config().await)),
+            ),
+        };
         let registry_dir = test_registry_dir();
         let registry = Arc::new(load_registry(registry_dir.path()));
         let mut memory_queue = None;
@@ -216,7 +260,7 @@ impl TestApp {
                     queue,
                 )
             }
-            Kind::Distributed => Backends::connect(&distributed_config().await)
+            Kind::Distributed => Backends::connect(distributed.as_deref().unwrap())
                 .await
                 .unwrap(),
         };
@@ -255,6 +299,14 @@ impl TestApp {
             );
             tasks.spawn(worker.run(shutdown.clone()));
         }
+        if let Some(config) = &options.webhooks {
+            let dispatcher = Dispatcher::new(backends.webhooks.clone(), config.clone()).unwrap();
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                dispatcher.run(stop).await;
+                Ok(())
+            });
+        }
         let state = AppState {
             backends: backends.clone(),
             registry: registry.clone(),
@@ -278,6 +330,7 @@ impl TestApp {
                 options.rate_limit,
             )),
             admission: Arc::new(Admission::new(options.jobs.max_backlog)),
+            webhooks: options.webhooks.unwrap_or_default(),
         };
         let server = ApiServer::bind("127.0.0.1:0".parse().unwrap(), state)
             .await
@@ -293,7 +346,9 @@ impl TestApp {
             registry,
             shutdown,
             tasks,
-            _dirs: vec![data, registry_dir],
+            data,
+            distributed,
+            _dirs: vec![registry_dir],
         }
     }
 
@@ -345,6 +400,28 @@ impl TestApp {
                 .multipart(image_form(model, name, bytes)),
         )
         .await
+    }
+
+    /// A request with a JSON body (or none); the status and the JSON answered (`null` for none).
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+        };
+        (status, json)
     }
 
     /// `POST /v1/jobs` with `model` and `image` fields.
@@ -414,6 +491,20 @@ impl TestApp {
             outcomes.push(done.unwrap());
         }
         outcomes
+    }
+
+    /// Stops the app like [`TestApp::stop`] (every task must end cleanly) and hands back its
+    /// data for [`Options::data`].
+    pub async fn stop_keeping_data(mut self) -> AppData {
+        let data = std::mem::replace(&mut self.data, tempfile::tempdir().unwrap());
+        let distributed = self.distributed.take();
+        for outcome in self.stop().await {
+            outcome.unwrap();
+        }
+        match distributed {
+            Some(config) => AppData::Distributed(config),
+            None => AppData::Embedded(data),
+        }
     }
 }
 

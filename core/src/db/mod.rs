@@ -9,6 +9,7 @@ mod idempotency;
 mod postgres;
 mod sqlite;
 mod tenants;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -23,6 +24,9 @@ pub use idempotency::{Begin, IdempotencyStore, NewIdempotencyKey, StoredResponse
 pub use postgres::PostgresJobStore;
 pub use sqlite::SqliteJobStore;
 pub use tenants::{CreatedKey, KEY_USE_RESOLUTION, NewApiKey, TenantStore, create_api_key};
+pub use webhooks::{
+    AttemptOutcome, EndpointUpdate, NewDelivery, NewEndpoint, Replay, WebhookStore,
+};
 
 /// Errors of a job store.
 #[derive(Debug, thiserror::Error)]

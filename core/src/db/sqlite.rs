@@ -3,6 +3,7 @@
 mod batches;
 mod idempotency;
 mod tenants;
+mod webhooks;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -1,0 +1,473 @@
+//! Webhook endpoints, signing secrets and deliveries in PostgreSQL.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::{JOB_COLUMNS, JobRow, PostgresJobStore};
+use crate::db::{
+    AttemptOutcome, DbError, EndpointUpdate, NewDelivery, NewEndpoint, Replay, WebhookStore,
+    lease_duration,
+};
+use crate::job::{BatchId, Job, JobId};
+use crate::tenant::TenantId;
+use crate::webhooks::{
+    Attempt, Delivery, DeliveryId, Endpoint, EndpointId, EventType, Secret, SigningKeys,
+};
+
+const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, event_types, description, enabled, \
+     disabled_reason, secret, previous_secret, previous_secret_expires_at, created_at, updated_at";
+
+const DELIVERY_COLUMNS: &str = "id, tenant_id, endpoint_id, url, event_type, job_id, batch_id, \
+     payload, status, attempts, next_attempt_at, created_at, updated_at";
+
+#[derive(sqlx::FromRow)]
+struct EndpointRow {
+    id: Uuid,
+    tenant_id: Uuid,
+    url: String,
+    event_types: Json<Vec<EventType>>,
+    description: Option<String>,
+    enabled: bool,
+    disabled_reason: Option<String>,
+    secret: String,
+    previous_secret: Option<String>,
+    previous_secret_expires_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+fn keys(
+    secret: &str,
+    previous: Option<String>,
+    until: Option<DateTime<Utc>>,
+) -> Result<SigningKeys, DbError> {
+    let parse = |s: &str| {
+        Secret::parse(s)
+            .ok_or_else(|| DbError::Backend(anyhow::anyhow!("a stored secret is malformed")))
+    };
+    Ok(SigningKeys {
+        current: parse(secret)?,
+        previous: previous.as_deref().map(parse).transpose()?,
+        previous_expires_at: until,
+    })
+}
+
+impl TryFrom<EndpointRow> for Endpoint {
+    type Error = DbError;
+    fn try_from(row: EndpointRow) -> Result<Self, DbError> {
+        Ok(Endpoint {
+            id: EndpointId(row.id),
+            tenant_id: TenantId(row.tenant_id),
+            url: row.url,
+            event_types: row.event_types.0,
+            description: row.description,
+            enabled: row.enabled,
+            disabled_reason: row.disabled_reason,
+            keys: keys(
+                &row.secret,
+                row.previous_secret,
+                row.previous_secret_expires_at,
+            )?,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct DeliveryRow {
+    id: String,
+    tenant_id: Uuid,
+    endpoint_id: Option<Uuid>,
+    url: String,
+    event_type: String,
+    job_id: Option<Uuid>,
+    batch_id: Option<Uuid>,
+    payload: String,
+    status: String,
+    attempts: i32,
+    next_attempt_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<DeliveryRow> for Delivery {
+    type Error = DbError;
+    fn try_from(row: DeliveryRow) -> Result<Self, DbError> {
+        Ok(Delivery {
+            id: row.id.parse().map_err(anyhow::Error::msg)?,
+            tenant_id: TenantId(row.tenant_id),
+            endpoint_id: row.endpoint_id.map(EndpointId),
+            url: row.url,
+            event_type: row.event_type.parse().map_err(anyhow::Error::msg)?,
+            job_id: row.job_id.map(JobId),
+            batch_id: row.batch_id.map(BatchId),
+            payload: row.payload,
+            status: row.status.parse().map_err(anyhow::Error::msg)?,
+            attempts: row.attempts,
+            next_attempt_at: row.next_attempt_at,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct AttemptRow {
+    attempted_at: DateTime<Utc>,
+    response_status: Option<i32>,
+    latency_ms: i64,
+    response_excerpt: Option<String>,
+    error: Option<String>,
+}
+
+#[async_trait]
+impl WebhookStore for PostgresJobStore {
+    async fn create_endpoint(&self, e: &NewEndpoint) -> Result<Endpoint, DbError> {
+        let row: EndpointRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "insert into webhook_endpoints (id, tenant_id, url, event_types, description, \
+                 enabled, secret) values ($1, $2, $3, $4, $5, $6, $7) \
+             returning {ENDPOINT_COLUMNS}"
+        )))
+        .bind(e.id.0)
+        .bind(e.tenant_id.0)
+        .bind(&e.url)
+        .bind(Json(&e.event_types))
+        .bind(&e.description)
+        .bind(e.enabled)
+        .bind(e.secret.expose())
+        .fetch_one(&self.pool)
+        .await?;
+        row.try_into()
+    }
+
+    async fn list_endpoints(&self, tenant: TenantId) -> Result<Vec<Endpoint>, DbError> {
+        let rows: Vec<EndpointRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select {ENDPOINT_COLUMNS} from webhook_endpoints where tenant_id = $1 order by id"
+        )))
+        .bind(tenant.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(Endpoint::try_from).collect()
+    }
+
+    async fn find_endpoint(
+        &self,
+        tenant: TenantId,
+        id: EndpointId,
+    ) -> Result<Option<Endpoint>, DbError> {
+        let row: Option<EndpointRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select {ENDPOINT_COLUMNS} from webhook_endpoints where id = $1 and tenant_id = $2"
+        )))
+        .bind(id.0)
+        .bind(tenant.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(Endpoint::try_from).transpose()
+    }
+
+    async fn update_endpoint(
+        &self,
+        tenant: TenantId,
+        id: EndpointId,
+        u: &EndpointUpdate,
+    ) -> Result<Option<Endpoint>, DbError> {
+        let row: Option<EndpointRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "update webhook_endpoints set url = coalesce($3, url), \
+                 event_types = coalesce($4, event_types), \
+                 description = case when $5 then $6 else description end, \
+                 enabled = coalesce($7, enabled), \
+                 disabled_reason = case when $7 then null else disabled_reason end, \
+                 updated_at = now() \
+             where id = $1 and tenant_id = $2 returning {ENDPOINT_COLUMNS}"
+        )))
+        .bind(id.0)
+        .bind(tenant.0)
+        .bind(&u.url)
+        .bind(u.event_types.as_ref().map(Json))
+        .bind(u.description.is_some())
+        .bind(u.description.clone().flatten())
+        .bind(u.enabled)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(Endpoint::try_from).transpose()
+    }
+
+    async fn rotate_endpoint_secret(
+        &self,
+        tenant: TenantId,
+        id: EndpointId,
+        secret: &Secret,
+        previous_until: DateTime<Utc>,
+    ) -> Result<Option<Endpoint>, DbError> {
+        let row: Option<EndpointRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "update webhook_endpoints set previous_secret = secret, secret = $3, \
+                 previous_secret_expires_at = $4, updated_at = now() \
+             where id = $1 and tenant_id = $2 returning {ENDPOINT_COLUMNS}"
+        )))
+        .bind(id.0)
+        .bind(tenant.0)
+        .bind(secret.expose())
+        .bind(previous_until)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(Endpoint::try_from).transpose()
+    }
+
+    async fn delete_endpoint(&self, tenant: TenantId, id: EndpointId) -> Result<bool, DbError> {
+        let done = sqlx::query("delete from webhook_endpoints where id = $1 and tenant_id = $2")
+            .bind(id.0)
+            .bind(tenant.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn disable_endpoint(&self, id: EndpointId, reason: &str) -> Result<(), DbError> {
+        sqlx::query(
+            "update webhook_endpoints set enabled = false, disabled_reason = $2, \
+                 updated_at = now() where id = $1",
+        )
+        .bind(id.0)
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn rotate_signing_secret(
+        &self,
+        tenant: TenantId,
+        secret: &Secret,
+        previous_until: DateTime<Utc>,
+    ) -> Result<SigningKeys, DbError> {
+        let (current, previous, until): (String, Option<String>, Option<DateTime<Utc>>) =
+            sqlx::query_as(
+                "insert into webhook_signing_secrets (tenant_id, secret) values ($1, $2) \
+                 on conflict (tenant_id) do update set secret = excluded.secret, \
+                     previous_secret = webhook_signing_secrets.secret, \
+                     previous_secret_expires_at = $3, updated_at = now() \
+                 returning secret, previous_secret, previous_secret_expires_at",
+            )
+            .bind(tenant.0)
+            .bind(secret.expose())
+            .bind(previous_until)
+            .fetch_one(&self.pool)
+            .await?;
+        keys(&current, previous, until)
+    }
+
+    async fn signing_keys(&self, tenant: TenantId) -> Result<SigningKeys, DbError> {
+        sqlx::query(
+            "insert into webhook_signing_secrets (tenant_id, secret) values ($1, $2) \
+             on conflict (tenant_id) do nothing",
+        )
+        .bind(tenant.0)
+        .bind(Secret::generate().expose())
+        .execute(&self.pool)
+        .await?;
+        let (current, previous, until): (String, Option<String>, Option<DateTime<Utc>>) =
+            sqlx::query_as(
+                "select secret, previous_secret, previous_secret_expires_at \
+                 from webhook_signing_secrets where tenant_id = $1",
+            )
+            .bind(tenant.0)
+            .fetch_one(&self.pool)
+            .await?;
+        keys(&current, previous, until)
+    }
+
+    async fn jobs_awaiting_events(&self, limit: i64) -> Result<Vec<Job>, DbError> {
+        let rows: Vec<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select {JOB_COLUMNS} from jobs where events_enqueued_at is null \
+                 and status in ('succeeded', 'failed', 'canceled') \
+             order by finished_at limit $1"
+        )))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(Job::try_from).collect()
+    }
+
+    async fn enqueue_job_events(
+        &self,
+        tenant: TenantId,
+        job: JobId,
+        deliveries: &[NewDelivery],
+    ) -> Result<bool, DbError> {
+        let mut tx = self.pool.begin().await?;
+        // The row lock makes a racing dispatcher wait, then find the job stamped.
+        let stamped = sqlx::query(
+            "update jobs set events_enqueued_at = now() \
+             where id = $1 and events_enqueued_at is null",
+        )
+        .bind(job.0)
+        .execute(&mut *tx)
+        .await?;
+        if stamped.rows_affected() == 0 {
+            return Ok(false);
+        }
+        for d in deliveries {
+            sqlx::query(
+                "insert into webhook_deliveries (id, tenant_id, endpoint_id, url, event_type, \
+                     job_id, payload, status, next_attempt_at) \
+                 values ($1, $2, $3, $4, $5, $6, $7, 'pending', now())",
+            )
+            .bind(d.id.as_str())
+            .bind(tenant.0)
+            .bind(d.endpoint_id.map(|e| e.0))
+            .bind(&d.url)
+            .bind(d.event_type.as_str())
+            .bind(job.0)
+            .bind(&d.payload)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await.context("committing job events")?;
+        Ok(true)
+    }
+
+    async fn claim_due_deliveries(
+        &self,
+        lease: Duration,
+        limit: i64,
+    ) -> Result<Vec<Delivery>, DbError> {
+        let rows: Vec<DeliveryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "update webhook_deliveries set lease_expires_at = now() + $1 \
+             where id in (select id from webhook_deliveries \
+                 where status = 'pending' and next_attempt_at <= now() \
+                     and (lease_expires_at is null or lease_expires_at < now()) \
+                 order by next_attempt_at limit $2 for update skip locked) \
+             returning {DELIVERY_COLUMNS}"
+        )))
+        .bind(lease_duration(lease))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(Delivery::try_from).collect()
+    }
+
+    async fn record_attempt(
+        &self,
+        id: &DeliveryId,
+        attempts_before: i32,
+        a: &Attempt,
+        outcome: AttemptOutcome,
+    ) -> Result<bool, DbError> {
+        let (status, next) = match outcome {
+            AttemptOutcome::Succeeded => ("succeeded", None),
+            AttemptOutcome::Retry(at) => ("pending", Some(at)),
+            AttemptOutcome::Failed => ("failed", None),
+        };
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "update webhook_deliveries set attempts = attempts + 1, status = $3, \
+                 next_attempt_at = $4, lease_expires_at = null, updated_at = now() \
+             where id = $1 and attempts = $2 and status = 'pending'",
+        )
+        .bind(id.as_str())
+        .bind(attempts_before)
+        .bind(status)
+        .bind(next)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "insert into webhook_attempts (delivery_id, attempted_at, response_status, \
+                 latency_ms, response_excerpt, error) values ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id.as_str())
+        .bind(a.attempted_at)
+        .bind(a.response_status)
+        .bind(a.latency_ms)
+        .bind(&a.response_excerpt)
+        .bind(&a.error)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await.context("committing a webhook attempt")?;
+        Ok(true)
+    }
+
+    async fn list_deliveries(
+        &self,
+        tenant: TenantId,
+        endpoint: EndpointId,
+        before: Option<&DeliveryId>,
+        limit: i64,
+    ) -> Result<Vec<Delivery>, DbError> {
+        let rows: Vec<DeliveryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select {DELIVERY_COLUMNS} from webhook_deliveries \
+             where tenant_id = $1 and endpoint_id = $2 and ($3::text is null or id < $3) \
+             order by id desc limit $4"
+        )))
+        .bind(tenant.0)
+        .bind(endpoint.0)
+        .bind(before.map(DeliveryId::as_str))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(Delivery::try_from).collect()
+    }
+
+    async fn find_delivery(
+        &self,
+        tenant: TenantId,
+        id: &DeliveryId,
+    ) -> Result<Option<Delivery>, DbError> {
+        let row: Option<DeliveryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select {DELIVERY_COLUMNS} from webhook_deliveries where id = $1 and tenant_id = $2"
+        )))
+        .bind(id.as_str())
+        .bind(tenant.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(Delivery::try_from).transpose()
+    }
+
+    async fn attempts(&self, id: &DeliveryId) -> Result<Vec<Attempt>, DbError> {
+        let rows: Vec<AttemptRow> = sqlx::query_as(
+            "select attempted_at, response_status, latency_ms, response_excerpt, error \
+             from webhook_attempts where delivery_id = $1 order by id",
+        )
+        .bind(id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Attempt {
+                attempted_at: r.attempted_at,
+                response_status: r.response_status,
+                latency_ms: r.latency_ms,
+                response_excerpt: r.response_excerpt,
+                error: r.error,
+            })
+            .collect())
+    }
+
+    async fn replay_delivery(&self, tenant: TenantId, id: &DeliveryId) -> Result<Replay, DbError> {
+        let row: Option<DeliveryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "update webhook_deliveries set status = 'pending', next_attempt_at = now(), \
+                 lease_expires_at = null, updated_at = now() \
+             where id = $1 and tenant_id = $2 and status = 'failed' \
+             returning {DELIVERY_COLUMNS}"
+        )))
+        .bind(id.as_str())
+        .bind(tenant.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = row {
+            return Ok(Replay::Scheduled(row.try_into()?));
+        }
+        Ok(match self.find_delivery(tenant, id).await? {
+            Some(delivery) => Replay::NotFailed(delivery),
+            None => Replay::NotFound,
+        })
+    }
+}

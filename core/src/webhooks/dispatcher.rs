@@ -1,0 +1,386 @@
+//! The dispatcher: fans finished jobs out into stored deliveries, then sends the due ones,
+//! records every attempt and schedules the next.
+//!
+//! Runs where the re-publisher runs (`medinform serve`, `medinform worker`); several processes
+//! may run one each: the store leases every delivery to one of them per attempt.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+
+use super::schedule::{next_delay, parse_retry_after};
+use super::target::{GuardedResolver, TargetPolicy, is_allowed_address, literal_ip, parse_url};
+use super::{Attempt, Delivery, DeliveryId, Endpoint, EventType, Payload, SigningKeys};
+use crate::config::WebhooksConfig;
+use crate::db::{AttemptOutcome, NewDelivery, WebhookStore};
+use crate::tenant::TenantId;
+use crate::view::JobView;
+
+/// Jobs fanned out per store query; the loop takes the rest.
+const FAN_OUT_BATCH: i64 = 200;
+/// The most of a response body kept with an attempt.
+const EXCERPT_BYTES: usize = 1024;
+/// How much longer than the send timeout a delivery stays leased to the dispatcher sending it.
+const LEASE_MARGIN: Duration = Duration::from_secs(30);
+
+/// Makes ring the process's rustls crypto provider, which reqwest then uses for `https`
+/// webhooks (ring is what sqlx, lapin and the S3 client use already). Harmless when a provider
+/// is installed: that one stays.
+pub fn install_crypto_provider() {
+    // An error only says that a provider is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// What one [`Dispatcher::tick`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tick {
+    /// Deliveries stored for newly finished jobs.
+    pub enqueued: usize,
+    /// Delivery attempts made.
+    pub attempted: usize,
+}
+
+/// Sends webhooks; see the module documentation.
+#[derive(Clone)]
+pub struct Dispatcher {
+    store: Arc<dyn WebhookStore>,
+    config: WebhooksConfig,
+    policy: TargetPolicy,
+    client: reqwest::Client,
+}
+
+impl Dispatcher {
+    /// A dispatcher on `store` with its HTTP client: no redirects, no proxies, the configured
+    /// timeout and, unless private targets are allowed, a resolver that refuses private
+    /// addresses.
+    pub fn new(store: Arc<dyn WebhookStore>, config: WebhooksConfig) -> anyhow::Result<Self> {
+        install_crypto_provider();
+        let policy = TargetPolicy {
+            allow_private: config.allow_private_targets,
+        };
+        let timeout = Duration::from_secs(config.timeout_secs);
+        let mut builder = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .user_agent(concat!("MedInform-Webhooks/", env!("CARGO_PKG_VERSION")));
+        if !policy.allow_private {
+            builder = builder.dns_resolver(GuardedResolver);
+        }
+        let client = builder
+            .build()
+            .context("building the webhook HTTP client")?;
+        Ok(Self {
+            store,
+            config,
+            policy,
+            client,
+        })
+    }
+
+    /// Ticks every `webhooks.poll_interval_ms` until `shutdown`. A tick in progress is let
+    /// finish (its sends are bounded by `webhooks.timeout_secs`); no new one starts.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let pause = Duration::from_millis(self.config.poll_interval_ms);
+        loop {
+            let busy = match self.tick().await {
+                Ok(tick) => tick.attempted >= self.config.max_concurrent_sends,
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "webhook dispatch failed");
+                    false
+                }
+            };
+            if shutdown.is_cancelled() {
+                return;
+            }
+            // A full round means more are due: go on at once.
+            if !busy {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
+    }
+
+    /// One round: fan finished jobs out into deliveries, then send up to
+    /// `webhooks.max_concurrent_sends` due deliveries at once and record their attempts.
+    pub async fn tick(&self) -> anyhow::Result<Tick> {
+        let enqueued = self.fan_out().await.context("fanning out job events")?;
+        let due = self
+            .store
+            .claim_due_deliveries(
+                Duration::from_secs(self.config.timeout_secs) + LEASE_MARGIN,
+                i64::try_from(self.config.max_concurrent_sends).unwrap_or(i64::MAX),
+            )
+            .await
+            .context("claiming due deliveries")?;
+        let attempted = due.len();
+        futures::future::join_all(due.into_iter().map(|d| self.deliver(d))).await;
+        Ok(Tick {
+            enqueued,
+            attempted,
+        })
+    }
+
+    /// Stores one delivery per enabled endpoint that takes the event (and one for the job's own
+    /// `webhook_url`) for every finished job not fanned out yet.
+    async fn fan_out(&self) -> anyhow::Result<usize> {
+        let mut endpoints: HashMap<TenantId, Vec<Endpoint>> = HashMap::new();
+        let mut enqueued = 0;
+        loop {
+            let jobs = self.store.jobs_awaiting_events(FAN_OUT_BATCH).await?;
+            let count = jobs.len();
+            for job in jobs {
+                let Some(event) = EventType::for_job(job.status) else {
+                    continue;
+                };
+                if let std::collections::hash_map::Entry::Vacant(slot) =
+                    endpoints.entry(job.tenant_id)
+                {
+                    slot.insert(self.store.list_endpoints(job.tenant_id).await?);
+                }
+                let (tenant, id, webhook_url) = (job.tenant_id, job.id, job.webhook_url.clone());
+                let view = JobView::from(job);
+                let payload = serde_json::to_string(&Payload {
+                    event_type: event,
+                    timestamp: Utc::now(),
+                    data: &view,
+                })
+                .context("encoding a webhook payload")?;
+                let mut deliveries: Vec<NewDelivery> = endpoints[&tenant]
+                    .iter()
+                    .filter(|e| e.enabled && e.event_types.contains(&event))
+                    .map(|e| NewDelivery {
+                        id: DeliveryId::new(),
+                        endpoint_id: Some(e.id),
+                        url: e.url.clone(),
+                        event_type: event,
+                        payload: payload.clone(),
+                    })
+                    .collect();
+                if let Some(url) = webhook_url {
+                    deliveries.push(NewDelivery {
+                        id: DeliveryId::new(),
+                        endpoint_id: None,
+                        url,
+                        event_type: event,
+                        payload,
+                    });
+                }
+                if self
+                    .store
+                    .enqueue_job_events(tenant, id, &deliveries)
+                    .await?
+                {
+                    enqueued += deliveries.len();
+                }
+            }
+            if count < FAN_OUT_BATCH as usize {
+                return Ok(enqueued);
+            }
+        }
+    }
+
+    /// Makes one attempt and records it; failures are logged (the lease runs out and another
+    /// round tries again).
+    async fn deliver(&self, delivery: Delivery) {
+        let span = tracing::info_span!(
+            "webhook_delivery",
+            delivery_id = %delivery.id,
+            endpoint_id = ?delivery.endpoint_id.map(|e| e.0),
+            attempt = delivery.attempts + 1,
+        );
+        let outcome = tracing::Instrument::instrument(self.try_deliver(&delivery), span).await;
+        if let Err(e) = outcome {
+            tracing::warn!(delivery_id = %delivery.id, error = %format!("{e:#}"), "webhook attempt not recorded");
+        }
+    }
+
+    async fn try_deliver(&self, delivery: &Delivery) -> anyhow::Result<()> {
+        let keys = match delivery.endpoint_id {
+            Some(id) => match self.store.find_endpoint(delivery.tenant_id, id).await? {
+                Some(endpoint) if endpoint.enabled => endpoint.keys,
+                Some(endpoint) => {
+                    let why = endpoint
+                        .disabled_reason
+                        .unwrap_or_else(|| "disabled by its owner".into());
+                    return self
+                        .give_up(delivery, format!("the endpoint is disabled: {why}"))
+                        .await;
+                }
+                // Deleted with its deliveries: nothing left to record.
+                None => return Ok(()),
+            },
+            None => self.store.signing_keys(delivery.tenant_id).await?,
+        };
+        let (attempt, retry_after) = self.send(delivery, &keys).await;
+        let status = attempt.response_status;
+        let outcome = match status {
+            Some(200..=299) => AttemptOutcome::Succeeded,
+            Some(410) => AttemptOutcome::Failed,
+            _ => match next_delay(
+                &self.config.retry_schedule_secs,
+                delivery.attempts + 1,
+                retry_after,
+                &mut rand::rng(),
+            ) {
+                Some(delay) => AttemptOutcome::Retry(
+                    attempt.attempted_at
+                        + chrono::TimeDelta::from_std(delay).unwrap_or(chrono::TimeDelta::MAX),
+                ),
+                None => AttemptOutcome::Failed,
+            },
+        };
+        let recorded = self
+            .store
+            .record_attempt(&delivery.id, delivery.attempts, &attempt, outcome)
+            .await?;
+        if !recorded {
+            tracing::warn!("another dispatcher recorded this attempt first");
+            return Ok(());
+        }
+        if let (Some(410), Some(endpoint)) = (status, delivery.endpoint_id) {
+            let reason = format!(
+                "The receiver answered 410 Gone at {}; re-enable the endpoint once it accepts \
+                 deliveries again.",
+                attempt.attempted_at.to_rfc3339()
+            );
+            self.store.disable_endpoint(endpoint, &reason).await?;
+            tracing::warn!(endpoint_id = %endpoint, "endpoint disabled: it answered 410 Gone");
+        }
+        tracing::info!(
+            status = ?status,
+            latency_ms = attempt.latency_ms,
+            error = attempt.error.as_deref(),
+            outcome = ?outcome,
+            "webhook attempt"
+        );
+        Ok(())
+    }
+
+    /// Records an attempt that was not made, and fails the delivery.
+    async fn give_up(&self, delivery: &Delivery, why: String) -> anyhow::Result<()> {
+        let attempt = Attempt {
+            attempted_at: Utc::now(),
+            response_status: None,
+            latency_ms: 0,
+            response_excerpt: None,
+            error: Some(why),
+        };
+        self.store
+            .record_attempt(
+                &delivery.id,
+                delivery.attempts,
+                &attempt,
+                AttemptOutcome::Failed,
+            )
+            .await?;
+        tracing::info!(
+            error = attempt.error.as_deref(),
+            "webhook delivery given up"
+        );
+        Ok(())
+    }
+
+    /// POSTs the payload, signed; returns the attempt and the `Retry-After` asked for.
+    async fn send(&self, delivery: &Delivery, keys: &SigningKeys) -> (Attempt, Option<Duration>) {
+        let attempted_at = Utc::now();
+        let started = Instant::now();
+        let failed = |error: String| Attempt {
+            attempted_at,
+            response_status: None,
+            latency_ms: elapsed_ms(started),
+            response_excerpt: None,
+            error: Some(error),
+        };
+        // An IP literal is never resolved, so the resolver cannot refuse it: check it here.
+        if !self.policy.allow_private {
+            let url = match parse_url(&delivery.url) {
+                Ok(url) => url,
+                Err(e) => return (failed(e.0), None),
+            };
+            if let Some(ip) = literal_ip(&url).filter(|ip| !is_allowed_address(*ip)) {
+                return (
+                    failed(format!(
+                        "refused: {ip} is a loopback, private or link-local address, which \
+                         webhooks.allow_private_targets does not allow"
+                    )),
+                    None,
+                );
+            }
+        }
+        let timestamp = attempted_at.timestamp();
+        let signature = keys.signature_header(
+            delivery.id.as_str(),
+            timestamp,
+            &delivery.payload,
+            attempted_at,
+        );
+        let sent = self
+            .client
+            .post(&delivery.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("webhook-id", delivery.id.as_str())
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(delivery.payload.clone())
+            .send()
+            .await;
+        let mut response = match sent {
+            Ok(response) => response,
+            Err(e) => return (failed(error_chain(e)), None),
+        };
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, Utc::now()));
+        let mut body = Vec::new();
+        while body.len() < EXCERPT_BYTES {
+            match response.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        body.truncate(EXCERPT_BYTES);
+        let excerpt = String::from_utf8_lossy(&body).into_owned();
+        let attempt = Attempt {
+            attempted_at,
+            response_status: Some(i32::from(response.status().as_u16())),
+            latency_ms: elapsed_ms(started),
+            response_excerpt: Some(excerpt).filter(|e| !e.is_empty()),
+            error: None,
+        };
+        (attempt, retry_after)
+    }
+}
+
+fn elapsed_ms(started: Instant) -> i64 {
+    i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The error and its causes, without the URL (it may carry a receiver's token).
+fn error_chain(e: reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    let e = e.without_url();
+    let mut text = format!("{kind}: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
