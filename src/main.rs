@@ -217,7 +217,8 @@ async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
             config.jobs.clone(),
         );
         tasks.spawn(republisher.run(shutdown.clone()).map_ok());
-        let dispatcher = Dispatcher::new(backends.webhooks.clone(), config.webhooks.clone())?;
+        let dispatcher = Dispatcher::new(backends.webhooks.clone(), config.webhooks.clone())?
+            .with_batches(backends.batches.clone(), registry.clone());
         tasks.spawn(dispatcher.run(shutdown.clone()).map_ok());
         let worker = Worker::new(
             backends.clone(),

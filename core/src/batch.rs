@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::db::{BatchStore, DbError};
 use crate::job::{BatchId, JobStatus};
+use crate::registry::Registry;
 use crate::tenant::TenantId;
 
 /// A batch as stored.
@@ -168,6 +170,22 @@ impl BatchView {
             findings,
         }
     }
+}
+
+/// The view of `batch` now: its jobs tallied, with the finding and threshold its model has.
+pub async fn view(
+    store: &dyn BatchStore,
+    registry: &Registry,
+    batch: Batch,
+) -> Result<BatchView, DbError> {
+    let tallies = store.batch_tallies(batch.id).await?;
+    let model = registry.get(&batch.model);
+    let finding = model
+        .as_ref()
+        .and_then(|m| m.manifest())
+        .map(|m| m.decision.finding.clone());
+    let threshold = model.as_ref().and_then(|m| m.threshold());
+    Ok(BatchView::new(batch, &tallies, finding, threshold))
 }
 
 #[cfg(test)]

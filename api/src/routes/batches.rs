@@ -118,14 +118,10 @@ pub async fn open_for(
 
 /// The view of a batch, with the finding and threshold its model has now.
 pub async fn view(state: &AppState, batch: Batch) -> Result<BatchView, ApiError> {
-    let tallies = state.backends.batches.batch_tallies(batch.id).await?;
-    let model = state.registry.get(&batch.model);
-    let finding = model
-        .as_ref()
-        .and_then(|m| m.manifest())
-        .map(|m| m.decision.finding.clone());
-    let threshold = model.as_ref().and_then(|m| m.threshold());
-    Ok(BatchView::new(batch, &tallies, finding, threshold))
+    Ok(
+        medinform_core::batch::view(state.backends.batches.as_ref(), &state.registry, batch)
+            .await?,
+    )
 }
 
 fn new_batch(caller: &Caller, request: CreateBatchRequest) -> Result<NewBatch, ApiError> {

@@ -109,6 +109,10 @@ pub async fn create(
     let image = image
         .ok_or_else(|| ApiError::new(ErrorCode::MissingField, "The form has no `image` file."))?;
 
+    if let Some(url) = &metadata.webhook_url {
+        let policy = super::webhooks::policy(&state);
+        metadata.webhook_url = Some(super::webhooks::checked_url(url, policy).await?);
+    }
     if let Some(batch_id) = batch_id {
         let batch = super::batches::open_for(&state, &caller, batch_id, &model).await?;
         // A job of a batch is taken where its batch is, unless the client says otherwise.

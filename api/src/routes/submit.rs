@@ -23,8 +23,6 @@ pub const MAX_TEXT_CHARS: usize = 200;
 /// Most tags on a job or batch, and the longest tag.
 const MAX_TAGS: usize = 20;
 const MAX_TAG_CHARS: usize = 50;
-/// Longest accepted webhook URL.
-const MAX_URL_CHARS: usize = 2000;
 
 /// What a client says about an image besides the image itself. Stored with the job and echoed
 /// back; never logged (it may identify a patient).
@@ -45,7 +43,8 @@ impl Metadata {
             "site" => self.site = bounded_text("site", value)?,
             "tags" => self.tags.extend(tags(&value)?),
             "deadline" => self.deadline = deadline(&value)?,
-            "webhook_url" => self.webhook_url = webhook_url(value)?,
+            // Checked when the job is accepted (super::webhooks::checked_url).
+            "webhook_url" => self.webhook_url = Some(value).filter(|v| !v.is_empty()),
             _ => return Ok(false),
         }
         if self.tags.len() > MAX_TAGS {
@@ -122,24 +121,6 @@ fn deadline(value: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
         ));
     }
     Ok(Some(deadline))
-}
-
-/// A job's webhook URL: an absolute http(s) URL. Whether its host may be reached is checked
-/// when the job is accepted.
-fn webhook_url(value: String) -> Result<Option<String>, ApiError> {
-    if value.is_empty() {
-        return Ok(None);
-    }
-    if value.len() > MAX_URL_CHARS
-        || !(value.starts_with("https://") || value.starts_with("http://"))
-        || value.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err(ApiError::new(
-            ErrorCode::WebhookUrlNotAllowed,
-            "`webhook_url` must be an absolute http:// or https:// URL.",
-        ));
-    }
-    Ok(Some(value))
 }
 
 /// The model `id` if it exists and can run, with its version.

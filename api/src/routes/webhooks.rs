@@ -69,14 +69,14 @@ fn delivery_not_found(id: &DeliveryId) -> ApiError {
     )
 }
 
-fn policy(state: &AppState) -> TargetPolicy {
+pub(crate) fn policy(state: &AppState) -> TargetPolicy {
     TargetPolicy {
         allow_private: state.webhooks.allow_private_targets,
     }
 }
 
 /// Checks a URL's form and, unless allowed, that it is not a private address.
-async fn checked_url(url: &str, policy: TargetPolicy) -> Result<String, ApiError> {
+pub(crate) async fn checked_url(url: &str, policy: TargetPolicy) -> Result<String, ApiError> {
     if url.chars().count() > MAX_URL_CHARS {
         return Err(ApiError::new(
             ErrorCode::InvalidField,

@@ -1,7 +1,10 @@
 //! API keys, tenants, the rate limit and the bounded backlog, on both backend sets.
 
+use medinform_core::config::WebhooksConfig;
+use medinform_core::db::NewDelivery;
 use medinform_core::storage::{image_key, sha256_hex};
 use medinform_core::tenant::Scope;
+use medinform_core::webhooks::{DeliveryId, EventType};
 use serde_json::Value;
 
 use crate::support::{Kind, Options, TestApp, cell_images, image_form, send};
@@ -228,7 +231,38 @@ const TENANT_SCOPED: &[Scoped] = &[
         owner_status: 400,
         not_found_code: "batch_not_found",
     },
+    Scoped {
+        method: "GET",
+        path: "/v1/webhooks/{webhook}",
+        owner_status: 200,
+        not_found_code: "webhook_not_found",
+    },
+    Scoped {
+        method: "GET",
+        path: "/v1/webhooks/{webhook}/deliveries",
+        owner_status: 200,
+        not_found_code: "webhook_not_found",
+    },
+    Scoped {
+        method: "GET",
+        path: "/v1/webhook-deliveries/{delivery}",
+        owner_status: 200,
+        not_found_code: "delivery_not_found",
+    },
+    // Pending, not failed: the owner is told it cannot be replayed yet.
+    Scoped {
+        method: "POST",
+        path: "/v1/webhook-deliveries/{delivery}/replay",
+        owner_status: 409,
+        not_found_code: "delivery_not_found",
+    },
     // Last: these change what they address.
+    Scoped {
+        method: "POST",
+        path: "/v1/webhooks/{webhook}/rotate-secret",
+        owner_status: 200,
+        not_found_code: "webhook_not_found",
+    },
     Scoped {
         method: "POST",
         path: "/v1/batches/{batch}/cancel",
@@ -244,10 +278,18 @@ const TENANT_SCOPED: &[Scoped] = &[
 ];
 
 async fn a_tenant_never_sees_another_tenants_jobs(kind: Kind) {
-    let app = keyed_app(kind).await;
-    let owner = app
-        .create_key("clinic-a", &[Scope::Submit, Scope::Read])
-        .await;
+    let app = TestApp::start_with(Options {
+        require_keys: true,
+        worker: false,
+        // Endpoints on loopback may be registered; nothing is sent to them in this test.
+        webhooks: Some(WebhooksConfig {
+            poll_interval_ms: 3_600_000,
+            ..crate::support::test_webhooks()
+        }),
+        ..Options::new(kind)
+    })
+    .await;
+    let owner = app.create_key("clinic-a", &[Scope::Admin]).await;
     // Every scope: a 404 here is the tenant boundary, never a missing scope.
     let other = app.create_key("clinic-b", &[Scope::Admin]).await;
     let (name, bytes) = cell_images().remove(0);
@@ -261,10 +303,46 @@ async fn a_tenant_never_sees_another_tenants_jobs(kind: Kind) {
     .await;
     assert_eq!(status, 201, "{batch}");
     let batch_id = batch["id"].as_str().unwrap().to_owned();
+    let (status, webhook) = send(
+        app.request_as(&owner, reqwest::Method::POST, "/v1/webhooks")
+            .json(&serde_json::json!({"url": "http://127.0.0.1:9/hook",
+                                      "event_types": ["job.succeeded"]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{webhook}");
+    let webhook_id = webhook["id"].as_str().unwrap().to_owned();
+    // A delivery of the owner's, stored as the dispatcher would.
+    let delivery_id = DeliveryId::new();
+    let owner_tenant = app
+        .backends
+        .tenants
+        .tenant_by_name("clinic-a")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        app.backends
+            .webhooks
+            .enqueue_job_events(
+                owner_tenant.id,
+                job_id.parse().unwrap(),
+                &[NewDelivery {
+                    id: delivery_id.clone(),
+                    endpoint_id: Some(webhook_id.parse().unwrap()),
+                    url: "http://127.0.0.1:9/hook".into(),
+                    event_type: EventType::JobSucceeded,
+                    payload: "{}".into(),
+                }],
+            )
+            .await
+            .unwrap()
+    );
     let path_of = |row: &Scoped| {
         row.path
             .replace("{job}", &job_id)
             .replace("{batch}", &batch_id)
+            .replace("{webhook}", &webhook_id)
+            .replace("{delivery}", delivery_id.as_str())
     };
     let method_of = |row: &Scoped| reqwest::Method::from_bytes(row.method.as_bytes()).unwrap();
 
@@ -296,6 +374,7 @@ async fn a_tenant_never_sees_another_tenants_jobs(kind: Kind) {
     for (path, list, id) in [
         ("/v1/jobs", "jobs", &job_id),
         ("/v1/batches", "batches", &batch_id),
+        ("/v1/webhooks", "webhooks", &webhook_id),
     ] {
         let (_, mine) = app.get_as(&owner, path).await;
         let (_, theirs) = app.get_as(&other, path).await;
@@ -329,13 +408,6 @@ async fn a_tenant_never_sees_another_tenants_jobs(kind: Kind) {
         .backends
         .jobs
         .get(job_id.parse().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
-    let owner_tenant = app
-        .backends
-        .tenants
-        .tenant_by_name("clinic-a")
         .await
         .unwrap()
         .unwrap();

@@ -300,7 +300,9 @@ impl TestApp {
             tasks.spawn(worker.run(shutdown.clone()));
         }
         if let Some(config) = &options.webhooks {
-            let dispatcher = Dispatcher::new(backends.webhooks.clone(), config.clone()).unwrap();
+            let dispatcher = Dispatcher::new(backends.webhooks.clone(), config.clone())
+                .unwrap()
+                .with_batches(backends.batches.clone(), registry.clone());
             let stop = shutdown.clone();
             tasks.spawn(async move {
                 dispatcher.run(stop).await;

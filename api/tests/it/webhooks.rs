@@ -152,23 +152,7 @@ async fn wait_delivery(app: &TestApp, id: &str, status: &str) -> Value {
     }
 }
 
-macro_rules! both_kinds {
-    ($name:ident) => {
-        mod $name {
-            use super::*;
-            #[tokio::test]
-            async fn embedded() {
-                super::$name(Kind::Embedded).await;
-            }
-            #[tokio::test]
-            async fn distributed() {
-                super::$name(Kind::Distributed).await;
-            }
-        }
-    };
-}
-
-both_kinds!(a_screened_job_is_delivered_once_and_signed_as_the_specification_says);
+crate::on_both_backends!(a_screened_job_is_delivered_once_and_signed_as_the_specification_says);
 async fn a_screened_job_is_delivered_once_and_signed_as_the_specification_says(kind: Kind) {
     let app = start(kind, true).await;
     let receiver = Receiver::start().await;
@@ -213,7 +197,66 @@ async fn a_screened_job_is_delivered_once_and_signed_as_the_specification_says(k
     app.stop().await;
 }
 
-both_kinds!(a_failed_attempt_is_retried_with_the_same_id_and_retry_after_is_honoured);
+crate::on_both_backends!(a_completed_batch_is_announced_once_with_its_findings);
+async fn a_completed_batch_is_announced_once_with_its_findings(kind: Kind) {
+    let app = start(kind, true).await;
+    let receiver = Receiver::start().await;
+    let (_, secret) = register(&app, &receiver.url, &["batch.completed"]).await;
+    let mut form = reqwest::multipart::Form::new()
+        .text("model", "malaria")
+        .text("site", "Camp 7");
+    let images = cell_images();
+    for (name, bytes) in images.iter().take(3) {
+        form = form.part(
+            "image",
+            reqwest::multipart::Part::bytes(bytes.clone()).file_name(name.clone()),
+        );
+    }
+    let (status, batch) = app.post_form_to("/v1/batches", form).await;
+    assert_eq!(status, 202, "{batch}");
+    for job in batch["jobs"].as_array().unwrap() {
+        app.wait_finished(job["id"].as_str().unwrap()).await;
+    }
+    let got = receiver.wait_for(1).await;
+    assert!(verifies(&secret, &got[0]), "signature does not verify");
+    let payload = got[0].json();
+    assert_eq!(payload["type"], "batch.completed");
+    let data = &payload["data"];
+    assert_eq!(data["id"], batch["id"]);
+    assert_eq!(data["counts"]["total"], 3);
+    assert_eq!(data["counts"]["succeeded"], 3);
+    assert_eq!(data["findings"]["finding"], "Parasitized");
+    assert!(data["completed_at"].is_string(), "{data}");
+    // The batch as the API shows it now is what was announced.
+    let (_, now) = app
+        .get(&format!("/v1/batches/{}", batch["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(now["counts"], data["counts"]);
+    assert_eq!(now["completed_at"], data["completed_at"]);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(receiver.received().len(), 1, "announced more than once");
+
+    // More images reopen it; when they are done it is announced again.
+    let form = reqwest::multipart::Form::new().part(
+        "image",
+        reqwest::multipart::Part::bytes(images[3].1.clone()).file_name("late.png"),
+    );
+    let (status, added) = app
+        .post_form_to(
+            &format!("/v1/batches/{}/jobs", batch["id"].as_str().unwrap()),
+            form,
+        )
+        .await;
+    assert_eq!(status, 202, "{added}");
+    app.wait_finished(added["jobs"][0]["id"].as_str().unwrap())
+        .await;
+    let got = receiver.wait_for(2).await;
+    assert_eq!(got[1].json()["data"]["counts"]["total"], 4);
+    assert_ne!(got[0].header("webhook-id"), got[1].header("webhook-id"));
+    app.stop().await;
+}
+
+crate::on_both_backends!(a_failed_attempt_is_retried_with_the_same_id_and_retry_after_is_honoured);
 async fn a_failed_attempt_is_retried_with_the_same_id_and_retry_after_is_honoured(kind: Kind) {
     let app = start(kind, false).await;
     let receiver = Receiver::start().await;
@@ -250,7 +293,7 @@ async fn a_failed_attempt_is_retried_with_the_same_id_and_retry_after_is_honoure
     app.stop().await;
 }
 
-both_kinds!(a_410_disables_the_endpoint_and_a_replay_delivers_after_re_enabling);
+crate::on_both_backends!(a_410_disables_the_endpoint_and_a_replay_delivers_after_re_enabling);
 async fn a_410_disables_the_endpoint_and_a_replay_delivers_after_re_enabling(kind: Kind) {
     let app = start(kind, false).await;
     let receiver = Receiver::start().await;
@@ -312,7 +355,7 @@ async fn a_410_disables_the_endpoint_and_a_replay_delivers_after_re_enabling(kin
     app.stop().await;
 }
 
-both_kinds!(a_delivery_due_when_the_service_stopped_is_sent_after_it_restarts);
+crate::on_both_backends!(a_delivery_due_when_the_service_stopped_is_sent_after_it_restarts);
 async fn a_delivery_due_when_the_service_stopped_is_sent_after_it_restarts(kind: Kind) {
     let webhooks = medinform_core::config::WebhooksConfig {
         retry_schedule_secs: vec![2, 1],
@@ -361,7 +404,7 @@ async fn a_delivery_due_when_the_service_stopped_is_sent_after_it_restarts(kind:
     app.stop().await;
 }
 
-both_kinds!(a_rotated_secret_signs_alongside_the_old_one);
+crate::on_both_backends!(a_rotated_secret_signs_alongside_the_old_one);
 async fn a_rotated_secret_signs_alongside_the_old_one(kind: Kind) {
     let app = start(kind, false).await;
     let receiver = Receiver::start().await;
@@ -407,7 +450,7 @@ async fn a_rotated_secret_signs_alongside_the_old_one(kind: Kind) {
     app.stop().await;
 }
 
-both_kinds!(a_jobs_own_webhook_url_is_signed_with_the_tenant_signing_secret);
+crate::on_both_backends!(a_jobs_own_webhook_url_is_signed_with_the_tenant_signing_secret);
 async fn a_jobs_own_webhook_url_is_signed_with_the_tenant_signing_secret(kind: Kind) {
     let app = start(kind, false).await;
     let receiver = Receiver::start().await;
@@ -423,7 +466,7 @@ async fn a_jobs_own_webhook_url_is_signed_with_the_tenant_signing_secret(kind: K
     app.stop().await;
 }
 
-both_kinds!(endpoints_are_managed_through_the_api);
+crate::on_both_backends!(endpoints_are_managed_through_the_api);
 async fn endpoints_are_managed_through_the_api(kind: Kind) {
     let app = start(kind, false).await;
     let receiver = Receiver::start().await;
@@ -531,7 +574,7 @@ async fn endpoints_are_managed_through_the_api(kind: Kind) {
     app.stop().await;
 }
 
-both_kinds!(another_tenants_endpoints_and_deliveries_are_not_found);
+crate::on_both_backends!(another_tenants_endpoints_and_deliveries_are_not_found);
 async fn another_tenants_endpoints_and_deliveries_are_not_found(kind: Kind) {
     let app = start(kind, false).await;
     let receiver = Receiver::start().await;
@@ -633,7 +676,21 @@ async fn private_targets_are_refused_unless_allowed() {
             .await;
         assert_eq!(status, 422, "{url}: {body}");
         assert_eq!(body["error"]["code"], "webhook_url_not_allowed", "{body}");
+        // A job's own webhook_url is held to the same rule, and nothing is stored.
+        let (name, bytes) = cell_images().remove(0);
+        let form = reqwest::multipart::Form::new()
+            .text("model", "malaria")
+            .text("webhook_url", url.clone())
+            .part(
+                "image",
+                reqwest::multipart::Part::bytes(bytes).file_name(name),
+            );
+        let (status, body) = lab.post_form(form).await;
+        assert_eq!(status, 422, "{url}: {body}");
+        assert_eq!(body["error"]["code"], "webhook_url_not_allowed", "{body}");
     }
+    let (_, page) = lab.get("/v1/jobs").await;
+    assert!(page["jobs"].as_array().unwrap().is_empty(), "{page}");
     let data = lab.stop_keeping_data().await;
 
     // A configuration that allowed them registers two; the next start no longer allows them.

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use super::DbError;
+use super::{DbError, NewDelivery};
 use crate::batch::{Batch, NewBatch, TallyRow};
 use crate::job::{BatchId, Job, JobFailure};
 use crate::tenant::TenantId;
@@ -24,8 +24,22 @@ pub trait BatchStore: Send + Sync + 'static {
     async fn batch_tallies(&self, id: BatchId) -> Result<Vec<TallyRow>, DbError>;
     /// Every job of the batch, oldest first (the export).
     async fn batch_jobs(&self, id: BatchId) -> Result<Vec<Job>, DbError>;
-    /// Jobs were added: the batch is not complete any more.
+    /// Jobs were added: the batch is not complete any more (and will be announced again when
+    /// it is).
     async fn reopen_batch(&self, id: BatchId) -> Result<(), DbError>;
+    /// Stamps `completed_at` on every batch that has jobs, none of them queued or processing;
+    /// returns how many.
+    async fn complete_batches(&self) -> Result<u64, DbError>;
+    /// Completed batches whose `batch.completed` event is not fanned out yet, oldest first.
+    async fn batches_awaiting_events(&self, limit: i64) -> Result<Vec<Batch>, DbError>;
+    /// In one transaction: stamps the batch's event as fanned out and stores `deliveries`.
+    /// False (and nothing stored) when another dispatcher stamped it first.
+    async fn enqueue_batch_events(
+        &self,
+        tenant: TenantId,
+        batch: BatchId,
+        deliveries: &[NewDelivery],
+    ) -> Result<bool, DbError>;
     /// Cancels the batch's `queued` jobs; returns how many.
     async fn cancel_batch(
         &self,

@@ -16,7 +16,8 @@ use super::schedule::{next_delay, parse_retry_after};
 use super::target::{GuardedResolver, TargetPolicy, is_allowed_address, literal_ip, parse_url};
 use super::{Attempt, Delivery, DeliveryId, Endpoint, EventType, Payload, SigningKeys};
 use crate::config::WebhooksConfig;
-use crate::db::{AttemptOutcome, NewDelivery, WebhookStore};
+use crate::db::{AttemptOutcome, BatchStore, NewDelivery, WebhookStore};
+use crate::registry::Registry;
 use crate::tenant::TenantId;
 use crate::view::JobView;
 
@@ -48,6 +49,8 @@ pub struct Tick {
 #[derive(Clone)]
 pub struct Dispatcher {
     store: Arc<dyn WebhookStore>,
+    /// Batches and the models that say what their findings are, for `batch.completed`.
+    batches: Option<(Arc<dyn BatchStore>, Arc<Registry>)>,
     config: WebhooksConfig,
     policy: TargetPolicy,
     client: reqwest::Client,
@@ -77,10 +80,17 @@ impl Dispatcher {
             .context("building the webhook HTTP client")?;
         Ok(Self {
             store,
+            batches: None,
             config,
             policy,
             client,
         })
+    }
+
+    /// Also announces completed batches (`batch.completed`), with their findings.
+    pub fn with_batches(mut self, batches: Arc<dyn BatchStore>, registry: Arc<Registry>) -> Self {
+        self.batches = Some((batches, registry));
+        self
     }
 
     /// Ticks every `webhooks.poll_interval_ms` until `shutdown`. A tick in progress is let
@@ -176,6 +186,62 @@ impl Dispatcher {
                 if self
                     .store
                     .enqueue_job_events(tenant, id, &deliveries)
+                    .await?
+                {
+                    enqueued += deliveries.len();
+                }
+            }
+            if count < FAN_OUT_BATCH as usize {
+                break;
+            }
+        }
+        if let Some((batches, registry)) = &self.batches {
+            enqueued += self
+                .fan_out_batches(batches.as_ref(), registry, &mut endpoints)
+                .await?;
+        }
+        Ok(enqueued)
+    }
+
+    /// Marks the batches whose jobs are all final as completed, and stores their
+    /// `batch.completed` deliveries (data: the batch view, with its counts and findings).
+    async fn fan_out_batches(
+        &self,
+        batches: &dyn BatchStore,
+        registry: &Registry,
+        endpoints: &mut HashMap<TenantId, Vec<Endpoint>>,
+    ) -> anyhow::Result<usize> {
+        batches.complete_batches().await?;
+        let mut enqueued = 0;
+        loop {
+            let due = batches.batches_awaiting_events(FAN_OUT_BATCH).await?;
+            let count = due.len();
+            for batch in due {
+                let (tenant, id) = (batch.tenant_id, batch.id);
+                if let std::collections::hash_map::Entry::Vacant(slot) = endpoints.entry(tenant) {
+                    slot.insert(self.store.list_endpoints(tenant).await?);
+                }
+                let view = crate::batch::view(batches, registry, batch).await?;
+                let event = EventType::BatchCompleted;
+                let payload = serde_json::to_string(&Payload {
+                    event_type: event,
+                    timestamp: Utc::now(),
+                    data: &view,
+                })
+                .context("encoding a webhook payload")?;
+                let deliveries: Vec<NewDelivery> = endpoints[&tenant]
+                    .iter()
+                    .filter(|e| e.enabled && e.event_types.contains(&event))
+                    .map(|e| NewDelivery {
+                        id: DeliveryId::new(),
+                        endpoint_id: Some(e.id),
+                        url: e.url.clone(),
+                        event_type: event,
+                        payload: payload.clone(),
+                    })
+                    .collect();
+                if batches
+                    .enqueue_batch_events(tenant, id, &deliveries)
                     .await?
                 {
                     enqueued += deliveries.len();

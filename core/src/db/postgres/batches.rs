@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::{JOB_COLUMNS, JobRow, PostgresJobStore};
 use crate::batch::{Batch, NewBatch, TallyRow};
-use crate::db::{BatchStore, DbError};
+use crate::db::{BatchStore, DbError, NewDelivery};
 use crate::job::{BatchId, Job, JobFailure};
 use crate::tenant::TenantId;
 
@@ -128,11 +128,76 @@ impl BatchStore for PostgresJobStore {
     }
 
     async fn reopen_batch(&self, id: BatchId) -> Result<(), DbError> {
-        sqlx::query("update batches set completed_at = null, updated_at = now() where id = $1")
-            .bind(id.0)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "update batches set completed_at = null, events_enqueued_at = null, \
+                 updated_at = now() where id = $1",
+        )
+        .bind(id.0)
+        .execute(&self.pool)
+        .await?;
         Ok(())
+    }
+
+    async fn complete_batches(&self) -> Result<u64, DbError> {
+        let done = sqlx::query(
+            "update batches set completed_at = now(), updated_at = now() \
+             where completed_at is null \
+                 and exists (select 1 from jobs where jobs.batch_id = batches.id) \
+                 and not exists (select 1 from jobs where jobs.batch_id = batches.id \
+                     and jobs.status in ('queued', 'processing'))",
+        )
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn batches_awaiting_events(&self, limit: i64) -> Result<Vec<Batch>, DbError> {
+        let rows: Vec<BatchRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select {BATCH_COLUMNS} from batches \
+             where completed_at is not null and events_enqueued_at is null \
+             order by completed_at limit $1"
+        )))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(Batch::from).collect())
+    }
+
+    async fn enqueue_batch_events(
+        &self,
+        tenant: TenantId,
+        batch: BatchId,
+        deliveries: &[NewDelivery],
+    ) -> Result<bool, DbError> {
+        let mut tx = self.pool.begin().await?;
+        let stamped = sqlx::query(
+            "update batches set events_enqueued_at = now() \
+             where id = $1 and events_enqueued_at is null and completed_at is not null",
+        )
+        .bind(batch.0)
+        .execute(&mut *tx)
+        .await?;
+        if stamped.rows_affected() == 0 {
+            return Ok(false);
+        }
+        for d in deliveries {
+            sqlx::query(
+                "insert into webhook_deliveries (id, tenant_id, endpoint_id, url, event_type, \
+                     batch_id, payload, status, next_attempt_at) \
+                 values ($1, $2, $3, $4, $5, $6, $7, 'pending', now())",
+            )
+            .bind(d.id.as_str())
+            .bind(tenant.0)
+            .bind(d.endpoint_id.map(|e| e.0))
+            .bind(&d.url)
+            .bind(d.event_type.as_str())
+            .bind(batch.0)
+            .bind(&d.payload)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn cancel_batch(

@@ -8,7 +8,7 @@ use chrono::Utc;
 
 use super::{JOB_COLUMNS, JobRow, SqliteJobStore, millis, time};
 use crate::batch::{Batch, NewBatch, TallyRow};
-use crate::db::{BatchStore, DbError};
+use crate::db::{BatchStore, DbError, NewDelivery};
 use crate::job::{BatchId, Job, JobFailure};
 use crate::tenant::TenantId;
 
@@ -132,12 +132,81 @@ impl BatchStore for SqliteJobStore {
     }
 
     async fn reopen_batch(&self, id: BatchId) -> Result<(), DbError> {
-        sqlx::query("update batches set completed_at = null, updated_at = ?2 where id = ?1")
-            .bind(id.to_string())
-            .bind(millis(Utc::now()))
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "update batches set completed_at = null, events_enqueued_at = null, \
+                 updated_at = ?2 where id = ?1",
+        )
+        .bind(id.to_string())
+        .bind(millis(Utc::now()))
+        .execute(&self.pool)
+        .await?;
         Ok(())
+    }
+
+    async fn complete_batches(&self) -> Result<u64, DbError> {
+        let done = sqlx::query(
+            "update batches set completed_at = ?1, updated_at = ?1 \
+             where completed_at is null \
+                 and exists (select 1 from jobs where jobs.batch_id = batches.id) \
+                 and not exists (select 1 from jobs where jobs.batch_id = batches.id \
+                     and jobs.status in ('queued', 'processing'))",
+        )
+        .bind(millis(Utc::now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn batches_awaiting_events(&self, limit: i64) -> Result<Vec<Batch>, DbError> {
+        let rows: Vec<BatchRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select {BATCH_COLUMNS} from batches \
+             where completed_at is not null and events_enqueued_at is null \
+             order by completed_at limit ?1"
+        )))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(Batch::try_from).collect()
+    }
+
+    async fn enqueue_batch_events(
+        &self,
+        tenant: TenantId,
+        batch: BatchId,
+        deliveries: &[NewDelivery],
+    ) -> Result<bool, DbError> {
+        let now = millis(Utc::now());
+        let mut tx = self.pool.begin().await?;
+        let stamped = sqlx::query(
+            "update batches set events_enqueued_at = ?2 \
+             where id = ?1 and events_enqueued_at is null and completed_at is not null",
+        )
+        .bind(batch.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if stamped.rows_affected() == 0 {
+            return Ok(false);
+        }
+        for d in deliveries {
+            sqlx::query(
+                "insert into webhook_deliveries (id, tenant_id, endpoint_id, url, event_type, \
+                     batch_id, payload, status, next_attempt_at, created_at, updated_at) \
+                 values (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8, ?8)",
+            )
+            .bind(d.id.as_str())
+            .bind(tenant.to_string())
+            .bind(d.endpoint_id.map(|e| e.to_string()))
+            .bind(&d.url)
+            .bind(d.event_type.as_str())
+            .bind(batch.to_string())
+            .bind(&d.payload)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn cancel_batch(
