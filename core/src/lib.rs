@@ -9,6 +9,7 @@ pub mod app;
 pub mod batch;
 pub mod config;
 pub mod db;
+mod id;
 pub mod imaging;
 pub mod job;
 pub mod queue;

@@ -10,10 +10,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// The id of a tenant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct TenantId(pub Uuid);
+crate::id::uuid_id! {
+    /// The id of a tenant.
+    TenantId
+}
 
 impl TenantId {
     /// The tenant of the embedded single-machine mode: requests without a key on loopback act
@@ -22,30 +22,6 @@ impl TenantId {
 
     /// The name of the [`TenantId::LOCAL`] tenant (its row comes with the migrations).
     pub const LOCAL_NAME: &'static str = "local";
-
-    /// A fresh id.
-    pub fn new() -> Self {
-        Self(Uuid::now_v7())
-    }
-}
-
-impl Default for TenantId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Display for TenantId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl FromStr for TenantId {
-    type Err = uuid::Error;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s).map(Self)
-    }
 }
 
 /// What an API key may do.

@@ -292,10 +292,6 @@ mod tests {
         assert_eq!(code("deadline", "tomorrow"), "invalid_field");
         assert_eq!(code("deadline", "2001-01-01T00:00:00Z"), "invalid_field");
         assert_eq!(
-            code("webhook_url", "ftp://lab/x"),
-            "webhook_url_not_allowed"
-        );
-        assert_eq!(
             code("client_reference", &"x".repeat(201)),
             "invalid_client_reference"
         );

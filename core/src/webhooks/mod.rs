@@ -26,38 +26,9 @@ pub use schedule::{next_delay, parse_retry_after};
 pub use signing::{Secret, SigningKeys, sign};
 pub use target::{TargetPolicy, TargetRefused, check_target, is_allowed_address};
 
-/// The id of a webhook endpoint.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
-)]
-#[serde(transparent)]
-#[schema(value_type = uuid::Uuid)]
-pub struct EndpointId(pub Uuid);
-
-impl EndpointId {
-    /// A fresh, time-ordered id.
-    pub fn new() -> Self {
-        Self(Uuid::now_v7())
-    }
-}
-
-impl Default for EndpointId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl fmt::Display for EndpointId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl FromStr for EndpointId {
-    type Err = uuid::Error;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s).map(Self)
-    }
+crate::id::uuid_id! {
+    /// The id of a webhook endpoint.
+    EndpointId
 }
 
 /// The id of a delivery: the `webhook-id` header, `msg_` + a UUID v7 in hex, so that ids sort by

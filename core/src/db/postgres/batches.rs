@@ -180,22 +180,8 @@ impl BatchStore for PostgresJobStore {
         if stamped.rows_affected() == 0 {
             return Ok(false);
         }
-        for d in deliveries {
-            sqlx::query(
-                "insert into webhook_deliveries (id, tenant_id, endpoint_id, url, event_type, \
-                     batch_id, payload, status, next_attempt_at) \
-                 values ($1, $2, $3, $4, $5, $6, $7, 'pending', now())",
-            )
-            .bind(d.id.as_str())
-            .bind(tenant.0)
-            .bind(d.endpoint_id.map(|e| e.0))
-            .bind(&d.url)
-            .bind(d.event_type.as_str())
-            .bind(batch.0)
-            .bind(&d.payload)
-            .execute(&mut *tx)
+        super::webhooks::insert_deliveries(&mut tx, tenant, (None, Some(batch.0)), deliveries)
             .await?;
-        }
         tx.commit().await?;
         Ok(true)
     }

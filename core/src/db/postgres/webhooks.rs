@@ -312,22 +312,7 @@ impl WebhookStore for PostgresJobStore {
         if stamped.rows_affected() == 0 {
             return Ok(false);
         }
-        for d in deliveries {
-            sqlx::query(
-                "insert into webhook_deliveries (id, tenant_id, endpoint_id, url, event_type, \
-                     job_id, payload, status, next_attempt_at) \
-                 values ($1, $2, $3, $4, $5, $6, $7, 'pending', now())",
-            )
-            .bind(d.id.as_str())
-            .bind(tenant.0)
-            .bind(d.endpoint_id.map(|e| e.0))
-            .bind(&d.url)
-            .bind(d.event_type.as_str())
-            .bind(job.0)
-            .bind(&d.payload)
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_deliveries(&mut tx, tenant, (Some(job.0), None), deliveries).await?;
         tx.commit().await.context("committing job events")?;
         Ok(true)
     }
@@ -470,4 +455,32 @@ impl WebhookStore for PostgresJobStore {
             None => Replay::NotFound,
         })
     }
+}
+
+/// Stores `deliveries` of one event, about a job or a batch, due now (in the caller's
+/// transaction).
+pub(super) async fn insert_deliveries(
+    tx: &mut sqlx::PgConnection,
+    tenant: TenantId,
+    (job, batch): (Option<Uuid>, Option<Uuid>),
+    deliveries: &[NewDelivery],
+) -> Result<(), DbError> {
+    for d in deliveries {
+        sqlx::query(
+            "insert into webhook_deliveries (id, tenant_id, endpoint_id, url, event_type, \
+                 job_id, batch_id, payload, status, next_attempt_at) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', now())",
+        )
+        .bind(d.id.as_str())
+        .bind(tenant.0)
+        .bind(d.endpoint_id.map(|e| e.0))
+        .bind(&d.url)
+        .bind(d.event_type.as_str())
+        .bind(job)
+        .bind(batch)
+        .bind(&d.payload)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
 }

@@ -188,23 +188,8 @@ impl BatchStore for SqliteJobStore {
         if stamped.rows_affected() == 0 {
             return Ok(false);
         }
-        for d in deliveries {
-            sqlx::query(
-                "insert into webhook_deliveries (id, tenant_id, endpoint_id, url, event_type, \
-                     batch_id, payload, status, next_attempt_at, created_at, updated_at) \
-                 values (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8, ?8)",
-            )
-            .bind(d.id.as_str())
-            .bind(tenant.to_string())
-            .bind(d.endpoint_id.map(|e| e.to_string()))
-            .bind(&d.url)
-            .bind(d.event_type.as_str())
-            .bind(batch.to_string())
-            .bind(&d.payload)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
+        let about = (None, Some(batch.to_string()));
+        super::webhooks::insert_deliveries(&mut tx, tenant, about, deliveries, now).await?;
         tx.commit().await?;
         Ok(true)
     }

@@ -338,23 +338,14 @@ impl WebhookStore for SqliteJobStore {
         if stamped.rows_affected() == 0 {
             return Ok(false);
         }
-        for d in deliveries {
-            sqlx::query(
-                "insert into webhook_deliveries (id, tenant_id, endpoint_id, url, event_type, \
-                     job_id, payload, status, next_attempt_at, created_at, updated_at) \
-                 values (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?8, ?8)",
-            )
-            .bind(d.id.as_str())
-            .bind(tenant.to_string())
-            .bind(d.endpoint_id.map(|e| e.to_string()))
-            .bind(&d.url)
-            .bind(d.event_type.as_str())
-            .bind(job.to_string())
-            .bind(&d.payload)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
+        insert_deliveries(
+            &mut tx,
+            tenant,
+            (Some(job.to_string()), None),
+            deliveries,
+            now,
+        )
+        .await?;
         tx.commit().await.context("committing job events")?;
         Ok(true)
     }
@@ -503,4 +494,34 @@ impl WebhookStore for SqliteJobStore {
             None => Replay::NotFound,
         })
     }
+}
+
+/// Stores `deliveries` of one event, about a job or a batch, due at `now` (in the caller's
+/// transaction).
+pub(super) async fn insert_deliveries(
+    tx: &mut sqlx::SqliteConnection,
+    tenant: TenantId,
+    (job, batch): (Option<String>, Option<String>),
+    deliveries: &[NewDelivery],
+    now: i64,
+) -> Result<(), DbError> {
+    for d in deliveries {
+        sqlx::query(
+            "insert into webhook_deliveries (id, tenant_id, endpoint_id, url, event_type, \
+                 job_id, batch_id, payload, status, next_attempt_at, created_at, updated_at) \
+             values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?9, ?9)",
+        )
+        .bind(d.id.as_str())
+        .bind(tenant.to_string())
+        .bind(d.endpoint_id.map(|e| e.to_string()))
+        .bind(&d.url)
+        .bind(d.event_type.as_str())
+        .bind(&job)
+        .bind(&batch)
+        .bind(&d.payload)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
 }
