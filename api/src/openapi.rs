@@ -51,7 +51,7 @@ use crate::routes;
         routes::health::readyz,
     ),
     components(schemas(crate::ErrorBody, crate::ErrorDetail)),
-    modifiers(&Security, &ErrorCodes),
+    modifiers(&Security, &ErrorCodes, &CommonResponses),
     security(("bearer" = []), ("api_key" = [])),
     tags(
         (name = "auth", description = "Who an API key acts for."),
@@ -123,6 +123,53 @@ impl Modify for ErrorCodes {
                     .description(Some("A stable machine-readable code."))
                     .into(),
             );
+        }
+    }
+}
+
+/// The answers every `/v1/` operation can give besides its own: no or a bad key, a missing
+/// scope, the rate limit. Added here once instead of on every handler.
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let common = [
+            ("401", "`unauthorized`, `api_key_revoked`"),
+            ("403", "`insufficient_scope`"),
+            ("429", "`rate_limited` (with `Retry-After`)"),
+        ];
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.patch,
+                &mut item.delete,
+            ];
+            for operation in operations.into_iter().flatten() {
+                for (status, description) in common {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| {
+                            utoipa::openapi::ResponseBuilder::new()
+                                .description(description)
+                                .content(
+                                    "application/json",
+                                    utoipa::openapi::ContentBuilder::new()
+                                        .schema(Some(utoipa::openapi::Ref::from_schema_name(
+                                            "ErrorBody",
+                                        )))
+                                        .build(),
+                                )
+                                .into()
+                        });
+                }
+            }
         }
     }
 }

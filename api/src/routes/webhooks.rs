@@ -25,9 +25,6 @@ use crate::{ApiError, AppState, ErrorCode};
 /// Longest accepted webhook URL and description.
 const MAX_URL_CHARS: usize = 2048;
 const MAX_DESCRIPTION_CHARS: usize = 500;
-/// Deliveries per page by default, and at most.
-const DEFAULT_PAGE: i64 = 50;
-const MAX_PAGE: i64 = 200;
 
 fn json<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     body.map(|Json(b)| b).map_err(|e| {
@@ -396,13 +393,7 @@ pub async fn deliveries(
     caller.require(Scope::Admin)?;
     let id = endpoint_id(&id)?;
     let Query(query) = query.map_err(|e| ApiError::new(ErrorCode::InvalidQuery, e.body_text()))?;
-    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
-    if !(1..=MAX_PAGE).contains(&limit) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidQuery,
-            format!("limit must be between 1 and {MAX_PAGE}."),
-        ));
-    }
+    let limit = super::jobs::page_limit(query.limit)?;
     let cursor = query
         .cursor
         .map(|c| {
@@ -418,12 +409,16 @@ pub async fn deliveries(
     if store.find_endpoint(caller.tenant, id).await?.is_none() {
         return Err(webhook_not_found(id));
     }
-    let page = store
-        .list_deliveries(caller.tenant, id, cursor.as_ref(), limit)
+    // One more than asked tells whether there is a next page.
+    let mut page = store
+        .list_deliveries(caller.tenant, id, cursor.as_ref(), limit + 1)
         .await?;
-    let next_cursor = (page.len() as i64 == limit)
-        .then(|| page.last().map(|d| d.id.to_string()))
-        .flatten();
+    let next_cursor = if page.len() as i64 > limit {
+        page.truncate(limit as usize);
+        page.last().map(|d| d.id.to_string())
+    } else {
+        None
+    };
     Ok(Json(DeliveryListResponse {
         deliveries: page.iter().map(DeliveryResponse::from).collect(),
         next_cursor,

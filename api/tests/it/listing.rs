@@ -353,6 +353,16 @@ async fn the_openapi_document_describes_every_route_and_error_code() {
             "{method} {path} missing"
         );
     }
+    for (path, item) in paths.iter().filter(|(p, _)| p.starts_with("/v1/")) {
+        for (method, op) in item.as_object().unwrap() {
+            for status in ["401", "403", "429"] {
+                assert!(
+                    op["responses"].get(status).is_some(),
+                    "{method} {path} does not document {status}"
+                );
+            }
+        }
+    }
     let codes: Vec<&str> =
         spec["components"]["schemas"]["ErrorDetail"]["properties"]["code"]["enum"]
             .as_array()
