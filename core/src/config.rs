@@ -544,7 +544,7 @@ fn merge(base: &mut toml::Table, overlay: toml::Table) {
 /// `MEDINFORM_*` variables that are not settings: read by the command line (`CONFIG`,
 /// `LOG`, `LOG_FORMAT`), by the scripts and training (`PYTHON`, `BOOTSTRAP_PYTHON`,
 /// `TRAIN_THREADS`), by docker-compose.yml (`HTTP_PORT`, `S3_BUCKET`) or by the test suite
-/// (`TEST_*`).
+/// (`TEST_*`) or by the benchmarks (`BENCH_*`).
 fn is_process_variable(name: &str) -> bool {
     matches!(
         name,
@@ -557,6 +557,7 @@ fn is_process_variable(name: &str) -> bool {
             | "HTTP_PORT"
             | "S3_BUCKET"
     ) || name.starts_with("TEST_")
+        || name.starts_with("BENCH_")
 }
 
 fn apply_env(tree: &mut toml::Table, name: &str, value: &str) -> anyhow::Result<()> {
