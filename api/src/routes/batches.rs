@@ -12,12 +12,13 @@ use medinform_core::tenant::Scope;
 use medinform_core::view::JobView;
 use serde::{Deserialize, Serialize};
 
-use super::submit::{self, Metadata};
+mod images;
+
+use self::images::Images;
+pub use self::images::{Rejected, Submitted};
+use super::submit;
 use crate::auth::Caller;
 use crate::{ApiError, AppState, ErrorCode};
-
-/// Most images one request may carry; the rest of the request is refused image by image.
-pub const MAX_IMAGES_PER_REQUEST: usize = 500;
 
 /// `POST /v1/batches` as JSON: open a batch, add images later.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -52,22 +53,6 @@ pub struct BatchForm {
     /// `client_reference` field sent just before it (`POST /v1/batches/{id}/jobs`).
     #[schema(value_type = Vec<String>, format = Binary)]
     image: Vec<Vec<u8>>,
-}
-
-/// The jobs a multi-image request created, and the images it refused.
-#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
-pub struct Submitted {
-    pub jobs: Vec<JobView>,
-    pub rejected: Vec<Rejected>,
-}
-
-/// An image of a multi-image request that was refused; the others were still accepted.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Rejected {
-    /// Position of the image among the request's images, from 0.
-    pub index: usize,
-    pub file_name: Option<String>,
-    pub error: crate::ErrorDetail,
 }
 
 /// A batch with the jobs that one request created in it.
@@ -287,113 +272,6 @@ fn created(status: StatusCode, location: &str, body: impl Serialize) -> axum::re
         Json(body),
     )
         .into_response()
-}
-
-/// Accepts the images of one request into one batch, one at a time (memory holds one image).
-struct Images {
-    model: (std::sync::Arc<medinform_core::registry::Model>, String),
-    batch: BatchId,
-    /// The batch's site, which its jobs take.
-    site: Option<String>,
-    index: usize,
-}
-
-impl Images {
-    fn new(
-        model: (std::sync::Arc<medinform_core::registry::Model>, String),
-        batch: &Batch,
-    ) -> Self {
-        Self {
-            model,
-            batch: batch.id,
-            site: batch.site.clone(),
-            index: 0,
-        }
-    }
-
-    /// Every field of the form: a `client_reference` names the next image.
-    async fn all(
-        &mut self,
-        state: &AppState,
-        caller: &Caller,
-        form: &mut Multipart,
-        out: &mut Submitted,
-    ) -> Result<(), ApiError> {
-        let mut reference = None;
-        while let Some(field) = form.next_field().await.map_err(submit::multipart_error)? {
-            match field.name() {
-                Some("image") => {
-                    self.take(state, caller, field, reference.take(), out)
-                        .await?;
-                }
-                Some("client_reference") => {
-                    let value = submit::read_text(field, "client_reference").await?;
-                    reference = submit::reference(value)?;
-                }
-                _ => {}
-            }
-        }
-        Ok(())
-    }
-
-    /// One image: a job, or a rejection that leaves the others alone. Errors of the service
-    /// itself (database, storage down) end the request.
-    async fn take(
-        &mut self,
-        state: &AppState,
-        caller: &Caller,
-        field: axum::extract::multipart::Field<'_>,
-        reference: Option<String>,
-        out: &mut Submitted,
-    ) -> Result<(), ApiError> {
-        let index = self.index;
-        self.index += 1;
-        let file_name = field.file_name().map(str::to_owned);
-        let image = submit::read_image(field, state.limits.max_bytes).await;
-        let outcome = match image {
-            Ok(_) if index >= MAX_IMAGES_PER_REQUEST => Err(ApiError::new(
-                ErrorCode::InvalidField,
-                format!(
-                    "A request carries at most {MAX_IMAGES_PER_REQUEST} images; send the rest in \
-                     another request."
-                ),
-            )),
-            // A full backlog refuses this image (listed in `rejected`), not those before it.
-            Ok(image) => match crate::admission::check_backlog(state, 1).await {
-                Ok(()) => {
-                    let metadata = Metadata {
-                        client_reference: reference.or_else(|| file_name.clone()),
-                        site: self.site.clone(),
-                        ..Metadata::default()
-                    };
-                    submit::accept(
-                        state,
-                        caller,
-                        &self.model,
-                        Some(self.batch),
-                        image,
-                        metadata,
-                    )
-                    .await
-                }
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok(job) => out.jobs.push(job.into()),
-            Err(ApiError::Client { code, message, .. }) => out.rejected.push(Rejected {
-                index,
-                file_name,
-                error: crate::ErrorDetail {
-                    code: code.as_str(),
-                    message,
-                },
-            }),
-            Err(e) => return Err(e),
-        }
-        Ok(())
-    }
 }
 
 /// `POST /v1/batches/{id}/jobs`.

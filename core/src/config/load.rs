@@ -1,0 +1,206 @@
+//! Building a [`Config`]: defaults, then a TOML file, then `MEDINFORM_*` variables; then the
+//! checks that serde cannot make.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+
+use super::{Config, ENV_PREFIX, StorageBackend};
+
+impl Config {
+    /// Defaults, then the TOML file (if any), then `MEDINFORM_*` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
+        let toml::Value::Table(mut tree) =
+            toml::Value::try_from(Config::default()).context("default configuration")?
+        else {
+            bail!("the default configuration is not a table");
+        };
+        if let Some(file) = file {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading configuration file {}", file.display()))?;
+            let from_file: toml::Table = text
+                .parse()
+                .with_context(|| format!("parsing configuration file {}", file.display()))?;
+            merge(&mut tree, from_file);
+        }
+        let mut env: Vec<_> = env
+            .into_iter()
+            .filter(|(k, _)| {
+                k.strip_prefix(ENV_PREFIX)
+                    .is_some_and(|name| !is_process_variable(name))
+            })
+            .collect();
+        env.sort();
+        for (name, value) in env {
+            apply_env(&mut tree, &name[ENV_PREFIX.len()..], &value)
+                .with_context(|| format!("environment variable {name}"))?;
+        }
+        let config: Config = toml::Value::Table(tree)
+            .try_into()
+            .map_err(|e: toml::de::Error| anyhow::anyhow!("invalid configuration: {e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot, naming the setting at fault.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let db = self.database_url();
+        if !(db.starts_with("postgres://")
+            || db.starts_with("postgresql://")
+            || db.starts_with("sqlite:"))
+        {
+            bail!("database.url must start with postgres:// or sqlite:, got {db:?}");
+        }
+        if !(self.queue.url.is_empty()
+            || self.queue.url.starts_with("amqp://")
+            || self.queue.url.starts_with("amqps://"))
+        {
+            bail!("queue.url must be empty (in-process queue) or an amqp:// URL");
+        }
+        if self.storage.backend == StorageBackend::S3 && self.storage.s3.bucket.is_empty() {
+            bail!("storage.s3.bucket is required when storage.backend = \"s3\"");
+        }
+        if !(1..=7 * 24 * 3600).contains(&self.jobs.lease_secs) {
+            bail!("jobs.lease_secs must be between 1 and 604800 (a week)");
+        }
+        if self.server.idempotency_ttl_secs == 0 {
+            bail!("server.idempotency_ttl_secs must be at least 1");
+        }
+        if self.limits.max_request_bytes < self.limits.max_upload_bytes {
+            bail!("limits.max_request_bytes must be at least limits.max_upload_bytes");
+        }
+        if self.jobs.max_attempts < 1 {
+            bail!("jobs.max_attempts must be at least 1");
+        }
+        if self.worker.max_batch == 0 || self.worker.concurrency == 0 || self.worker.prefetch == 0 {
+            bail!("worker.max_batch, worker.concurrency and worker.prefetch must be at least 1");
+        }
+        if self.auth.rate_limit_per_minute > 0 && self.auth.rate_limit_burst == 0 {
+            bail!(
+                "auth.rate_limit_burst must be at least 1 when auth.rate_limit_per_minute is set \
+                 (0 disables the rate limit)"
+            );
+        }
+        for (model, threshold) in &self.models.thresholds {
+            if !(*threshold > 0.0 && *threshold < 1.0) {
+                bail!("models.thresholds.{model} must be between 0 and 1, got {threshold}");
+            }
+        }
+        self.webhooks.validate()
+    }
+
+    /// The database URL in force (the embedded SQLite file when none is set).
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join("medinform.db").display())
+        } else {
+            self.database.url.clone()
+        }
+    }
+
+    /// The folder of the local blob store.
+    pub fn storage_path(&self) -> PathBuf {
+        if self.storage.path.as_os_str().is_empty() {
+            self.data_dir.join("images")
+        } else {
+            self.storage.path.clone()
+        }
+    }
+
+    /// True when every backend is the embedded one: the process must run API and worker together.
+    pub fn is_embedded_queue(&self) -> bool {
+        self.queue.url.is_empty()
+    }
+}
+
+pub(super) fn merge(base: &mut toml::Table, overlay: toml::Table) {
+    for (key, value) in overlay {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(base)), toml::Value::Table(overlay)) => merge(base, overlay),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+/// Sets the setting that `name` (upper case, `_`-joined path) denotes. Keys contain `_` too, so
+/// the path is found by matching the known keys of each table level.
+/// `MEDINFORM_*` variables that are not settings: read by the command line (`CONFIG`,
+/// `LOG`, `LOG_FORMAT`), by the scripts and training (`PYTHON`, `BOOTSTRAP_PYTHON`,
+/// `TRAIN_THREADS`), by docker-compose.yml (`HTTP_PORT`, `S3_BUCKET`) or by the test suite
+/// (`TEST_*`) or by the benchmarks (`BENCH_*`).
+fn is_process_variable(name: &str) -> bool {
+    matches!(
+        name,
+        "CONFIG"
+            | "LOG"
+            | "LOG_FORMAT"
+            | "PYTHON"
+            | "BOOTSTRAP_PYTHON"
+            | "TRAIN_THREADS"
+            | "HTTP_PORT"
+            | "S3_BUCKET"
+    ) || name.starts_with("TEST_")
+        || name.starts_with("BENCH_")
+}
+
+pub(super) fn apply_env(tree: &mut toml::Table, name: &str, value: &str) -> anyhow::Result<()> {
+    let lower = name.to_ascii_lowercase();
+    let mut keys: Vec<&String> = tree.keys().collect();
+    // Longest key first, so `max_upload_bytes` wins over a shorter key that is its prefix.
+    keys.sort_by_key(|k| std::cmp::Reverse(k.len()));
+    for key in keys {
+        if lower == *key {
+            let key = key.clone();
+            let parsed = parse_env_value(tree.get(&key), value);
+            tree.insert(key, parsed);
+            return Ok(());
+        }
+        if let Some(rest) = lower.strip_prefix(&format!("{key}_")) {
+            let key = key.clone();
+            let rest_upper = rest.to_ascii_uppercase();
+            return match tree.get_mut(&key) {
+                Some(toml::Value::Table(inner)) => apply_env(inner, &rest_upper, value),
+                _ => bail!("{key} is not a section"),
+            };
+        }
+    }
+    // A map section (such as models.thresholds) takes any key.
+    if tree.is_empty() || tree.values().all(|v| !v.is_table()) {
+        tree.insert(lower, parse_env_value(None, value));
+        return Ok(());
+    }
+    bail!("no such setting")
+}
+
+fn parse_env_value(current: Option<&toml::Value>, value: &str) -> toml::Value {
+    match current {
+        Some(toml::Value::String(_)) => toml::Value::String(value.to_string()),
+        // A list of numbers (such as webhooks.retry_schedule_secs) stays one.
+        Some(toml::Value::Array(items)) => toml::Value::Array(
+            value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| match (items.first(), s.parse::<i64>()) {
+                    (Some(toml::Value::Integer(_)), Ok(n)) => toml::Value::Integer(n),
+                    _ => toml::Value::String(s.to_string()),
+                })
+                .collect(),
+        ),
+        _ => value
+            .parse::<toml::Value>()
+            .ok()
+            .or_else(|| {
+                format!("v = {value}")
+                    .parse::<toml::Table>()
+                    .ok()
+                    .and_then(|mut t| t.remove("v"))
+            })
+            .unwrap_or_else(|| toml::Value::String(value.to_string())),
+    }
+}
