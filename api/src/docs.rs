@@ -72,6 +72,11 @@ fn render(spec: &Value) -> String {
             }
         }
     }
+    html.push_str("<nav><strong>Contents:</strong> ");
+    for (tag, _) in &by_tag {
+        let _ = write!(html, "<a href=\"#{0}\">{0}</a> · ", esc(tag));
+    }
+    html.push_str("<a href=\"#errors\">errors</a></nav>");
     for (tag, ops) in by_tag {
         let _ = write!(html, "<h2 id=\"{0}\">{0}</h2>", esc(&tag));
         html.extend(ops);
