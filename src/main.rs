@@ -240,7 +240,6 @@ async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
             max_request_bytes: config.limits.max_request_bytes,
             idempotency: IdempotencySettings {
                 ttl: Duration::from_secs(config.server.idempotency_ttl_secs),
-                max_body_bytes: config.limits.max_request_bytes,
             },
             web_dir: config.server.web_dir.clone(),
             auth: Arc::new(Authenticator::from_config(

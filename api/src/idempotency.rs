@@ -35,8 +35,6 @@ const KEPT_HEADERS: [HeaderName; 3] = [header::CONTENT_TYPE, header::LOCATION, h
 #[derive(Debug, Clone, Copy)]
 pub struct IdempotencySettings {
     pub ttl: Duration,
-    /// The largest request body this layer reads to compare (the body limit of the routes).
-    pub max_body_bytes: usize,
 }
 
 /// The middleware (after authentication: keys are per tenant).
@@ -66,7 +64,8 @@ async fn handle(
     let key = checked_key(&key)?;
     let settings = state.idempotency;
     let (parts, body) = request.into_parts();
-    let bytes = axum::body::to_bytes(body, settings.max_body_bytes)
+    // The largest body any route takes: that of the routes with many images.
+    let bytes = axum::body::to_bytes(body, state.max_request_bytes)
         .await
         .map_err(|_| {
             ApiError::new(

@@ -316,7 +316,6 @@ impl TestApp {
             max_request_bytes: 64 * 1024 * 1024,
             idempotency: IdempotencySettings {
                 ttl: options.idempotency_ttl,
-                max_body_bytes: 64 * 1024 * 1024,
             },
             web_dir: options
                 .web_dir

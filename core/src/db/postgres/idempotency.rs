@@ -43,18 +43,17 @@ impl IdempotencyStore for PostgresJobStore {
             Option<i32>,
             Option<Json<Vec<(String, String)>>>,
             Option<Vec<u8>>,
-            DateTime<Utc>,
         );
         let row: Option<Row> = sqlx::query_as(
             "select method, path, request_sha256, status_code, response_headers, \
-                 response_body, expires_at \
+                 response_body \
              from idempotency_keys where tenant_id = $1 and key = $2",
         )
         .bind(request.tenant_id.0)
         .bind(&request.key)
         .fetch_optional(&self.pool)
         .await?;
-        let Some((method, path, sha, status, headers, body, _)) = row else {
+        let Some((method, path, sha, status, headers, body)) = row else {
             // Purged between the two statements: a new request after all.
             return Box::pin(self.begin(request)).await;
         };
