@@ -238,18 +238,7 @@ impl JobStore for PostgresJobStore {
     }
 
     async fn expire_deadlines(&self, now: DateTime<Utc>) -> Result<u64, DbError> {
-        let failure = deadline_failure();
-        let done = sqlx::query(
-            "update jobs set status = 'canceled', error_code = $2, error_message = $3, \
-                 finished_at = now(), updated_at = now() \
-             where status = 'queued' and started_at is null and deadline < $1",
-        )
-        .bind(now)
-        .bind(&failure.code)
-        .bind(&failure.message)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
+        self.cancel_past_deadline(None, now).await
     }
 
     async fn mark_published(&self, id: JobId) -> Result<(), DbError> {
@@ -264,17 +253,7 @@ impl JobStore for PostgresJobStore {
     }
 
     async fn claim(&self, id: JobId, lease: Duration, take_over: bool) -> Result<Claim, DbError> {
-        let failure = deadline_failure();
-        sqlx::query(
-            "update jobs set status = 'canceled', error_code = $2, error_message = $3, \
-                 finished_at = now(), updated_at = now() \
-             where id = $1 and status = 'queued' and started_at is null and deadline <= now()",
-        )
-        .bind(id.0)
-        .bind(&failure.code)
-        .bind(&failure.message)
-        .execute(&self.pool)
-        .await?;
+        self.cancel_past_deadline(Some(id), Utc::now()).await?;
         let claimed: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "update jobs set status = 'processing', attempts = attempts + 1, \
                  lease_expires_at = now() + $2, started_at = coalesce(started_at, now()), \
@@ -388,6 +367,29 @@ impl JobStore for PostgresJobStore {
 }
 
 impl PostgresJobStore {
+    /// Cancels never-started `queued` jobs (only `only`, when given) whose deadline is at or
+    /// before `now`.
+    async fn cancel_past_deadline(
+        &self,
+        only: Option<JobId>,
+        now: DateTime<Utc>,
+    ) -> Result<u64, DbError> {
+        let failure = deadline_failure();
+        let done = sqlx::query(
+            "update jobs set status = 'canceled', error_code = $2, error_message = $3, \
+                 finished_at = now(), updated_at = now() \
+             where ($4::uuid is null or id = $4) and status = 'queued' \
+                 and started_at is null and deadline <= $1",
+        )
+        .bind(now)
+        .bind(&failure.code)
+        .bind(&failure.message)
+        .bind(only.map(|id| id.0))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Ends a claim with an error: `failed` for good, or `queued` for another attempt.
     async fn finish_attempt(
         &self,

@@ -259,19 +259,7 @@ impl JobStore for SqliteJobStore {
     }
 
     async fn expire_deadlines(&self, now: DateTime<Utc>) -> Result<u64, DbError> {
-        let failure = deadline_failure();
-        let done = sqlx::query(
-            "update jobs set status = 'canceled', error_code = ?2, error_message = ?3, \
-                 finished_at = ?4, updated_at = ?4 \
-             where status = 'queued' and started_at is null and deadline < ?1",
-        )
-        .bind(millis(now))
-        .bind(&failure.code)
-        .bind(&failure.message)
-        .bind(millis(Utc::now()))
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
+        self.cancel_past_deadline(None, now).await
     }
 
     async fn mark_published(&self, id: JobId) -> Result<(), DbError> {
@@ -285,18 +273,7 @@ impl JobStore for SqliteJobStore {
 
     async fn claim(&self, id: JobId, lease: Duration, take_over: bool) -> Result<Claim, DbError> {
         let now = Utc::now();
-        let failure = deadline_failure();
-        sqlx::query(
-            "update jobs set status = 'canceled', error_code = ?2, error_message = ?3, \
-                 finished_at = ?4, updated_at = ?4 \
-             where id = ?1 and status = 'queued' and started_at is null and deadline <= ?4",
-        )
-        .bind(id.to_string())
-        .bind(&failure.code)
-        .bind(&failure.message)
-        .bind(millis(now))
-        .execute(&self.pool)
-        .await?;
+        self.cancel_past_deadline(Some(id), now).await?;
         let claimed: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "update jobs set status = 'processing', attempts = attempts + 1, \
                  lease_expires_at = ?3, started_at = coalesce(started_at, ?2), updated_at = ?2 \
@@ -413,6 +390,30 @@ impl JobStore for SqliteJobStore {
 }
 
 impl SqliteJobStore {
+    /// Cancels never-started `queued` jobs (only `only`, when given) whose deadline is at or
+    /// before `now`.
+    async fn cancel_past_deadline(
+        &self,
+        only: Option<JobId>,
+        now: DateTime<Utc>,
+    ) -> Result<u64, DbError> {
+        let failure = deadline_failure();
+        let done = sqlx::query(
+            "update jobs set status = 'canceled', error_code = ?2, error_message = ?3, \
+                 finished_at = ?4, updated_at = ?4 \
+             where (?5 is null or id = ?5) and status = 'queued' \
+                 and started_at is null and deadline <= ?1",
+        )
+        .bind(millis(now))
+        .bind(&failure.code)
+        .bind(&failure.message)
+        .bind(millis(Utc::now()))
+        .bind(only.map(|id| id.to_string()))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     /// Ends a claim with an error: `failed` for good, or `queued` for another attempt.
     async fn finish_attempt(
         &self,
