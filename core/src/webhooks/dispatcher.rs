@@ -163,17 +163,8 @@ impl Dispatcher {
                     data: &view,
                 })
                 .context("encoding a webhook payload")?;
-                let mut deliveries: Vec<NewDelivery> = endpoints[&tenant]
-                    .iter()
-                    .filter(|e| e.enabled && e.event_types.contains(&event))
-                    .map(|e| NewDelivery {
-                        id: DeliveryId::new(),
-                        endpoint_id: Some(e.id),
-                        url: e.url.clone(),
-                        event_type: event,
-                        payload: payload.clone(),
-                    })
-                    .collect();
+                let mut deliveries: Vec<NewDelivery> =
+                    subscribed(&endpoints[&tenant], event, &payload);
                 if let Some(url) = webhook_url {
                     deliveries.push(NewDelivery {
                         id: DeliveryId::new(),
@@ -229,17 +220,7 @@ impl Dispatcher {
                     data: &view,
                 })
                 .context("encoding a webhook payload")?;
-                let deliveries: Vec<NewDelivery> = endpoints[&tenant]
-                    .iter()
-                    .filter(|e| e.enabled && e.event_types.contains(&event))
-                    .map(|e| NewDelivery {
-                        id: DeliveryId::new(),
-                        endpoint_id: Some(e.id),
-                        url: e.url.clone(),
-                        event_type: event,
-                        payload: payload.clone(),
-                    })
-                    .collect();
+                let deliveries: Vec<NewDelivery> = subscribed(&endpoints[&tenant], event, &payload);
                 if batches
                     .enqueue_batch_events(tenant, id, &deliveries)
                     .await?
@@ -425,6 +406,21 @@ impl Dispatcher {
         };
         (attempt, retry_after)
     }
+}
+
+/// One delivery of `payload` to each enabled endpoint that takes `event`.
+fn subscribed(endpoints: &[Endpoint], event: EventType, payload: &str) -> Vec<NewDelivery> {
+    endpoints
+        .iter()
+        .filter(|e| e.enabled && e.event_types.contains(&event))
+        .map(|e| NewDelivery {
+            id: DeliveryId::new(),
+            endpoint_id: Some(e.id),
+            url: e.url.clone(),
+            event_type: event,
+            payload: payload.to_owned(),
+        })
+        .collect()
 }
 
 fn elapsed_ms(started: Instant) -> i64 {
