@@ -236,6 +236,7 @@ async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
         let state = AppState {
             backends: backends.clone(),
             registry: registry.clone(),
+            allow_research: config.models.allow_research,
             limits: config.limits.image_limits(),
             max_request_bytes: config.limits.max_request_bytes,
             idempotency: IdempotencySettings {

@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use clap::ValueEnum;
 use medinform_core::config::Config;
 use medinform_core::job::{JobFailure, ScreeningResult};
+use medinform_core::registry::Stage;
 use medinform_core::screening::{self, ScreenError};
 use serde::Serialize;
 
@@ -160,6 +161,13 @@ pub async fn run(config: &Config, args: ScreenArgs) -> anyhow::Result<()> {
             args.files.len(),
             failures
         );
+        if model.stage() == Stage::Research {
+            eprintln!(
+                "{} is a research model: its held-out figures do not meet its screening minimum. \
+                 Research use only; its results must not guide care.",
+                model.id()
+            );
+        }
     }
     if failures > 0 {
         std::process::exit(1);

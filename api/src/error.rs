@@ -68,6 +68,8 @@ error_codes! {
     WebhookNotFound = "webhook_not_found", NOT_FOUND, "No such webhook endpoint for this tenant.";
     DeliveryNotFound = "delivery_not_found", NOT_FOUND, "No such webhook delivery for this tenant.";
     ImageNotFound = "image_not_found", NOT_FOUND, "The job's image is no longer in storage.";
+    HeatmapUnavailable = "heatmap_unavailable", NOT_FOUND, "The job has no heatmap: it has not succeeded, or its model computes none.";
+    FigureNotFound = "figure_not_found", NOT_FOUND, "The model declares no figure of this name.";
     MethodNotAllowed = "method_not_allowed", METHOD_NOT_ALLOWED, "The method is not allowed on this resource.";
     JobNotCancelable = "job_not_cancelable", CONFLICT, "The job has started or finished; only a queued job can be canceled.";
     BatchModelMismatch = "batch_model_mismatch", CONFLICT, "The batch screens another model than the one asked for.";
@@ -80,6 +82,7 @@ error_codes! {
     CorruptImage = "corrupt_image", UNPROCESSABLE_ENTITY, "The image is truncated or damaged.";
     ImageDimensionsTooLarge = "image_dimensions_too_large", UNPROCESSABLE_ENTITY, "The image has more pixels than `limits.max_image_pixels` (refused from its header).";
     UnknownModel = "unknown_model", UNPROCESSABLE_ENTITY, "No model with this id.";
+    ModelResearchOnly = "model_research_only", UNPROCESSABLE_ENTITY, "The model is in the research stage (its held-out figures do not meet its declared minimum) and this server takes screening models only (`models.allow_research = false`).";
     WebhookUrlNotAllowed = "webhook_url_not_allowed", UNPROCESSABLE_ENTITY, "The webhook URL is not http(s), or resolves to a loopback, private or link-local address that the configuration does not allow.";
     RateLimited = "rate_limited", TOO_MANY_REQUESTS, "The API key sent more requests than its rate limit; retry after `Retry-After` seconds.";
     InternalError = "internal_error", INTERNAL_SERVER_ERROR, "Something failed on the server; it has been logged.";

@@ -49,6 +49,8 @@ const FORM_OVERHEAD_BYTES: usize = 64 * 1024;
 pub struct AppState {
     pub backends: Backends,
     pub registry: Arc<Registry>,
+    /// Whether jobs may use research-stage models (`models.allow_research`).
+    pub allow_research: bool,
     pub limits: ImageLimits,
     /// The body limit of the routes that take many images in one request.
     pub max_request_bytes: usize,

@@ -202,6 +202,9 @@ impl fmt::Debug for S3Config {
 pub struct ModelsConfig {
     /// The model registry: a folder per model.
     pub dir: PathBuf,
+    /// Whether jobs may use models whose manifest declares `stage = "research"`; a site that
+    /// screens for care sets this to false and such jobs answer 422 `model_research_only`.
+    pub allow_research: bool,
     /// Per-site decision thresholds, by model id; they override the manifests'.
     pub thresholds: HashMap<String, f64>,
 }
@@ -210,6 +213,7 @@ impl Default for ModelsConfig {
     fn default() -> Self {
         Self {
             dir: PathBuf::from("./models"),
+            allow_research: true,
             thresholds: HashMap::new(),
         }
     }

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::registry::manifest::Stage;
 use crate::tenant::TenantId;
 
 crate::id::uuid_id! {
@@ -90,6 +91,24 @@ pub struct ScreeningResult {
     pub threshold: f64,
     /// `finding_probability >= threshold`.
     pub positive: bool,
+    /// The model's stage when the result was made; absent on results of model versions that
+    /// declared none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Stage>,
+    /// Where the network looked: the class activation map of the finding, when the model has
+    /// one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heatmap: Option<Heatmap>,
+}
+
+/// A low-resolution class activation map of the finding, as the network computed it: raw
+/// values (the finding-versus-rest evidence of each cell of the last feature map), row-major.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Heatmap {
+    pub width: u32,
+    pub height: u32,
+    /// `width * height` values, row by row from the top left.
+    pub values: Vec<f32>,
 }
 
 /// Why a job failed, with a stable machine-readable code.

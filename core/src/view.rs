@@ -54,6 +54,9 @@ pub struct JobLinks {
     pub model: String,
     /// The uploaded image.
     pub image: String,
+    /// The heatmap over the image (a result with a map).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heatmap: Option<String>,
 }
 
 impl From<Job> for JobView {
@@ -63,6 +66,11 @@ impl From<Job> for JobView {
                 this: format!("/v1/jobs/{}", job.id),
                 model: format!("/v1/models/{}", job.model),
                 image: format!("/v1/jobs/{}/image", job.id),
+                heatmap: job
+                    .result
+                    .as_ref()
+                    .and_then(|r| r.heatmap.as_ref())
+                    .map(|_| format!("/v1/jobs/{}/heatmap.png", job.id)),
             },
             id: job.id,
             model: job.model,

@@ -161,7 +161,7 @@ fn new_batch(caller: &Caller, request: CreateBatchRequest) -> Result<NewBatch, A
         (status = 201, description = "The batch, opened.", body = BatchView),
         (status = 202, description = "The batch with its jobs, queued.", body = BatchSubmitted),
         (status = 400, description = "`missing_field`, `invalid_field`, `invalid_json`, `invalid_multipart`", body = crate::ErrorBody),
-        (status = 422, description = "`unknown_model`", body = crate::ErrorBody),
+        (status = 422, description = "`unknown_model`, `model_research_only`", body = crate::ErrorBody),
         (status = 503, description = "`model_unavailable`, `queue_full`, `service_unavailable`", body = crate::ErrorBody),
     )
 )]

@@ -30,6 +30,10 @@ pub struct ExportRow {
     pub finding_probability: Option<f64>,
     pub threshold: Option<f64>,
     pub positive: Option<bool>,
+    /// `screening` or `research` (a research result must not guide care); absent for results
+    /// of model versions that declared no stage.
+    #[schema(value_type = Option<String>)]
+    pub stage: Option<&'static str>,
     pub model: String,
     pub model_version: String,
     pub created_at: DateTime<Utc>,
@@ -56,6 +60,7 @@ impl From<Job> for ExportRow {
             finding_probability: result.map(|r| r.finding_probability),
             threshold: result.map(|r| r.threshold),
             positive: result.map(|r| r.positive),
+            stage: result.and_then(|r| r.stage).map(|s| s.as_str()),
             error_code: job.error.map(|e| e.code).filter(|_| job.result.is_none()),
             client_reference: job.client_reference,
             site: job.site,
@@ -149,7 +154,7 @@ pub async fn csv(
     ))
 }
 
-const CSV_HEADER: [&str; 15] = [
+const CSV_HEADER: [&str; 16] = [
     "job_id",
     "client_reference",
     "site",
@@ -160,6 +165,7 @@ const CSV_HEADER: [&str; 15] = [
     "finding_probability",
     "threshold",
     "positive",
+    "stage",
     "model",
     "model_version",
     "created_at",
@@ -187,6 +193,7 @@ fn to_csv(rows: &[ExportRow]) -> String {
                     .unwrap_or_default(),
                 row.threshold.map(|t| format!("{t:.4}")).unwrap_or_default(),
                 row.positive.map(|p| p.to_string()).unwrap_or_default(),
+                row.stage.unwrap_or_default().to_owned(),
                 row.model.clone(),
                 row.model_version.clone(),
                 time(&row.created_at),

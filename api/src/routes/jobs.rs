@@ -5,9 +5,10 @@ use axum::body::Body;
 use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use medinform_core::db::{Cancel, JobFilter};
-use medinform_core::job::{JobFailure, JobId, JobStatus};
+use medinform_core::job::{Job, JobFailure, JobId, JobStatus};
 use medinform_core::storage::StorageError;
 use medinform_core::tenant::Scope;
 use medinform_core::view::JobView;
@@ -67,7 +68,7 @@ pub struct JobForm {
         (status = 409, description = "`batch_model_mismatch`, `idempotency_key_reused`, `idempotency_request_in_progress`", body = crate::ErrorBody),
         (status = 413, description = "`image_too_large`", body = crate::ErrorBody),
         (status = 415, description = "`not_an_image`, `unsupported_image_format`", body = crate::ErrorBody),
-        (status = 422, description = "`corrupt_image`, `image_dimensions_too_large`, `unknown_model`, `webhook_url_not_allowed`", body = crate::ErrorBody),
+        (status = 422, description = "`corrupt_image`, `image_dimensions_too_large`, `unknown_model`, `model_research_only`, `webhook_url_not_allowed`", body = crate::ErrorBody),
         (status = 429, description = "`rate_limited` (with `Retry-After`)", body = crate::ErrorBody),
         (status = 503, description = "`model_unavailable`, `queue_full`, `service_unavailable` (the last two with `Retry-After`)", body = crate::ErrorBody),
     )
@@ -132,7 +133,7 @@ pub async fn create(
     Ok((StatusCode::ACCEPTED, headers, Json(response)))
 }
 
-fn parse_job_id(id: &str) -> Result<JobId, ApiError> {
+pub(crate) fn parse_job_id(id: &str) -> Result<JobId, ApiError> {
     id.parse().map_err(|_| {
         ApiError::new(
             ErrorCode::InvalidJobId,
@@ -141,7 +142,7 @@ fn parse_job_id(id: &str) -> Result<JobId, ApiError> {
     })
 }
 
-fn job_not_found(id: JobId) -> ApiError {
+pub(crate) fn job_not_found(id: JobId) -> ApiError {
     ApiError::new(ErrorCode::JobNotFound, format!("There is no job {id}."))
 }
 
@@ -381,16 +382,7 @@ pub async fn image(
     let id = parse_job_id(&id)?;
     let job =
         (state.backends.jobs.find(caller.tenant, id).await?).ok_or_else(|| job_not_found(id))?;
-    let bytes = match state.backends.blobs.get(&job.image_key).await {
-        Ok(bytes) => bytes,
-        Err(StorageError::NotFound(_)) => {
-            return Err(ApiError::new(
-                ErrorCode::ImageNotFound,
-                "The job's image is no longer in storage.",
-            ));
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let bytes = stored_image(&state, &job).await?;
     Ok((
         [
             (header::CONTENT_TYPE, job.image_content_type),
@@ -403,6 +395,18 @@ pub async fn image(
         Body::from(bytes),
     )
         .into_response())
+}
+
+/// The bytes of a job's uploaded image.
+pub(crate) async fn stored_image(state: &AppState, job: &Job) -> Result<Bytes, ApiError> {
+    match state.backends.blobs.get(&job.image_key).await {
+        Ok(bytes) => Ok(bytes),
+        Err(StorageError::NotFound(_)) => Err(ApiError::new(
+            ErrorCode::ImageNotFound,
+            "The job's image is no longer in storage.",
+        )),
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@ pub(crate) mod auth;
 pub(crate) mod batches;
 pub(crate) mod export;
 pub(crate) mod health;
+pub(crate) mod heatmap;
 pub(crate) mod jobs;
 pub(crate) mod models;
 mod submit;
@@ -26,6 +27,7 @@ pub fn router(max_request_bytes: usize) -> Router<AppState> {
         .route("/v1/jobs/{id}", get(jobs::get))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/jobs/{id}/image", get(jobs::image))
+        .route("/v1/jobs/{id}/heatmap.png", get(heatmap::heatmap_png))
         .route(
             "/v1/batches",
             post(batches::create).layer(many).get(batches::list),
@@ -37,6 +39,7 @@ pub fn router(max_request_bytes: usize) -> Router<AppState> {
         .route("/v1/batches/{id}/export.json", get(export::json))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))
+        .route("/v1/models/{id}/figures/{name}", get(models::figure))
         .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
         .route(
             "/v1/webhooks/signing-secret",

@@ -1,9 +1,13 @@
 //! `GET /v1/models` and `GET /v1/models/{id}`.
 
+use std::collections::BTreeMap;
+
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use medinform_core::registry::manifest::{InputSpec, Metrics, Modality, Task};
-use medinform_core::registry::{Model, ModelStatus};
+use medinform_core::registry::{Model, ModelStatus, Stage};
 use medinform_core::tenant::Scope;
 use serde::Serialize;
 
@@ -41,6 +45,16 @@ pub struct ModelSpec {
     pub finding: String,
     /// The decision threshold in force (a site's override, or the manifest's).
     pub threshold: f64,
+    /// `screening` only when the held-out metrics meet `minimum`; `research` results must not
+    /// guide care.
+    pub stage: Stage,
+    /// What the screening stage requires of `metrics` (each at least this).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub minimum: Option<BTreeMap<String, f64>>,
+    /// Whether results carry a heatmap (`GET /v1/jobs/{id}/heatmap.png`).
+    pub heatmap: bool,
+    /// Pictures of the held-out evaluation (ROC curve, calibration, confusion matrix).
+    pub figures: Vec<FigureLink>,
     /// The network input and the preprocessing that produces it (models/README.md).
     #[schema(value_type = Object)]
     pub input: InputSpec,
@@ -48,6 +62,14 @@ pub struct ModelSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub metrics: Option<Metrics>,
+}
+
+/// One figure of a model: what it shows and where to fetch it (a PNG).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct FigureLink {
+    pub title: String,
+    #[schema(example = "/v1/models/tuberculosis/figures/roc.png")]
+    pub url: String,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -85,6 +107,17 @@ impl From<&Model> for ModelResponse {
             labels: manifest.output.labels.clone(),
             finding: manifest.decision.finding.clone(),
             threshold: model.threshold().unwrap_or(manifest.decision.threshold),
+            stage: manifest.stage,
+            minimum: manifest.minimum.clone(),
+            heatmap: model.has_heatmap(),
+            figures: model
+                .figures()
+                .into_iter()
+                .map(|(figure, _)| FigureLink {
+                    title: figure.title.clone(),
+                    url: format!("/v1/models/{}/figures/{}", model.id(), figure.name()),
+                })
+                .collect(),
             input: manifest.input.clone(),
             metrics: manifest.metrics.clone(),
         });
@@ -145,14 +178,66 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<ModelDetailResponse>, ApiError> {
     caller.require(Scope::Read)?;
-    let model = state.registry.get(&id).ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::ModelNotFound,
-            format!("There is no model {id:?}."),
-        )
-    })?;
+    let model = find(&state, &id)?;
     Ok(Json(ModelDetailResponse {
         model: ModelResponse::from(model.as_ref()),
         card: model.card().map(str::to_string),
     }))
+}
+
+fn find(state: &AppState, id: &str) -> Result<std::sync::Arc<Model>, ApiError> {
+    state.registry.get(id).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::ModelNotFound,
+            format!("There is no model {id:?}."),
+        )
+    })
+}
+
+/// `GET /v1/models/{id}/figures/{name}`: one of the model's figures.
+#[utoipa::path(
+    get,
+    path = "/v1/models/{id}/figures/{name}",
+    tag = "models",
+    summary = "A figure of a model's held-out evaluation",
+    params(
+        ("id" = String, Path, description = "The model id", example = "tuberculosis"),
+        ("name" = String, Path, description = "The figure's file name, as its `url` ends", example = "roc.png"),
+    ),
+    responses(
+        (status = 200, description = "The PNG.", content_type = "image/png"),
+        (status = 403, description = "`insufficient_scope` (needs `read`)", body = crate::ErrorBody),
+        (status = 404, description = "`model_not_found`, `figure_not_found`", body = crate::ErrorBody),
+    )
+)]
+pub async fn figure(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, name)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Read)?;
+    let model = find(&state, &id)?;
+    // Only a declared figure is served: the name is never used as a path.
+    let path = model
+        .figures()
+        .into_iter()
+        .find(|(figure, _)| figure.name() == name)
+        .map(|(_, path)| path)
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::FigureNotFound,
+                format!("Model {id} has no figure {name:?}; GET /v1/models/{id} lists them."),
+            )
+        })?;
+    let bytes = tokio::fs::read(&path)
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("reading {}: {e}", path.display())))?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/png"),
+            (header::CACHE_CONTROL, "private, max-age=3600"),
+        ],
+        bytes,
+    )
+        .into_response())
 }

@@ -12,7 +12,7 @@ use medinform_core::db::NewJob;
 use medinform_core::imaging;
 use medinform_core::job::{BatchId, Job, JobId};
 use medinform_core::queue::JobMessage;
-use medinform_core::registry::Model;
+use medinform_core::registry::{Model, Stage};
 use medinform_core::storage::{image_key, sha256_hex};
 
 use crate::auth::Caller;
@@ -141,6 +141,15 @@ pub fn ready_model(state: &AppState, id: &str) -> Result<(Arc<Model>, String), A
             ),
         ));
     };
+    if model.stage() == Stage::Research && !state.allow_research {
+        return Err(ApiError::new(
+            ErrorCode::ModelResearchOnly,
+            format!(
+                "The {} model is for research use only (its held-out figures do not meet its screening minimum), and this server does not run research models.",
+                model.id()
+            ),
+        ));
+    }
     let version = version.to_owned();
     Ok((model, version))
 }

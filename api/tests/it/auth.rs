@@ -205,6 +205,14 @@ const TENANT_SCOPED: &[Scoped] = &[
         owner_status: 200,
         not_found_code: "job_not_found",
     },
+    // The job is still queued: the owner learns it has no heatmap yet (404
+    // `heatmap_unavailable`), another tenant that there is no such job.
+    Scoped {
+        method: "GET",
+        path: "/v1/jobs/{job}/heatmap.png",
+        owner_status: 404,
+        not_found_code: "job_not_found",
+    },
     Scoped {
         method: "GET",
         path: "/v1/batches/{batch}",

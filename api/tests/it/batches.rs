@@ -129,6 +129,9 @@ async fn one_request_submits_a_batch_and_its_export_lists_every_image(kind: Kind
         assert_eq!(cells[2], "Camp 7");
         assert_eq!(cells[4], "succeeded");
         assert_eq!(cells[9], row["positive"].as_bool().unwrap().to_string());
+        // The shipped malaria model declares its stage: every row says it.
+        assert_eq!(cells[10], row["stage"].as_str().unwrap());
+        assert!(["screening", "research"].contains(&cells[10]), "{line}");
         let p: f64 = cells[7].parse().unwrap();
         assert!((p - row["finding_probability"].as_f64().unwrap()).abs() < 5e-5);
     }

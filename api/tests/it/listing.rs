@@ -336,6 +336,7 @@ async fn the_openapi_document_describes_every_route_and_error_code() {
         ("get", "/v1/jobs/{id}"),
         ("post", "/v1/jobs/{id}/cancel"),
         ("get", "/v1/jobs/{id}/image"),
+        ("get", "/v1/jobs/{id}/heatmap.png"),
         ("post", "/v1/batches"),
         ("get", "/v1/batches"),
         ("get", "/v1/batches/{id}"),
@@ -345,6 +346,7 @@ async fn the_openapi_document_describes_every_route_and_error_code() {
         ("get", "/v1/batches/{id}/export.json"),
         ("get", "/v1/models"),
         ("get", "/v1/models/{id}"),
+        ("get", "/v1/models/{id}/figures/{name}"),
         ("get", "/healthz"),
         ("get", "/readyz"),
     ] {

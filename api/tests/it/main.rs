@@ -2,6 +2,7 @@
 
 mod auth;
 mod batches;
+mod explain;
 mod jobs;
 mod listing;
 mod models;

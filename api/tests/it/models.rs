@@ -19,7 +19,7 @@ async fn models_are_listed_with_their_status_and_spec() {
         .manifest()
         .unwrap()
         .clone();
-    assert_eq!(malaria["status"], "ready");
+    assert_eq!(malaria["status"], "ready", "{malaria}");
     assert_eq!(malaria["version"], manifest.version.as_str());
     assert_eq!(malaria["task"], "binary");
     assert_eq!(malaria["labels"], serde_json::json!(manifest.output.labels));

@@ -20,7 +20,7 @@ use medinform_core::config::{
 use medinform_core::db::{SqliteJobStore, create_api_key};
 use medinform_core::imaging::ImageLimits;
 use medinform_core::queue::{JobMessage, JobQueue, MemoryQueue, QueueError, Subscription};
-use medinform_core::registry::{Registry, RegistryOptions};
+use medinform_core::registry::{Registry, RegistryOptions, Stage};
 use medinform_core::republish::Republisher;
 use medinform_core::storage::{BlobStore, LocalBlobStore, StorageError};
 use medinform_core::tenant::Scope;
@@ -77,14 +77,7 @@ pub fn test_registry_dir() -> tempfile::TempDir {
     let malaria = repo_root().join("models/malaria");
     let target = dir.path().join("malaria");
     std::fs::create_dir(&target).unwrap();
-    for entry in
-        std::fs::read_dir(&malaria).unwrap_or_else(|e| panic!("{}: {e}", malaria.display()))
-    {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            std::fs::copy(&path, target.join(path.file_name().unwrap())).unwrap();
-        }
-    }
+    copy_folder(&malaria, &target);
     assert!(
         target.join("model.onnx").is_file(),
         "models/malaria/model.onnx is missing"
@@ -98,6 +91,39 @@ pub fn test_registry_dir() -> tempfile::TempDir {
     )
     .unwrap();
     dir
+}
+
+/// Adds to a test registry a copy of the shipped malaria model named `id`, in `stage`: a
+/// screening copy declares a minimum its measured accuracy meets.
+pub fn add_malaria_copy(registry: &Path, id: &str, stage: Stage) {
+    let target = registry.join(id);
+    std::fs::create_dir(&target).unwrap();
+    copy_folder(&repo_root().join("models/malaria"), &target);
+    let path = target.join("manifest.toml");
+    let mut manifest: toml::Table =
+        toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    manifest.insert("id".into(), id.into());
+    manifest.insert("stage".into(), stage.as_str().into());
+    if stage == Stage::Screening {
+        let accuracy = manifest["metrics"]["accuracy"].as_float().unwrap();
+        let minimum = toml::Table::from_iter([("accuracy".to_owned(), accuracy.into())]);
+        manifest.insert("minimum".into(), minimum.into());
+    }
+    std::fs::write(&path, toml::to_string(&manifest).unwrap()).unwrap();
+}
+
+/// Copies the files of `from` (and of its sub-folders, such as `figures/`) into `to`.
+fn copy_folder(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("{}: {e}", from.display())) {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            std::fs::create_dir(&target).unwrap();
+            copy_folder(&path, &target);
+        } else {
+            std::fs::copy(&path, target).unwrap();
+        }
+    }
 }
 
 pub fn load_registry(dir: &Path) -> Registry {
@@ -143,6 +169,10 @@ pub struct Options {
     /// Start on the data a stopped app left ([`TestApp::stop_keeping_data`]), as a restarted
     /// process would.
     pub data: Option<AppData>,
+    /// `models.allow_research`.
+    pub allow_research: bool,
+    /// The model registry (None: [`test_registry_dir`]).
+    pub registry_dir: Option<tempfile::TempDir>,
 }
 
 /// The database, images and queue names of a stopped app, for the next one.
@@ -185,6 +215,8 @@ impl Options {
             rate_limit: RateLimit::NONE,
             webhooks: None,
             data: None,
+            allow_research: true,
+            registry_dir: None,
         }
     }
 }
@@ -243,7 +275,7 @@ impl TestApp {
                 Some(Box::new(distributed_config().await)),
             ),
         };
-        let registry_dir = test_registry_dir();
+        let registry_dir = options.registry_dir.unwrap_or_else(test_registry_dir);
         let registry = Arc::new(load_registry(registry_dir.path()));
         let mut memory_queue = None;
         let mut image_dir = None;
@@ -312,6 +344,7 @@ impl TestApp {
         let state = AppState {
             backends: backends.clone(),
             registry: registry.clone(),
+            allow_research: options.allow_research,
             limits: options.limits,
             max_request_bytes: 64 * 1024 * 1024,
             idempotency: IdempotencySettings {

@@ -117,6 +117,8 @@ async fn finished_job(app: &TestApp, webhook_url: Option<&str>, fail: bool) -> J
             finding_probability: 0.9,
             threshold: 0.5,
             positive: true,
+            stage: None,
+            heatmap: None,
         };
         jobs.succeed(job.id, claimed.attempts, &result)
             .await

@@ -115,6 +115,8 @@ impl Decision {
             finding_probability,
             threshold,
             positive,
+            stage: None,
+            heatmap: None,
         }
     }
 }

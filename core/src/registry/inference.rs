@@ -197,8 +197,17 @@ pub(crate) struct Runner {
     provider: ActiveProvider,
     input_name: String,
     output_name: String,
+    /// The class activation map output and its `[h, w]`, when the manifest declares one.
+    heatmap: Option<(String, [usize; 2])>,
     /// `Some(n)` when the graph's batch axis is fixed (runs are then made n images at a time).
     fixed_batch: Option<usize>,
+}
+
+/// What one run gives: `per_image` output values per image, and each image's map (`h * w`
+/// values, row-major) when the model has one.
+pub(crate) struct RunOutput {
+    pub values: Vec<f32>,
+    pub maps: Option<(Vec<f32>, [usize; 2])>,
 }
 
 impl Runner {
@@ -249,13 +258,14 @@ impl Runner {
                 }
             }
         };
-        let fixed_batch = check_io(&session, manifest)?;
+        let (fixed_batch, heatmap) = check_io(&session, manifest)?;
         tracing::info!(model = %id, version = %manifest.version, provider = provider.as_str(), "model loaded");
         Ok(Self {
             session: Mutex::new(session),
             provider,
             input_name: manifest.input.name.clone(),
             output_name: manifest.output.name.clone(),
+            heatmap,
             fixed_batch,
         })
     }
@@ -273,7 +283,7 @@ impl Runner {
         batch: usize,
         shape: [usize; 3],
         per_image: usize,
-    ) -> Result<Vec<f32>, InferenceError> {
+    ) -> Result<RunOutput, InferenceError> {
         let runtime = |e: ort::Error| InferenceError::Runtime {
             id: id.to_owned(),
             message: e.to_string(),
@@ -281,6 +291,10 @@ impl Runner {
         let image_len = shape.iter().product::<usize>();
         let chunk = self.fixed_batch.unwrap_or(batch).max(1);
         let mut out = Vec::with_capacity(batch * per_image);
+        let mut maps = self
+            .heatmap
+            .as_ref()
+            .map(|(_, [h, w])| Vec::with_capacity(batch * h * w));
         let mut session = self.session.lock().unwrap_or_else(PoisonError::into_inner);
         for images in data.chunks(chunk * image_len) {
             let n = images.len() / image_len;
@@ -289,44 +303,54 @@ impl Runner {
             let outputs = session
                 .run(ort::inputs![self.input_name.as_str() => tensor])
                 .map_err(runtime)?;
-            let value = outputs
-                .get(&self.output_name)
-                .ok_or_else(|| InferenceError::Output {
-                    id: id.to_owned(),
-                    message: format!(
-                        "the session produced no output named {:?}",
-                        self.output_name
-                    ),
-                })?;
-            let (out_shape, values) =
-                value
-                    .try_extract_tensor::<f32>()
-                    .map_err(|e| InferenceError::Output {
-                        id: id.to_owned(),
-                        message: format!(
-                            "output {:?} is not a float32 tensor: {e}",
-                            self.output_name
-                        ),
-                    })?;
-            if values.len() != n * per_image || out_shape.first().copied() != Some(n as i64) {
-                return Err(InferenceError::Output {
-                    id: id.to_owned(),
-                    message: format!(
-                        "output {:?} has shape {:?}; expected {n} row(s) of {per_image} value(s)",
-                        self.output_name,
-                        &out_shape[..]
-                    ),
-                });
+            out.extend_from_slice(extract(id, &outputs, &self.output_name, n, per_image)?);
+            if let (Some(maps), Some((name, [h, w]))) = (maps.as_mut(), &self.heatmap) {
+                maps.extend_from_slice(extract(id, &outputs, name, n, h * w)?);
             }
-            out.extend_from_slice(values);
         }
-        Ok(out)
+        Ok(RunOutput {
+            values: out,
+            maps: maps.zip(self.heatmap.as_ref().map(|(_, size)| *size)),
+        })
     }
 }
 
-/// Checks the graph's input and output against the manifest; returns the fixed batch size, if
-/// the batch axis is not dynamic.
-fn check_io(session: &Session, manifest: &Manifest) -> anyhow::Result<Option<usize>> {
+/// The float32 values of the output `name`: `n` rows of `per_image`.
+fn extract<'a>(
+    id: &str,
+    outputs: &'a ort::session::SessionOutputs<'_>,
+    name: &str,
+    n: usize,
+    per_image: usize,
+) -> Result<&'a [f32], InferenceError> {
+    let error = |message: String| InferenceError::Output {
+        id: id.to_owned(),
+        message,
+    };
+    let value = outputs
+        .get(name)
+        .ok_or_else(|| error(format!("the session produced no output named {name:?}")))?;
+    let (shape, values) = value
+        .try_extract_tensor::<f32>()
+        .map_err(|e| error(format!("output {name:?} is not a float32 tensor: {e}")))?;
+    if values.len() != n * per_image || shape.first().copied() != Some(n as i64) {
+        return Err(error(format!(
+            "output {name:?} has shape {:?}; expected {n} row(s) of {per_image} value(s)",
+            &shape[..]
+        )));
+    }
+    Ok(values)
+}
+
+/// The heatmap output's name and `[h, w]`.
+type HeatmapOutput = Option<(String, [usize; 2])>;
+
+/// Checks the graph's input and outputs against the manifest; returns the fixed batch size, if
+/// the batch axis is not dynamic, and the heatmap output's size.
+fn check_io(
+    session: &Session,
+    manifest: &Manifest,
+) -> anyhow::Result<(Option<usize>, HeatmapOutput)> {
     let names = |outlets: &[ort::value::Outlet]| {
         outlets
             .iter()
@@ -409,7 +433,30 @@ fn check_io(session: &Session, manifest: &Manifest) -> anyhow::Result<Option<usi
             out_spec.activation
         );
     }
-    Ok(fixed_batch)
+    let heatmap = match &out_spec.heatmap {
+        None => None,
+        Some(name) => {
+            let output = session
+                .outputs()
+                .iter()
+                .find(|o| o.name() == name)
+                .ok_or_else(|| {
+                    anyhow!(
+                        "output.heatmap {name:?} is not among the ONNX graph's outputs {:?}",
+                        names(session.outputs())
+                    )
+                })?;
+            let dims = tensor_dims(output.dtype(), "output", name)?;
+            match dims[..] {
+                [_, h, w] if h > 0 && w > 0 => Some((name.clone(), [h as usize, w as usize])),
+                _ => bail!(
+                    "the ONNX heatmap output {name:?} has shape {}; it must be [batch, h, w] with a fixed h and w",
+                    show_dims(&dims)
+                ),
+            }
+        }
+    };
+    Ok((fixed_batch, heatmap))
 }
 
 fn tensor_dims(dtype: &ValueType, what: &str, name: &str) -> anyhow::Result<Vec<i64>> {

@@ -28,6 +28,9 @@ pub struct Manifest {
     pub modality: Modality,
     pub task: Task,
     pub description: String,
+    /// `screening` only when the held-out `[metrics]` meet `[minimum]`; absent means `research`.
+    #[serde(default)]
+    pub stage: Stage,
     /// The ONNX file, relative to the folder.
     pub weights: String,
     /// The model card (Markdown), relative to the folder.
@@ -38,6 +41,51 @@ pub struct Manifest {
     /// Measured on the held-out split, written by the training pipeline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<Metrics>,
+    /// What `stage = "screening"` requires of `[metrics]`: each key's value at least this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimum: Option<BTreeMap<String, f64>>,
+    /// Pictures of the held-out evaluation drawn by the training pipeline (`[[figures]]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub figures: Vec<Figure>,
+}
+
+/// Whether a model's results may guide screening.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Its held-out figures meet the minimum its manifest declares.
+    Screening,
+    /// Research use only: not for decisions about care.
+    #[default]
+    Research,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Screening => "screening",
+            Self::Research => "research",
+        }
+    }
+}
+
+/// One `[[figures]]` entry: a PNG inside the model folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Figure {
+    /// Relative to the folder; ends in `.png`.
+    pub file: String,
+    /// What the picture shows, for people.
+    pub title: String,
+}
+
+impl Figure {
+    /// The file's own name, which its URL ends with.
+    pub fn name(&self) -> &str {
+        self.file.rsplit('/').next().unwrap_or(&self.file)
+    }
 }
 
 /// What kind of image a model reads.
@@ -166,6 +214,9 @@ pub struct OutputSpec {
     /// probability of (the other label gets 1 - p).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sigmoid_positive: Option<String>,
+    /// A second ONNX output: the class activation map of the finding, `[batch, h, w]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heatmap: Option<String>,
 }
 
 /// How the raw output becomes class probabilities.
@@ -220,6 +271,24 @@ pub struct Metrics {
     pub roc_auc: Option<f64>,
     #[serde(flatten)]
     pub other: BTreeMap<String, toml::Value>,
+}
+
+impl Metrics {
+    /// A numeric metric by its `[metrics]` key.
+    pub fn value(&self, key: &str) -> Option<f64> {
+        match key {
+            "accuracy" => self.accuracy,
+            "sensitivity" => self.sensitivity,
+            "specificity" => self.specificity,
+            "roc_auc" => self.roc_auc,
+            "n" => self.n.map(|n| n as f64),
+            other => match self.other.get(other)? {
+                toml::Value::Float(v) => Some(*v),
+                toml::Value::Integer(v) => Some(*v as f64),
+                _ => None,
+            },
+        }
+    }
 }
 
 /// Why a manifest cannot be used.
@@ -478,6 +547,84 @@ per_source = "P61"
             );
             assert_eq!(err.field(), Some("weights"), "{bad}");
         }
+    }
+
+    /// The README example as a screening model with a heatmap and figures.
+    fn screening(minimum: &str) -> String {
+        MALARIA
+            .replace(
+                "weights = \"model.onnx\"",
+                "stage = \"screening\"\nweights = \"model.onnx\"",
+            )
+            .replace(
+                "labels = [\"Uninfected\", \"Parasitized\"]",
+                "labels = [\"Uninfected\", \"Parasitized\"]\nheatmap = \"cam\"",
+            )
+            .replace(
+                "accuracy = 0.97",
+                "accuracy = 0.97\nroc_auc = 0.995\nkappa = 0.8",
+            )
+            + &format!(
+                "\n[minimum]\n{minimum}\n\n[[figures]]\nfile = \"figures/roc.png\"\ntitle = \"ROC\"\n"
+            )
+    }
+
+    #[test]
+    fn stage_defaults_to_research() {
+        let m = Manifest::parse(MALARIA, "malaria").unwrap();
+        assert_eq!(m.stage, Stage::Research);
+        assert_eq!(m.output.heatmap, None);
+        assert!(m.figures.is_empty());
+    }
+
+    #[test]
+    fn a_screening_model_meets_its_declared_minimum() {
+        let m = Manifest::parse(
+            &screening("accuracy = 0.965\nroc_auc = 0.99\nkappa = 0.8"),
+            "malaria",
+        )
+        .unwrap();
+        assert_eq!(m.stage, Stage::Screening);
+        assert_eq!(m.output.heatmap.as_deref(), Some("cam"));
+        assert_eq!(m.figures[0].name(), "roc.png");
+    }
+
+    #[test]
+    fn a_screening_model_below_its_minimum_is_refused() {
+        let err = parse_err(&screening("accuracy = 0.98\nroc_auc = 0.99"));
+        assert_eq!(err.field(), Some("stage"));
+        assert!(err.to_string().contains("accuracy 0.97 < 0.98"), "{err}");
+
+        let err = parse_err(&screening("specificity = 0.7"));
+        assert!(
+            err.to_string().contains("specificity not measured"),
+            "{err}"
+        );
+
+        let no_minimum = screening("accuracy = 0.9").replace("[minimum]\naccuracy = 0.9", "");
+        assert_eq!(parse_err(&no_minimum).field(), Some("stage"));
+    }
+
+    #[test]
+    fn figures_are_png_files_inside_the_folder() {
+        let ok = screening("accuracy = 0.9");
+        for (bad, field) in [
+            ("../roc.png", "figures[0].file"),
+            ("figures/roc.svg", "figures[0].file"),
+        ] {
+            let err = parse_err(&ok.replace("figures/roc.png", bad));
+            assert_eq!(err.field(), Some(field), "{bad}");
+        }
+        let untitled = ok.replace("title = \"ROC\"", "title = \" \"");
+        assert_eq!(parse_err(&untitled).field(), Some("figures[0].title"));
+    }
+
+    #[test]
+    fn the_heatmap_is_another_output() {
+        let err = parse_err(
+            &screening("accuracy = 0.9").replace("heatmap = \"cam\"", "heatmap = \"output\""),
+        );
+        assert_eq!(err.field(), Some("output.heatmap"));
     }
 
     #[test]

@@ -20,12 +20,12 @@ use image::DynamicImage;
 use ndarray::Array3;
 use serde::Serialize;
 
-use crate::job::ScreeningResult;
+use crate::job::{Heatmap, ScreeningResult};
 
 use self::decision::Decision;
 use self::inference::Runner;
 pub use self::inference::{ActiveProvider, ExecutionProvider, InferenceError, init_onnxruntime};
-pub use self::manifest::{Manifest, ManifestError};
+pub use self::manifest::{Figure, Manifest, ManifestError, Stage};
 
 /// How to load the registry.
 #[derive(Debug, Clone)]
@@ -139,6 +139,31 @@ impl Model {
         self.status == ModelStatus::Ready
     }
 
+    /// The manifest's stage; a model whose manifest is unusable counts as research.
+    pub fn stage(&self) -> Stage {
+        self.manifest.as_ref().map(|m| m.stage).unwrap_or_default()
+    }
+
+    /// Whether the model computes a heatmap with each result.
+    pub fn has_heatmap(&self) -> bool {
+        self.manifest
+            .as_ref()
+            .is_some_and(|m| m.output.heatmap.is_some())
+    }
+
+    /// The declared figures whose files exist, with their paths.
+    pub fn figures(&self) -> Vec<(&Figure, PathBuf)> {
+        let Some(manifest) = &self.manifest else {
+            return Vec::new();
+        };
+        manifest
+            .figures
+            .iter()
+            .map(|f| (f, self.dir.join(&f.file)))
+            .filter(|(_, path)| path.is_file())
+            .collect()
+    }
+
     /// Whether the model can take jobs (ready here, or loaded by another process).
     pub fn is_available(&self) -> bool {
         matches!(self.status, ModelStatus::Ready | ModelStatus::NotLoaded)
@@ -197,7 +222,15 @@ impl Model {
         let raw = loaded
             .runner
             .run(&self.id, &data, inputs.len(), shape, per_image)?;
-        raw.chunks_exact(per_image)
+        let mut maps = raw.maps.as_ref().map(|(values, [h, w])| {
+            values.chunks_exact(h * w).map(|map| Heatmap {
+                width: *w as u32,
+                height: *h as u32,
+                values: map.to_vec(),
+            })
+        });
+        raw.values
+            .chunks_exact(per_image)
             .map(|row| {
                 let probabilities = loaded.decision.probabilities(row).map_err(|message| {
                     InferenceError::Output {
@@ -205,7 +238,11 @@ impl Model {
                         message,
                     }
                 })?;
-                Ok(loaded.decision.result(probabilities, threshold))
+                Ok(ScreeningResult {
+                    stage: Some(manifest.stage),
+                    heatmap: maps.as_mut().and_then(Iterator::next),
+                    ..loaded.decision.result(probabilities, threshold)
+                })
             })
             .collect()
     }
@@ -324,6 +361,11 @@ fn load_model(
         Ok(card) => model.card = Some(card),
         Err(e) => {
             tracing::warn!(model = %model.id, path = %card_path.display(), error = %e, "no model card")
+        }
+    }
+    for figure in &manifest.figures {
+        if !model.dir.join(&figure.file).is_file() {
+            tracing::warn!(model = %model.id, file = %figure.file, "a declared figure is missing; it is not listed");
         }
     }
     let weights = model.dir.join(&manifest.weights);

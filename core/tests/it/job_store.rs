@@ -5,7 +5,10 @@ use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use medinform_core::db::{Claim, JobStore, Republish};
-use medinform_core::job::{ClassProbability, Job, JobFailure, JobId, JobStatus, ScreeningResult};
+use medinform_core::job::{
+    ClassProbability, Heatmap, Job, JobFailure, JobId, JobStatus, ScreeningResult,
+};
+use medinform_core::registry::Stage;
 
 use crate::support::{TestJobStore, new_job};
 
@@ -66,6 +69,12 @@ fn result() -> ScreeningResult {
         finding_probability: 0.875,
         threshold: 0.5,
         positive: true,
+        stage: Some(Stage::Screening),
+        heatmap: Some(Heatmap {
+            width: 2,
+            height: 1,
+            values: vec![-0.25, 1.5],
+        }),
     }
 }
 

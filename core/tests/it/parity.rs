@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use medinform_core::registry::manifest::InputSpec;
 use medinform_core::registry::preprocess::preprocess;
-use medinform_core::registry::{Manifest, ModelStatus, Registry};
+use medinform_core::registry::{Manifest, ModelStatus, Registry, Stage};
 
 use crate::registry::{
     assert_parity, cpu_options, decode_file, golden_pngs, read_npy_f32, reference, repo_root,
@@ -92,7 +92,7 @@ fn sample_images(manifest: &Manifest, out: &Path) -> Vec<PathBuf> {
         medinform_core::registry::manifest::Modality::BloodSmearCell => "malaria",
         medinform_core::registry::manifest::Modality::ChestXray => "tuberculosis",
         medinform_core::registry::manifest::Modality::Dermoscopy => "skin_cancer",
-        medinform_core::registry::manifest::Modality::Fundus => "",
+        medinform_core::registry::manifest::Modality::Fundus => "diabetic_retinopathy",
     };
     let dataset = [manifest.id.as_str(), by_modality]
         .into_iter()
@@ -136,14 +136,9 @@ for name, pixels in picks:
 }
 
 #[test]
-fn the_shipped_registry_serves_five_models_and_lists_retinopathy_as_unavailable() {
+fn the_shipped_registry_serves_six_models_with_stages_heatmaps_and_figures() {
     let registry = Registry::load(&cpu_options(&repo_root().join("models"))).unwrap();
-    let statuses: Vec<(String, ModelStatus)> = registry
-        .list()
-        .iter()
-        .map(|m| (m.id().to_owned(), m.status().clone()))
-        .collect();
-    let ids: Vec<&str> = statuses.iter().map(|(id, _)| id.as_str()).collect();
+    let ids: Vec<String> = registry.list().iter().map(|m| m.id().to_owned()).collect();
     assert_eq!(
         ids,
         [
@@ -155,19 +150,34 @@ fn the_shipped_registry_serves_five_models_and_lists_retinopathy_as_unavailable(
             "tuberculosis"
         ]
     );
-    for (id, status) in &statuses {
-        if id == "diabetic_retinopathy" {
-            // No real fundus data: the folder ships a manifest and a card, never weights.
-            assert_eq!(
-                status,
-                &ModelStatus::Unavailable {
-                    reason: "weights file model.onnx is missing".into()
-                }
-            );
-        } else {
-            assert_eq!(status, &ModelStatus::Ready, "{id}");
+    for model in registry.list() {
+        let id = model.id();
+        assert_eq!(model.status(), &ModelStatus::Ready, "{id}");
+        let manifest = model.manifest().unwrap();
+        assert!(model.has_heatmap(), "{id} exports no heatmap");
+        // The registry refuses a screening stage that the metrics do not support, so a ready
+        // model's stage is backed by its held-out figures; each declares what it must meet.
+        assert!(
+            manifest.minimum.as_ref().is_some_and(|m| !m.is_empty()),
+            "{id} declares no minimum"
+        );
+        let figures = model.figures();
+        assert_eq!(
+            figures.len(),
+            manifest.figures.len(),
+            "{id}: a declared figure is missing"
+        );
+        assert!(figures.len() >= 3, "{id} has {} figures", figures.len());
+        for (figure, path) in figures {
+            let size = std::fs::metadata(&path).unwrap().len();
+            assert!(size < 200_000, "{id} {}: {size} bytes", figure.file);
         }
     }
+    // 28 px fundus photographs cannot show lesions: that model is for research whatever it scores.
+    assert_eq!(
+        registry.get("diabetic_retinopathy").unwrap().stage(),
+        Stage::Research
+    );
 }
 
 #[test]

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use medinform_core::imaging::{self, ImageLimits};
+use medinform_core::job::Heatmap;
 use medinform_core::registry::{ExecutionProvider, ModelStatus, Registry, RegistryOptions};
 use serde::Deserialize;
 
@@ -83,6 +84,9 @@ pub struct Reference {
     pub file: String,
     pub labels: Vec<String>,
     pub probabilities: Vec<f64>,
+    /// The model's class activation map, when its manifest declares one.
+    #[serde(default)]
+    pub heatmap: Option<Heatmap>,
 }
 
 /// ONNX Runtime (Python) probabilities for `inputs`; with `dump`, the input tensors are written
@@ -191,7 +195,8 @@ pub fn golden_pngs() -> Vec<PathBuf> {
 }
 
 /// Rust predictions for `files` (one batch) against the Python reference: probabilities within
-/// 1e-4 and the same input tensors. Returns the largest probability difference.
+/// 1e-4, heatmaps (when the model has them) within 1e-4 of the map's largest magnitude, and the
+/// same input tensors. Returns the largest probability difference.
 pub fn assert_parity(registry: &Registry, id: &str, model_dir: &Path, files: &[PathBuf]) -> f64 {
     let model = registry
         .get(id)
@@ -243,8 +248,45 @@ pub fn assert_parity(registry: &Registry, id: &str, model_dir: &Path, files: &[P
                 rust.probability
             );
         }
+        assert_eq!(
+            result.heatmap.is_some(),
+            model.has_heatmap(),
+            "{id}: a model with a heatmap output gives a map with every result"
+        );
+        match (&result.heatmap, &reference.heatmap) {
+            (Some(rust), Some(python)) => assert_maps_agree(id, &reference.file, rust, python),
+            (None, None) => {}
+            (rust, python) => panic!(
+                "{id} {}: map in Rust {:?}, in Python {:?}",
+                reference.file,
+                rust.is_some(),
+                python.is_some()
+            ),
+        }
     }
     worst
+}
+
+/// The same size, and values within 1e-4 of the map's largest magnitude (the maps are raw
+/// sums of a feature map, whose scale varies from model to model).
+fn assert_maps_agree(id: &str, file: &str, rust: &Heatmap, python: &Heatmap) {
+    assert_eq!(
+        (rust.width, rust.height),
+        (python.width, python.height),
+        "{id} {file}: map size"
+    );
+    assert_eq!(rust.values.len(), python.values.len());
+    let scale = python.values.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+    let diff = rust
+        .values
+        .iter()
+        .zip(&python.values)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        diff <= 1e-4 * scale,
+        "{id} {file}: maps differ by {diff} (largest value {scale})"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

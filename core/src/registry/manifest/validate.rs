@@ -42,7 +42,70 @@ impl Manifest {
         check_relative_path("card", &self.card)?;
         self.validate_input()?;
         self.validate_output()?;
-        self.validate_decision()
+        self.validate_decision()?;
+        self.validate_stage()?;
+        for (i, figure) in self.figures.iter().enumerate() {
+            let field = format!("figures[{i}].file");
+            check_relative_path(&field, &figure.file)?;
+            if !figure.file.ends_with(".png") {
+                return Err(ManifestError::invalid(field, "must be a .png file"));
+            }
+            if self.figures[..i].iter().any(|f| f.name() == figure.name()) {
+                return Err(ManifestError::invalid(
+                    field,
+                    format!("repeats the file name {:?}", figure.name()),
+                ));
+            }
+            if figure.title.trim().is_empty() {
+                return Err(ManifestError::invalid(
+                    format!("figures[{i}].title"),
+                    "must not be empty",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A model ships as `screening` only when its held-out figures meet its declared minimum.
+    fn validate_stage(&self) -> Result<(), ManifestError> {
+        if let Some(minimum) = &self.minimum {
+            for (key, value) in minimum {
+                if !value.is_finite() {
+                    return Err(ManifestError::invalid(
+                        format!("minimum.{key}"),
+                        "must be a finite number",
+                    ));
+                }
+            }
+        }
+        if self.stage == Stage::Research {
+            return Ok(());
+        }
+        let Some(minimum) = self.minimum.as_ref().filter(|m| !m.is_empty()) else {
+            return Err(ManifestError::invalid(
+                "stage",
+                "is \"screening\" but the manifest declares no [minimum] for its held-out metrics",
+            ));
+        };
+        let mut unmet = Vec::new();
+        for (key, required) in minimum {
+            match self.metrics.as_ref().and_then(|m| m.value(key)) {
+                Some(measured) if measured >= *required => {}
+                Some(measured) => unmet.push(format!("{key} {measured} < {required}")),
+                None => unmet.push(format!("{key} not measured (needs {required})")),
+            }
+        }
+        if unmet.is_empty() {
+            Ok(())
+        } else {
+            Err(ManifestError::invalid(
+                "stage",
+                format!(
+                    "is \"screening\" but the held-out metrics miss the declared minimum: {}",
+                    unmet.join(", ")
+                ),
+            ))
+        }
     }
 
     fn validate_input(&self) -> Result<(), ManifestError> {
@@ -114,6 +177,14 @@ impl Manifest {
             return Err(ManifestError::invalid(
                 "output.labels",
                 "must not contain an empty label",
+            ));
+        }
+        if let Some(heatmap) = &output.heatmap
+            && (heatmap.trim().is_empty() || *heatmap == output.name)
+        {
+            return Err(ManifestError::invalid(
+                "output.heatmap",
+                "must name a second ONNX output, other than output.name",
             ));
         }
         for (i, label) in labels.iter().enumerate() {

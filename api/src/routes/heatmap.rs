@@ -1,0 +1,92 @@
+//! `GET /v1/jobs/{id}/heatmap.png`: where the network looked, drawn at the image's size.
+
+use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use medinform_core::tenant::Scope;
+use medinform_core::{heatmap, imaging};
+use serde::Deserialize;
+
+use super::jobs::{job_not_found, parse_job_id, stored_image};
+use crate::auth::Caller;
+use crate::{ApiError, AppState, ErrorCode};
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HeatmapQuery {
+    /// `true` (default): the image with the map blended in (RGB); `false`: the map alone as
+    /// RGBA, its alpha the map's value, to lay over the image at any opacity.
+    overlay: Option<bool>,
+}
+
+/// `GET /v1/jobs/{id}/heatmap.png`.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/heatmap.png",
+    tag = "jobs",
+    summary = "Where the network looked, over the job's image",
+    description = "The class activation map of the finding that the model computed with the \
+                   result, upsampled to the uploaded image's size and coloured (Turbo: blue = \
+                   little evidence for the finding, red = most). It shows which regions pushed \
+                   the model towards the finding; it is not a lesion outline.",
+    params(("id" = String, Path, description = "The job id"), HeatmapQuery),
+    responses(
+        (status = 200, description = "A PNG of the image's width and height.", content_type = "image/png"),
+        (status = 400, description = "`invalid_job_id`, `invalid_query`", body = crate::ErrorBody),
+        (status = 403, description = "`insufficient_scope` (needs `read`)", body = crate::ErrorBody),
+        (status = 404, description = "`job_not_found`, `heatmap_unavailable` (not succeeded, or the model computes no map), `image_not_found`", body = crate::ErrorBody),
+    )
+)]
+pub async fn heatmap_png(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    query: Result<Query<HeatmapQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Read)?;
+    let id = parse_job_id(&id)?;
+    let Query(query) = query.map_err(|e| {
+        ApiError::new(
+            ErrorCode::InvalidQuery,
+            format!("{}; overlay is true or false.", e.body_text()),
+        )
+    })?;
+    let job =
+        (state.backends.jobs.find(caller.tenant, id).await?).ok_or_else(|| job_not_found(id))?;
+    let Some(map) = job.result.as_ref().and_then(|r| r.heatmap.clone()) else {
+        return Err(ApiError::new(
+            ErrorCode::HeatmapUnavailable,
+            format!(
+                "Job {id} has no heatmap: it is {} and model {} {} {}.",
+                job.status,
+                job.model,
+                job.model_version,
+                if job.result.is_some() {
+                    "computes no map"
+                } else {
+                    "has given no result yet"
+                }
+            ),
+        ));
+    };
+    let bytes = stored_image(&state, &job).await?;
+    let limits = state.limits;
+    let overlay = query.overlay.unwrap_or(true);
+    // Decoding, upsampling and encoding are CPU work: off the async runtime.
+    let png = tokio::task::spawn_blocking(move || {
+        let image = imaging::decode(&bytes, &limits)?;
+        heatmap::png(&heatmap::render(&image, &map, overlay))
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("encoding the heatmap: {e}")))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))??;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "image/png"),
+            // A job's result never changes once written.
+            (header::CACHE_CONTROL, "private, max-age=86400, immutable"),
+        ],
+        png,
+    )
+        .into_response())
+}
