@@ -178,25 +178,84 @@ async function uploadOne(page, file) {
   await page.getByTestId("file-input").setInputFiles(file);
 }
 
+/** GET from the API itself (embedded mode answers without a key), to check the pages against it. */
+async function api(base, path) {
+  const response = await fetch(`${base}${path}`, { headers: { Accept: "application/json" } });
+  assert(response.ok, `GET ${path} answered ${response.status}`);
+  return response.json();
+}
+
+const RESEARCH_SENTENCE = "This model has not met its screening targets on held-out data";
+const HEATMAP_SENTENCE = "The heatmap shows which parts of the image pushed the model towards its finding.";
+const STAGE_BADGE = { screening: "Screening", research: "Research use only" };
+
+/** The stage badge in `scope` says `stage` (and a research one comes with its sentence). */
+async function assertStage(scope, stage, where) {
+  const badge = scope.locator("[data-stage]");
+  assert((await badge.count()) === 1, `${where}: expected one stage badge, saw ${await badge.count()}`);
+  assert(await badge.isVisible(), `${where}: the stage badge is not visible`);
+  assert((await badge.getAttribute("data-stage")) === stage, `${where}: badge for ${await badge.getAttribute("data-stage")}, the API says ${stage}`);
+  assert((await badge.innerText()).trim().toLowerCase() === STAGE_BADGE[stage].toLowerCase(), `${where}: badge reads "${await badge.innerText()}"`);
+  const sentences = await scope.getByText(RESEARCH_SENTENCE).count();
+  assert(sentences === (stage === "research" ? 1 : 0), `${where}: ${sentences} research sentences for a ${stage} model`);
+}
+
+/** Scrolls each model-card figure into view (they load lazily) and waits until its image is decoded. */
+async function loadFigures(page) {
+  const figures = page.locator(".model-figure");
+  const n = await figures.count();
+  for (let i = 0; i < n; i++) {
+    const figure = figures.nth(i);
+    await figure.scrollIntoViewIfNeeded();
+    await waitForOrError(page, visible(figure.locator("img")), `figure ${i + 1}`, 15_000, figure);
+    await figure.locator("img").evaluate((img) => img.decode());
+  }
+  await page.evaluate(() => window.scrollTo(0, 0));
+  return n;
+}
+
+/** The page must not scroll sideways on a phone (tables scroll inside their own box). */
+async function sidewaysOverflow(page) {
+  return page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+}
+
+function phoneContext(browser) {
+  return browser.newContext({ viewport: PHONE, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
+}
+
 // --- The tests --------------------------------------------------------------------------------
 
-test("home", "home: the six services as cards; diabetic retinopathy unavailable and not selectable", async ({ context, base }) => {
+test("home", "home: the six services as cards, each with its stage badge; unavailable ones not selectable", async ({ context, base }) => {
+  const { models } = await api(base, "/v1/models");
   const page = await openPage(context, base, "/");
   await page.getByRole("heading", { level: 1, name: "Screening services" }).waitFor();
   const cards = page.locator("li.service");
   await cards.first().waitFor();
   assert((await cards.count()) === 6, `expected 6 service cards, saw ${await cards.count()}`);
-  const dr = page.locator('li.service[data-model="diabetic_retinopathy"]');
-  assert((await dr.locator(".badge").innerText()).includes("Unavailable"), "diabetic retinopathy is not shown as unavailable");
-  assert((await dr.getByRole("link", { name: /Screen images/ }).count()) === 0, "an unavailable model offers a Screen link");
-  const malaria = page.locator('li.service[data-model="malaria"]');
-  assert((await malaria.locator(".badge").innerText()).includes("Available"), "malaria is not available");
+  for (const model of models) {
+    const card = page.locator(`li.service[data-model="${model.id}"]`);
+    const ready = model.status === "ready";
+    const availability = await card.locator(ready ? ".badge-ready" : ".badge-unavailable").innerText();
+    assert(availability.includes(ready ? "Available" : "Unavailable"), `${model.id} is not shown as ${model.status}`);
+    if (!ready) {
+      assert((await card.getByRole("link", { name: /Screen images/ }).count()) === 0, `unavailable ${model.id} offers a Screen link`);
+      continue;
+    }
+    assert(model.stage === "screening" || model.stage === "research", `GET /v1/models gives ${model.id} no stage`);
+    await assertStage(card, model.stage, `home card of ${model.id}`);
+  }
+  // Retinopathy at 28 px is for research (issue 10): never offered as a screening service.
+  const dr = models.find((m) => m.id === "diabetic_retinopathy");
+  assert(dr?.status !== "ready" || dr.stage === "research", "diabetic retinopathy is offered for screening");
+  assert(models.find((m) => m.id === "malaria")?.status === "ready", "malaria is not available");
   await shot(page, "home-desktop");
 
   await page.goto(`${base}/upload`);
-  const radio = page.getByRole("radio", { name: /Diabetic retinopathy/ });
-  await radio.waitFor();
-  assert(await radio.isDisabled(), "the diabetic retinopathy radio can be chosen");
+  for (const model of models.filter((m) => m.status !== "ready")) {
+    const radio = page.getByRole("radio", { name: new RegExp(model.name) });
+    await radio.waitFor();
+    assert(await radio.isDisabled(), `the ${model.id} radio can be chosen`);
+  }
   assert(page.errors.length === 0, `page errors: ${page.errors.join("; ")}`);
 });
 
@@ -218,8 +277,15 @@ test("upload", "upload: one real cell image gives a result with probability bars
   assert(values.every((v) => /^\d{1,3}\.\d%$/.test(v)), `bars do not show percents: ${values}`);
   const sum = values.reduce((s, v) => s + parseFloat(v), 0);
   assert(Math.abs(sum - 100) < 0.5, `probabilities add up to ${sum}%`);
-  assert(await page.getByText("Screening aid, not a diagnosis.").isVisible(), "no disclaimer");
-  assert((await page.getByRole("status").first().innerText()).includes("Screening finished"), "status did not say finished");
+  const { result } = await api(base, `/v1/jobs/${state.jobId}`);
+  assert(result.stage === "screening" || result.stage === "research", `the new result has no stage: ${JSON.stringify(result.stage)}`);
+  const research = result.stage === "research";
+  await assertStage(page.locator(".result-panel"), result.stage, "result page");
+  const heading = await page.getByRole("heading", { level: 1 }).innerText();
+  assert(heading === (research ? "Research result" : "Screening result"), `a ${result.stage} result is headed "${heading}"`);
+  assert(await page.getByText(research ? "Research output, not a diagnosis." : "Screening aid, not a diagnosis.").isVisible(), "no disclaimer");
+  const status = await page.locator(".result-status").getByRole("status").innerText();
+  assert(status.includes(research ? "The research model finished" : "Screening finished"), `status did not say finished: ${status}`);
   assert(await page.getByRole("link", { name: "model card" }).isVisible(), "no link to the model card");
   assert(page.errors.length === 0, `page errors: ${page.errors.join("; ")}`);
   await shot(page, "result-desktop");
@@ -263,6 +329,85 @@ test("model-card", "model card: what the model was trained on and how well it me
   assert((await page.locator(".metrics dd").count()) >= 3, "no metric summary");
   assert(page.errors.length === 0, `page errors: ${page.errors.join("; ")}`);
   await shot(page, "model-card-desktop");
+});
+
+test("model-card-figures", "model card: the figures load beside the text, with the stage and the targets met or not", async ({ browser, context, base }) => {
+  const { models } = await api(base, "/v1/models");
+  const withFigures = models.filter((m) => m.status === "ready" && m.figures?.length);
+  assert(withFigures.length > 0, "no model lists figures in GET /v1/models");
+  const model = withFigures.find((m) => m.id === "malaria") ?? withFigures[0];
+  const path = `/models/${model.id}`;
+  const check = async (page, name) => {
+    await waitForOrError(page, visible(page.getByRole("heading", { level: 1, name: model.name, exact: true })), "the model card", 15_000);
+    await assertStage(page.locator(".page-header"), model.stage, `model card of ${model.id}`);
+    const n = await loadFigures(page);
+    assert(n === model.figures.length, `${n} figures shown, the API lists ${model.figures.length}`);
+    for (let i = 0; i < n; i++) {
+      const figure = page.locator(".model-figure").nth(i);
+      const width = await figure.locator("img").evaluate((img) => img.naturalWidth);
+      assert(width > 0, `figure ${model.figures[i].url} did not load`);
+      const caption = (await figure.locator("figcaption").innerText()).trim();
+      assert(caption === model.figures[i].title.trim(), `figure ${i + 1} is captioned "${caption}"`);
+    }
+    if (model.minimum) {
+      const rows = page.locator(".targets-table tbody tr");
+      assert((await rows.count()) === Object.keys(model.minimum).length, "the targets table does not list every minimum");
+      const verdicts = await page.locator(".targets-table tbody td:last-child").allInnerTexts();
+      assert(verdicts.every((v) => /Met|Not met|Not measured/.test(v)), `targets without a verdict: ${verdicts}`);
+    }
+    assert(page.errors.length === 0, `page errors: ${page.errors.join("; ")}`);
+    await shot(page, name);
+  };
+  await check(await openPage(context, base, path), "model-card-figures-desktop");
+  const phone = await phoneContext(browser);
+  try {
+    const page = await openPage(phone, base, path);
+    await check(page, "model-card-figures-phone");
+    const overflow = await sidewaysOverflow(page);
+    assert(overflow <= 1, `the model card is ${overflow}px wider than the phone`);
+  } finally {
+    await phone.close();
+  }
+});
+
+test("heatmap", "result: the heatmap toggle stacks the map over the image and the slider sets its opacity", async ({ browser, context, base }) => {
+  assert(state.jobId, "needs the job of the upload test");
+  const job = await api(base, `/v1/jobs/${state.jobId}`);
+  assert(job.links?.heatmap, `the malaria job has no links.heatmap (result.heatmap: ${job.result?.heatmap ? "present" : "absent"})`);
+  const check = async (page, name) => {
+    await waitForOrError(page, visible(page.getByTestId("predicted-label")), "the result", 30_000, page.locator(".result-panel"));
+    const image = page.locator(".result-image img").first();
+    await waitForOrError(page, visible(image), "the uploaded image", 15_000);
+    assert(await page.getByText(HEATMAP_SENTENCE).isVisible(), "no sentence on what a heatmap is");
+    const slider = page.getByRole("slider", { name: /Opacity/ });
+    assert(await slider.isDisabled(), "the opacity slider works while the heatmap is hidden");
+    await page.getByRole("checkbox", { name: "Show heatmap" }).check();
+    const layer = page.getByTestId("heatmap-layer");
+    await waitForOrError(page, visible(layer), "the heatmap", 15_000, page.locator(".result-image"));
+    await layer.evaluate((img) => img.decode());
+    const [mapWidth, imageWidth] = [await layer.evaluate((img) => img.naturalWidth), await image.evaluate((img) => img.naturalWidth)];
+    assert(mapWidth > 0 && mapWidth === imageWidth, `the heatmap is ${mapWidth} px wide, the image ${imageWidth} px`);
+    const box = [await layer.boundingBox(), await image.boundingBox()];
+    assert(JSON.stringify(box[0]) === JSON.stringify(box[1]), `the heatmap does not lie over the image: ${JSON.stringify(box)}`);
+    const opacity = () => layer.evaluate((img) => getComputedStyle(img).opacity);
+    assert((await opacity()) === "0.6", `the heatmap starts at opacity ${await opacity()}`);
+    await slider.focus();
+    for (let i = 0; i < 7; i++) await page.keyboard.press("ArrowLeft");
+    assert((await opacity()) === "0.25", `after the slider, the heatmap's opacity is ${await opacity()}`);
+    for (let i = 0; i < 7; i++) await page.keyboard.press("ArrowRight");
+    assert(page.errors.length === 0, `page errors: ${page.errors.join("; ")}`);
+    await shot(page, name);
+  };
+  await check(await openPage(context, base, `/jobs/${state.jobId}`), "result-heatmap-desktop");
+  const phone = await phoneContext(browser);
+  try {
+    const page = await openPage(phone, base, `/jobs/${state.jobId}`);
+    await check(page, "result-heatmap-phone");
+    const overflow = await sidewaysOverflow(page);
+    assert(overflow <= 1, `the result page is ${overflow}px wider than the phone`);
+  } finally {
+    await phone.close();
+  }
 });
 
 test("batch", "batch: several images make a drive; counts per finding; CSV export has a row per image", async ({ context, base }) => {
@@ -310,7 +455,7 @@ test("settings", "settings: without a key the server says who we are (GET /v1/au
 });
 
 test("phone", "phone: every main page fits a 390 px screen (screenshots)", async ({ browser, base }) => {
-  const context = await browser.newContext({ viewport: PHONE, deviceScaleFactor: 2, isMobile: true, hasTouch: true });
+  const context = await phoneContext(browser);
   try {
     const pages = [
       ["home", "/"],
@@ -331,9 +476,9 @@ test("phone", "phone: every main page fits a 390 px screen (screenshots)", async
         await uploadOne(page, cellImages()[0]);
         await page.locator(".upload-item").waitFor();
       }
+      if (name === "model-card") await loadFigures(page);
       await page.waitForLoadState("networkidle");
-      // The page itself must not scroll sideways (tables scroll inside their own box).
-      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      const overflow = await sidewaysOverflow(page);
       if (overflow > 1) wide.push(`${name} (${overflow}px)`);
       await shot(page, `${name}-phone`);
       await page.close();

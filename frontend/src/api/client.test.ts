@@ -1,8 +1,18 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
 
 import { setApiKey } from "../lib/settings";
-import { json, mockFetch } from "../test/fixtures";
-import { ApiError, createJob, getJob, jobsQuery, listModels } from "./client";
+import { json, mockFetch, mockXhr, png } from "../test/fixtures";
+import {
+  ApiError,
+  addBatchJobs,
+  createJob,
+  fetchJobHeatmap,
+  fetchModelFigure,
+  getJob,
+  idempotencyKeyFor,
+  jobsQuery,
+  listModels,
+} from "./client";
 
 function headerOf(mock: ReturnType<typeof mockFetch>, name: string): string | null {
   const init = mock.mock.calls[0]![1] as RequestInit;
@@ -27,33 +37,46 @@ describe("API client", () => {
 
   it("puts the key on uploads too (XMLHttpRequest)", async () => {
     setApiKey("mik_1a2b3c4d_secret");
-    const headers: Record<string, string> = {};
-    class FakeXhr {
-      status = 202;
-      responseText = JSON.stringify({ id: "j1" });
-      upload = { onprogress: null };
-      onload: (() => void) | null = null;
-      open() {}
-      setRequestHeader(name: string, value: string) {
-        headers[name] = value;
-      }
-      getResponseHeader() {
-        return null;
-      }
-      send() {
-        setTimeout(() => this.onload?.(), 0);
-      }
-      abort() {}
-    }
-    vi.stubGlobal("XMLHttpRequest", FakeXhr);
+    const sent = mockXhr(202, { id: "j1" });
     const job = await createJob({
       model: "malaria",
       image: new File(["x"], "a.png", { type: "image/png" }),
       idempotency_key: "k-1",
     }).promise;
     expect(job.id).toBe("j1");
-    expect(headers.Authorization).toBe("Bearer mik_1a2b3c4d_secret");
-    expect(headers["Idempotency-Key"]).toBe("k-1");
+    expect(sent[0]!.headers.Authorization).toBe("Bearer mik_1a2b3c4d_secret");
+    expect(sent[0]!.headers["Idempotency-Key"]).toBe("k-1");
+  });
+
+  it("adds batch images with an Idempotency-Key, each client_reference just before its image", async () => {
+    const sent = mockXhr(202, { jobs: [], rejected: [] });
+    const images = [new File(["a"], "a.png", { type: "image/png" }), new File(["b"], "b.png", { type: "image/png" })];
+    await addBatchJobs("b-1", images, "key-1").promise;
+    expect(sent[0]!.url).toBe("/v1/batches/b-1/jobs");
+    expect(sent[0]!.headers["Idempotency-Key"]).toBe("key-1");
+    // The server gives a client_reference to the image that follows it.
+    const fields = Array.from((sent[0]!.body as FormData).entries(), ([name, value]) =>
+      typeof value === "string" ? `${name}=${value}` : `${name}:${value.name}`,
+    );
+    expect(fields).toEqual(["client_reference=a.png", "image:a.png", "client_reference=b.png", "image:b.png"]);
+  });
+
+  it("makes request keys the server accepts: the same for the same request, new for another", () => {
+    const key = idempotencyKeyFor("f00d", "malaria", "Patient 12 — Ward é");
+    expect(key).toMatch(/^[\x21-\x7e]{1,255}$/);
+    expect(idempotencyKeyFor("f00d", "malaria", "Patient 12 — Ward é")).toBe(key);
+    expect(idempotencyKeyFor("f00d", "malaria", "Patient 13 — Ward é")).not.toBe(key);
+    expect(idempotencyKeyFor("f00d", "malaria", "")).not.toBe(idempotencyKeyFor("f00d", "malaria"));
+  });
+
+  it("fetches figures and heatmaps with the key, as object URLs", async () => {
+    setApiKey("mik_1a2b3c4d_secret");
+    const mock = mockFetch(() => png());
+    expect(await fetchJobHeatmap("j 1", false)).toMatch(/^blob:/);
+    expect(String(mock.mock.calls[0]![0])).toBe("/v1/jobs/j%201/heatmap.png?overlay=false");
+    expect(headerOf(mock, "Authorization")).toBe("Bearer mik_1a2b3c4d_secret");
+    await fetchModelFigure("/v1/models/tuberculosis/figures/roc.png");
+    expect(String(mock.mock.calls[1]![0])).toBe("/v1/models/tuberculosis/figures/roc.png");
   });
 
   it("turns an error body into an ApiError with the API's code", async () => {

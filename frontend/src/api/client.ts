@@ -118,6 +118,11 @@ export function getModel(id: string, signal?: AbortSignal): Promise<ModelDetail>
   return getJson<ModelDetail>(`/v1/models/${encodeURIComponent(id)}`, signal);
 }
 
+/** A figure of a model card (its `url` from the model) as an object URL. */
+export function fetchModelFigure(url: string, signal?: AbortSignal): Promise<string> {
+  return fetchObjectUrl(url, signal);
+}
+
 // --- Jobs -------------------------------------------------------------------------------------
 
 export function getJob(id: string, signal?: AbortSignal): Promise<Job> {
@@ -151,13 +156,28 @@ export async function cancelJob(id: string): Promise<Job> {
   return (await response.json()) as Job;
 }
 
-/** The uploaded image as an object URL (fetched with the key, which an <img src> cannot send). */
-export async function fetchJobImage(id: string, signal?: AbortSignal): Promise<string> {
-  const response = await apiFetch(
-    `/v1/jobs/${encodeURIComponent(id)}/image`,
-    signal ? { signal, headers: { Accept: "image/*" } } : { headers: { Accept: "image/*" } },
-  );
+/**
+ * An image of the API as an object URL: an <img src> cannot send the key, so the image is fetched
+ * with it. The caller revokes the URL when it is done with it.
+ */
+export async function fetchObjectUrl(path: string, signal?: AbortSignal): Promise<string> {
+  const init: RequestInit = { headers: { Accept: "image/*" } };
+  if (signal) init.signal = signal;
+  const response = await apiFetch(path, init);
   return URL.createObjectURL(await response.blob());
+}
+
+/** The uploaded image as an object URL. */
+export function fetchJobImage(id: string, signal?: AbortSignal): Promise<string> {
+  return fetchObjectUrl(`/v1/jobs/${encodeURIComponent(id)}/image`, signal);
+}
+
+/**
+ * The job's heatmap as an object URL: with `overlay`, the image blended with the colour map; without,
+ * the colour map alone (transparent where the map is zero), to stack over the image.
+ */
+export function fetchJobHeatmap(id: string, overlay: boolean, signal?: AbortSignal): Promise<string> {
+  return fetchObjectUrl(`/v1/jobs/${encodeURIComponent(id)}/heatmap.png?overlay=${overlay}`, signal);
 }
 
 // --- Uploads (XMLHttpRequest: fetch cannot report upload progress) ---------------------------
@@ -231,6 +251,22 @@ export function newIdempotencyKey(): string {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
+/**
+ * The key of one request made from a file's random key and what the request asks (service,
+ * reference, batch): the same request sent again gets the same key, a changed one a new key (the
+ * server refuses a key reused for another request). Hashed, because a key must be printable ASCII
+ * without spaces and a reference may hold anything.
+ */
+export function idempotencyKeyFor(fileKey: string, ...request: string[]): string {
+  // FNV-1a (32 bits) over the UTF-16 code units: a fingerprint, not a security measure.
+  const text = request.join("\u0000");
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    hash = Math.imul(hash ^ text.charCodeAt(i), 0x01000193) >>> 0;
+  }
+  return `${fileKey}-${hash.toString(16).padStart(8, "0")}`;
+}
+
 // --- Batches ----------------------------------------------------------------------------------
 
 export function createBatch(batch: NewBatch): Promise<Batch> {
@@ -241,18 +277,25 @@ export function getBatch(id: string, signal?: AbortSignal): Promise<Batch> {
   return getJson<Batch>(`/v1/batches/${encodeURIComponent(id)}`, signal);
 }
 
-/** Adds images to a batch; each image's client_reference is its file name. */
+/**
+ * Adds images to a batch; each image's client_reference is its file name. The server applies a
+ * client_reference to the image that follows it, so each one goes just before its image. Send the
+ * same `idempotencyKey` again when retrying the same images: a retry then makes no second jobs.
+ */
 export function addBatchJobs(
   batchId: string,
   images: File[],
+  idempotencyKey: string,
   onProgress?: (fraction: number) => void,
 ): UploadHandle<BatchJobs> {
   const form = new FormData();
   for (const image of images) {
-    form.append("image", image, image.name);
     form.append("client_reference", image.name.slice(0, 200));
+    form.append("image", image, image.name);
   }
-  return postForm<BatchJobs>(`/v1/batches/${encodeURIComponent(batchId)}/jobs`, form, onProgress);
+  return postForm<BatchJobs>(`/v1/batches/${encodeURIComponent(batchId)}/jobs`, form, onProgress, {
+    "Idempotency-Key": idempotencyKey,
+  });
 }
 
 export function batchExportPath(id: string): string {

@@ -2,6 +2,12 @@
 
 export type ModelStatus = "ready" | "unavailable";
 
+/**
+ * `screening`: the model met the minimum its manifest declares on held-out data. `research`: it
+ * did not (or declares no minimum); its results must not guide care.
+ */
+export type ModelStage = "screening" | "research";
+
 export interface ModelInput {
   name?: string;
   layout?: string;
@@ -20,6 +26,16 @@ export interface ModelMetrics {
   [other: string]: unknown;
 }
 
+/** What stage `screening` requires: each `metrics[key] >= value`. */
+export type ModelMinimum = Record<string, number>;
+
+/** A picture drawn from the held-out predictions (ROC curve, reliability diagram, …). */
+export interface ModelFigure {
+  title: string;
+  /** `/v1/models/{id}/figures/{name}` (needs the key: fetched, then shown as a blob URL). */
+  url: string;
+}
+
 export interface Model {
   id: string;
   status: ModelStatus;
@@ -34,6 +50,11 @@ export interface Model {
   threshold?: number;
   input?: ModelInput;
   metrics?: ModelMetrics;
+  stage?: ModelStage;
+  minimum?: ModelMinimum;
+  /** Whether the model exports a heatmap (class activation map) with each result. */
+  heatmap?: boolean;
+  figures?: ModelFigure[];
   links?: { self: string };
 }
 
@@ -50,6 +71,13 @@ export interface Probability {
   probability: number;
 }
 
+/** The low-resolution class activation map of the finding (raw values, row-major). */
+export interface Heatmap {
+  width: number;
+  height: number;
+  values: number[];
+}
+
 export interface ScreeningResult {
   label: string;
   probabilities: Probability[];
@@ -57,6 +85,9 @@ export interface ScreeningResult {
   finding_probability: number;
   threshold: number;
   positive: boolean;
+  /** The model's stage when it made this result; absent on results of older model versions. */
+  stage?: ModelStage;
+  heatmap?: Heatmap;
 }
 
 export interface ErrorDetail {
@@ -79,7 +110,8 @@ export interface Job {
   finished_at: string | null;
   result?: ScreeningResult;
   error?: ErrorDetail;
-  links: { self: string; model: string; image?: string };
+  /** `heatmap`: the map as a PNG (`GET /v1/jobs/{id}/heatmap.png`), only when the result has one. */
+  links: { self: string; model: string; image?: string; heatmap?: string };
 }
 
 export interface JobList {

@@ -1,6 +1,6 @@
 import type { ReactNode } from "react";
 
-import type { JobStatus, Probability } from "../api/types";
+import type { JobStatus, ModelStage, Probability } from "../api/types";
 import { describeError, errorCode } from "../lib/errors";
 import { percent, statusWord } from "../lib/format";
 
@@ -26,12 +26,49 @@ export function Loading({ label = "Loading…" }: { label?: string }) {
   );
 }
 
-export function Disclaimer() {
+export function Disclaimer({ stage }: { stage?: ModelStage | undefined }) {
   return (
     <aside className="disclaimer" aria-label="Important">
-      <strong>Screening aid, not a diagnosis.</strong> A trained health worker decides what to do
-      next; a result here never rules disease in or out on its own.
+      <strong>{stage === "research" ? "Research output, not a diagnosis." : "Screening aid, not a diagnosis."}</strong>{" "}
+      A trained health worker decides what to do next; a result here never rules disease in or out on
+      its own.
     </aside>
+  );
+}
+
+/** What a research model's results are for, next to its badge wherever the model or a result shows. */
+export const RESEARCH_SENTENCE =
+  "This model has not met its screening targets on held-out data; its result is for research and must not guide care.";
+
+/** Any declared stage but `screening` counts as research; an unknown (undeclared) one does not. */
+export function isResearch(stage: ModelStage | undefined): boolean {
+  return stage !== undefined && stage !== "screening";
+}
+
+/**
+ * A model's stage: a clear badge for research, a quiet one for screening, nothing when unknown
+ * (results of model versions older than stages).
+ */
+export function StageBadge({ stage }: { stage: ModelStage | undefined }) {
+  if (stage === undefined) return null;
+  return stage === "screening" ? (
+    <span className="badge badge-screening" data-stage="screening">
+      Screening
+    </span>
+  ) : (
+    <span className="badge badge-research" data-stage="research">
+      Research use only
+    </span>
+  );
+}
+
+/** The sentence under a research badge (nothing for other stages). */
+export function ResearchNote({ stage, className = "research-note" }: { stage: ModelStage | undefined; className?: string }) {
+  if (!isResearch(stage)) return null;
+  return (
+    <p className={className} data-testid="research-note">
+      {RESEARCH_SENTENCE}
+    </p>
   );
 }
 

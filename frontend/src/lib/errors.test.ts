@@ -11,7 +11,7 @@ describe("error sentences", () => {
       "service_unavailable", "queue_full", "rate_limited", "unauthorized", "api_key_revoked",
       "insufficient_scope", "job_not_found", "batch_not_found", "job_not_cancelable",
       "idempotency_key_reused", "invalid_field", "missing_field", "invalid_multipart",
-      "invalid_cursor", "invalid_query",
+      "invalid_cursor", "invalid_query", "model_research_only", "heatmap_unavailable", "figure_not_found",
     ];
     const sentences = new Set<string>();
     for (const code of codes) {
@@ -28,6 +28,12 @@ describe("error sentences", () => {
   it("says plainly what is wrong with a refused file", () => {
     expect(sentenceForCode("image_too_large")).toContain("too large");
     expect(sentenceForCode("not_an_image")).toContain("not an image");
+  });
+
+  it("explains the refusals of research models, heatmaps and figures", () => {
+    expect(sentenceForCode("model_research_only", 422)).toContain("research");
+    expect(sentenceForCode("heatmap_unavailable", 404)).toContain("no heatmap");
+    expect(sentenceForCode("figure_not_found", 404)).toContain("figure");
   });
 
   it("falls back to a sentence by status class for unknown codes", () => {

@@ -67,3 +67,26 @@ export function modalityLabel(modality: string | undefined): string {
 export function imageNeeded(modality: string | undefined): string {
   return (modality && MODALITY[modality]?.image) || "A clear image of the area to screen.";
 }
+
+const METRIC_NAMES: Record<string, string> = {
+  accuracy: "Accuracy",
+  sensitivity: "Sensitivity",
+  specificity: "Specificity",
+  roc_auc: "ROC AUC",
+  grade_accuracy: "Grade accuracy",
+  grade_roc_auc: "Grade ROC AUC",
+  quadratic_weighted_kappa: "Quadratic weighted kappa",
+};
+
+/** A `[metrics]` key as people read it: "roc_auc" -> "ROC AUC", "some_rate" -> "Some rate". */
+export function metricName(key: string): string {
+  const known = METRIC_NAMES[key];
+  if (known) return known;
+  const words = key.replace(/_/g, " ");
+  return words.charAt(0).toUpperCase() + words.slice(1);
+}
+
+/** Rates in percent (accuracy, sensitivity, …), scores such as AUC and kappa with three decimals. */
+export function metricValue(key: string, value: number): string {
+  return /accuracy|sensitivity|specificity|recall|precision/.test(key) ? percent(value) : value.toFixed(3);
+}

@@ -1,4 +1,4 @@
-import { useEffect, useRef, useState } from "react";
+import { useEffect, useRef, useState, type RefObject } from "react";
 
 import { listModels } from "../api/client";
 import type { Model } from "../api/types";
@@ -27,6 +27,65 @@ export function useLoad<T>(load: (signal: AbortSignal) => Promise<T>, deps: unkn
     // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [...deps, generation]);
   return [result, () => setGeneration((g) => g + 1)];
+}
+
+export interface ObjectUrl {
+  url: string | null;
+  error: unknown;
+}
+
+/**
+ * An image fetched with the key (`load` returns an object URL) once `key` is set; a null key loads
+ * nothing yet. The URL is revoked when the key changes or the component goes away.
+ */
+export function useObjectUrl(load: (signal: AbortSignal) => Promise<string>, key: string | null): ObjectUrl {
+  const [image, setImage] = useState<ObjectUrl>({ url: null, error: null });
+  useEffect(() => {
+    setImage({ url: null, error: null });
+    if (key === null) return;
+    const controller = new AbortController();
+    let objectUrl: string | null = null;
+    load(controller.signal).then(
+      (url) => {
+        if (controller.signal.aborted) {
+          URL.revokeObjectURL(url);
+          return;
+        }
+        objectUrl = url;
+        setImage({ url, error: null });
+      },
+      (error: unknown) => {
+        if (!controller.signal.aborted) setImage({ url: null, error: error ?? "failed" });
+      },
+    );
+    return () => {
+      controller.abort();
+      if (objectUrl) URL.revokeObjectURL(objectUrl);
+    };
+    // eslint-disable-next-line react-hooks/exhaustive-deps
+  }, [key]);
+  return image;
+}
+
+/**
+ * Whether the element has come near the viewport (and stays true from then on), so that images
+ * below the fold are fetched only when the reader gets there. Without IntersectionObserver: at once.
+ */
+export function useNearViewport(ref: RefObject<Element | null>, margin = "300px"): boolean {
+  const [near, setNear] = useState(() => typeof IntersectionObserver === "undefined");
+  useEffect(() => {
+    const element = ref.current;
+    if (near || !element) return;
+    const observer = new IntersectionObserver(
+      (entries) => {
+        if (entries.some((entry) => entry.isIntersecting)) setNear(true);
+      },
+      { rootMargin: margin },
+    );
+    observer.observe(element);
+    return () => observer.disconnect();
+  }, [near, ref, margin]);
+  return near;
 }
 
 export interface PollOptions<T> {
@@ -111,6 +170,25 @@ export function resetModelsCache(): void {
 
 export function useModels(): [Loadable<Model[]>, () => void] {
   return useLoad(() => loadModels(), []);
+}
+
+/** One model of the cached list (undefined until it is loaded, or when it is not listed). */
+export function useModel(id: string | undefined): Model | undefined {
+  const [model, setModel] = useState<Model | undefined>(undefined);
+  useEffect(() => {
+    if (!id) return;
+    let live = true;
+    loadModels().then(
+      (models) => {
+        if (live) setModel(models.find((m) => m.id === id));
+      },
+      () => undefined,
+    );
+    return () => {
+      live = false;
+    };
+  }, [id]);
+  return model;
 }
 
 export function useDocumentTitle(title: string): void {

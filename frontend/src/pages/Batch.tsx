@@ -2,7 +2,7 @@ import { useState, type MouseEvent } from "react";
 
 import { batchExportPath, downloadWithKey, getBatch, listJobs } from "../api/client";
 import type { Batch, Job } from "../api/types";
-import { Disclaimer, ErrorMessage, PageHeader, StatusBadge } from "../components/common";
+import { Disclaimer, ErrorMessage, PageHeader, ResearchNote, StageBadge, StatusBadge, isResearch } from "../components/common";
 import { describeError } from "../lib/errors";
 import { dateTime, percent } from "../lib/format";
 import { useDocumentTitle, usePoll } from "../lib/hooks";
@@ -66,6 +66,10 @@ export function BatchPage({ id }: { id: string }) {
   const finished = done(batch);
   const f = batch.findings;
   const ordered = orderForReview(jobs);
+  // A drive of a research model: its results are not screening results, and never read as such.
+  const stage = jobs.find((j) => j.result?.stage)?.result?.stage;
+  const research = isResearch(stage);
+  const [above, below] = research ? ["Above", "Below"] : ["Positive", "Negative"];
   const exportPath = batch.links?.export_csv ?? batchExportPath(batch.id);
   const fileName = `medinform-${batch.model}-${batch.id}.csv`;
 
@@ -83,8 +87,10 @@ export function BatchPage({ id }: { id: string }) {
         <p>
           {[batch.site, batch.campaign].filter(Boolean).join(" · ") || "No site recorded"}
           {batch.operator ? ` · operator ${batch.operator}` : ""} · {batch.model}
-          {batch.model_version ? ` ${batch.model_version}` : ""} · started {dateTime(batch.created_at)}
+          {batch.model_version ? ` ${batch.model_version}` : ""} · started {dateTime(batch.created_at)}{" "}
+          <StageBadge stage={stage} />
         </p>
+        <ResearchNote stage={stage} />
       </PageHeader>
 
       <section className="card drive-progress" aria-labelledby="drive-progress">
@@ -128,11 +134,11 @@ export function BatchPage({ id }: { id: string }) {
           </h2>
           <dl className="counts counts-findings">
             <div className="count-positive">
-              <dt>Screen positive ({f.finding})</dt>
+              <dt>{research ? `At or above threshold (${f.finding})` : `Screen positive (${f.finding})`}</dt>
               <dd data-testid="count-positive">{f.positive}</dd>
             </div>
             <div>
-              <dt>Screen negative</dt>
+              <dt>{research ? "Below threshold" : "Screen negative"}</dt>
               <dd data-testid="count-negative">{f.negative}</dd>
             </div>
             {Object.entries(f.by_label).map(([label, n]) => (
@@ -188,7 +194,7 @@ export function BatchPage({ id }: { id: string }) {
                     <td data-label="Result">
                       {job.result ? (
                         <span className={job.result.positive ? "result-chip result-chip-positive" : "result-chip"}>
-                          {job.result.positive ? "Positive" : "Negative"} · {job.result.label}
+                          {job.result.positive ? above : below} · {job.result.label}
                         </span>
                       ) : (
                         <span className="muted">–</span>
@@ -202,7 +208,7 @@ export function BatchPage({ id }: { id: string }) {
           </div>
         )}
       </section>
-      <Disclaimer />
+      <Disclaimer stage={stage} />
     </>
   );
 }

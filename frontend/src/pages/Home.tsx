@@ -1,5 +1,5 @@
 import type { Model } from "../api/types";
-import { ErrorMessage, Loading, PageHeader } from "../components/common";
+import { ErrorMessage, Loading, PageHeader, ResearchNote, StageBadge } from "../components/common";
 import { imageNeeded, modalityLabel, percent } from "../lib/format";
 import { useDocumentTitle, useModels } from "../lib/hooks";
 import { Link } from "../lib/router";
@@ -18,6 +18,12 @@ function ModelCard({ model }: { model: Model }) {
       <h2 id={headingId} className="service-name">
         {model.name ?? model.id}
       </h2>
+      {model.stage && (
+        <div className="service-stage">
+          <StageBadge stage={model.stage} />
+          <ResearchNote stage={model.stage} />
+        </div>
+      )}
       {model.description && <p className="service-description">{model.description}</p>}
       <dl className="facts">
         <div>

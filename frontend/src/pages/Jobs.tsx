@@ -2,7 +2,7 @@ import { useState, type FormEvent } from "react";
 
 import { listJobs, type JobFilters } from "../api/client";
 import type { Job, JobStatus } from "../api/types";
-import { ErrorMessage, Loading, PageHeader, StatusBadge } from "../components/common";
+import { ErrorMessage, Loading, PageHeader, StageBadge, StatusBadge, isResearch } from "../components/common";
 import { dateTime, percent, shortId } from "../lib/format";
 import { useDocumentTitle, useLoad, useModels } from "../lib/hooks";
 import { Link, navigate, useLocation } from "../lib/router";
@@ -21,9 +21,17 @@ export const PAGE_SIZE = 25;
 function ResultCell({ job }: { job: Job }) {
   if (!job.result) return <span className="muted">–</span>;
   return (
-    <span className={job.result.positive ? "result-chip result-chip-positive" : "result-chip"}>
-      {job.result.label} · {percent(job.result.finding_probability)}
-    </span>
+    <>
+      <span className={job.result.positive ? "result-chip result-chip-positive" : "result-chip"}>
+        {job.result.label} · {percent(job.result.finding_probability)}
+      </span>
+      {isResearch(job.result.stage) && (
+        <>
+          {" "}
+          <StageBadge stage={job.result.stage} />
+        </>
+      )}
+    </>
   );
 }
 

@@ -1,21 +1,46 @@
-import { useEffect, useState } from "react";
+import { useState } from "react";
 
-import { cancelJob, fetchJobImage, getJob } from "../api/client";
-import { FINAL_STATUSES, type Job } from "../api/types";
-import { Disclaimer, ErrorMessage, PageHeader, ProbabilityBars, StatusBadge } from "../components/common";
+import { cancelJob, fetchJobHeatmap, fetchJobImage, getJob } from "../api/client";
+import { FINAL_STATUSES, type Job, type Model, type ModelStage, type ScreeningResult } from "../api/types";
+import {
+  Disclaimer,
+  ErrorMessage,
+  PageHeader,
+  ProbabilityBars,
+  ResearchNote,
+  StageBadge,
+  StatusBadge,
+  isResearch,
+} from "../components/common";
 import { describeError, errorCode, sentenceForCode } from "../lib/errors";
 import { dateTime, percent } from "../lib/format";
-import { loadModels, useDocumentTitle, usePoll } from "../lib/hooks";
+import { useDocumentTitle, useModel, useObjectUrl, usePoll } from "../lib/hooks";
 import { Link } from "../lib/router";
 
-function statusSentence(job: Job): string {
+/** What a heatmap is and is not, in one sentence, wherever one is offered. */
+export const HEATMAP_SENTENCE =
+  "The heatmap shows which parts of the image pushed the model towards its finding. It is not a lesion outline and does not show everything a clinician would look at.";
+
+/** The heatmap's opacity (percent) until the user moves the slider. */
+const DEFAULT_HEATMAP_OPACITY = 60;
+
+/**
+ * The stage of the model that made (or will make) this job: the result's own once there is one
+ * (absent for older model versions); before that, the model's, if it is still the same version.
+ */
+function jobStage(job: Job, model: Model | undefined): ModelStage | undefined {
+  if (job.result) return job.result.stage;
+  return model?.version === job.model_version ? model.stage : undefined;
+}
+
+function statusSentence(job: Job, research: boolean): string {
   switch (job.status) {
     case "queued":
       return "Waiting for the model…";
     case "processing":
       return "The model is looking at the image…";
     case "succeeded":
-      return "Screening finished.";
+      return research ? "The research model finished." : "Screening finished.";
     case "failed":
       return "The screening could not be completed.";
     case "canceled":
@@ -23,37 +48,77 @@ function statusSentence(job: Job): string {
   }
 }
 
-function JobImage({ id }: { id: string }) {
-  const [url, setUrl] = useState<string | null>(null);
-  const [failed, setFailed] = useState<unknown>(null);
-  useEffect(() => {
-    const controller = new AbortController();
-    let objectUrl: string | null = null;
-    fetchJobImage(id, controller.signal).then(
-      (u) => {
-        objectUrl = u;
-        setUrl(u);
-      },
-      (error: unknown) => {
-        if (!controller.signal.aborted) setFailed(error ?? "failed");
-      },
-    );
-    return () => {
-      controller.abort();
-      if (objectUrl) URL.revokeObjectURL(objectUrl);
-    };
-  }, [id]);
+/**
+ * The uploaded image; with `heatmap`, a toggle that stacks the model's heatmap (the colour map
+ * alone, fetched the first time it is shown) over it, and an opacity slider.
+ */
+function JobImage({ id, heatmap }: { id: string; heatmap: boolean }) {
+  const image = useObjectUrl((signal) => fetchJobImage(id, signal), id);
+  const [shown, setShown] = useState(false);
+  const [requested, setRequested] = useState(false);
+  const [opacity, setOpacity] = useState(DEFAULT_HEATMAP_OPACITY);
+  const map = useObjectUrl((signal) => fetchJobHeatmap(id, false, signal), heatmap && requested ? id : null);
+  const toggle = (show: boolean) => {
+    setShown(show);
+    if (show) setRequested(true);
+  };
   return (
     <figure className="result-image">
       <div className="result-image-frame">
-        {url ? (
-          <img src={url} alt="The uploaded image" />
+        {image.url ? (
+          <img src={image.url} alt="The uploaded image" />
         ) : (
-          <span className="result-image-placeholder" data-error-code={failed ? errorCode(failed) : undefined}>
-            {failed ? "The image cannot be shown here." : "Loading the image…"}
+          <span
+            className="result-image-placeholder"
+            data-error-code={image.error ? errorCode(image.error) : undefined}
+          >
+            {image.error ? "The image cannot be shown here." : "Loading the image…"}
           </span>
         )}
+        {heatmap && shown && image.url && map.url && (
+          <img
+            className="heatmap-layer"
+            src={map.url}
+            alt="The heatmap over the image"
+            style={{ opacity: opacity / 100 }}
+            data-testid="heatmap-layer"
+          />
+        )}
       </div>
+      {heatmap && (
+        <div className="heatmap-controls">
+          <div className="heatmap-row">
+            <label className="toggle">
+              <input type="checkbox" checked={shown} onChange={(event) => toggle(event.target.checked)} />
+              Show heatmap
+            </label>
+            <span
+              className="heatmap-status"
+              role="status"
+              data-error-code={shown && map.error ? errorCode(map.error) : undefined}
+            >
+              {shown && (map.error ? describeError(map.error) : map.url ? "" : "Loading the heatmap…")}
+            </span>
+          </div>
+          <label className="heatmap-opacity">
+            <span>
+              Opacity<span className="visually-hidden"> of the heatmap</span>
+            </span>
+            <input
+              type="range"
+              min={0}
+              max={100}
+              step={5}
+              value={opacity}
+              disabled={!shown}
+              aria-valuetext={`${opacity}%`}
+              onChange={(event) => setOpacity(Number(event.target.value))}
+            />
+            <output aria-hidden="true">{opacity}%</output>
+          </label>
+          <p className="hint">{HEATMAP_SENTENCE}</p>
+        </div>
+      )}
     </figure>
   );
 }
@@ -80,30 +145,31 @@ function CancelButton({ id }: { id: string }) {
   );
 }
 
-function ModelName({ id }: { id: string }) {
-  const [name, setName] = useState(id);
-  useEffect(() => {
-    let live = true;
-    loadModels().then(
-      (models) => {
-        const found = models.find((m) => m.id === id)?.name;
-        if (live && found) setName(found);
-      },
-      () => undefined,
-    );
-    return () => {
-      live = false;
-    };
-  }, [id]);
-  return <>{name}</>;
+/** The verdict in words; a research model's never reads as a screening decision. */
+function verdictSentence(result: ScreeningResult, research: boolean): string {
+  const p = percent(result.finding_probability);
+  const threshold = percent(result.threshold, 2);
+  if (research) {
+    return result.positive
+      ? `The research model gives ${result.finding} ${p}, at or above its threshold of ${threshold}. This is not a screening result.`
+      : `The research model gives ${result.finding} ${p}, below its threshold of ${threshold}. This is not a screening result.`;
+  }
+  return result.positive
+    ? `Screen positive for ${result.finding}: ${p} is at or above the threshold of ${threshold}. Refer for review.`
+    : `Screen negative for ${result.finding}: ${p} is below the threshold of ${threshold}.`;
 }
 
-function Outcome({ job }: { job: Job }) {
+function verdictClass(result: ScreeningResult, research: boolean): string {
+  if (research) return "verdict verdict-research";
+  return result.positive ? "verdict verdict-positive" : "verdict verdict-negative";
+}
+
+function Outcome({ job, research }: { job: Job; research: boolean }) {
   const result = job.result;
   if (job.status === "failed" || job.status === "canceled") {
     return (
       <div className="notice notice-error" data-error-code={job.error?.code}>
-        <p>{job.error ? sentenceForCode(job.error.code) : statusSentence(job)}</p>
+        <p>{job.error ? sentenceForCode(job.error.code) : statusSentence(job, research)}</p>
       </div>
     );
   }
@@ -118,15 +184,12 @@ function Outcome({ job }: { job: Job }) {
   }
   return (
     <>
-      <div className={result.positive ? "verdict verdict-positive" : "verdict verdict-negative"}>
+      <div className={verdictClass(result, research)}>
         <p className="verdict-label">
-          <span className="verdict-caption">Predicted</span> <strong data-testid="predicted-label">{result.label}</strong>
+          <span className="verdict-caption">{research ? "Research model output" : "Predicted"}</span>{" "}
+          <strong data-testid="predicted-label">{result.label}</strong>
         </p>
-        <p className="verdict-text">
-          {result.positive
-            ? `Screen positive for ${result.finding}: ${percent(result.finding_probability)} is at or above the threshold of ${percent(result.threshold, 2)}. Refer for review.`
-            : `Screen negative for ${result.finding}: ${percent(result.finding_probability)} is below the threshold of ${percent(result.threshold, 2)}.`}
-        </p>
+        <p className="verdict-text">{verdictSentence(result, research)}</p>
       </div>
       <h2 className="section-title">Probability of each class</h2>
       <ProbabilityBars
@@ -148,36 +211,41 @@ export function ResultPage({ id }: { id: string }) {
     again: (job) => !FINAL_STATUSES.includes(job.status),
   });
   const job = poll.value;
+  const model = useModel(job?.model);
+  const stage = job ? jobStage(job, model) : undefined;
+  const research = isResearch(stage);
   // Until the job has been read once, an error replaces the page; later ones only warn.
   const fatal = !job && poll.error;
 
   return (
     <>
-      <PageHeader title="Screening result" />
+      <PageHeader title={research ? "Research result" : "Screening result"} />
       {fatal ? (
         <ErrorMessage error={poll.error} />
       ) : (
         <div className="result-layout">
-          <JobImage id={id} />
+          <JobImage id={id} heatmap={Boolean(job?.links.heatmap)} />
           <section className="result-panel" aria-labelledby="result-status">
             <div className="result-status">
               <h2 id="result-status" className="visually-hidden">
                 Status
               </h2>
               {job ? <StatusBadge status={job.status} /> : <span className="badge">Loading</span>}
+              <StageBadge stage={stage} />
               <p role="status" aria-live="polite" className="status-text">
-                {job ? statusSentence(job) : "Loading…"}
+                {job ? statusSentence(job, research) : "Loading…"}
               </p>
             </div>
+            <ResearchNote stage={stage} className="notice notice-warning research-notice" />
             {poll.error !== null && job && (
               <p className="hint hint-warning">{describeError(poll.error)} Still trying…</p>
             )}
-            {job && <Outcome job={job} />}
-            <Disclaimer />
+            {job && <Outcome job={job} research={research} />}
+            <Disclaimer stage={stage} />
             <dl className="facts facts-result">
               <div>
                 <dt>Service</dt>
-                <dd>{job ? <ModelName id={job.model} /> : "–"}</dd>
+                <dd>{job ? (model?.name ?? job.model) : "–"}</dd>
               </div>
               <div>
                 <dt>Model version</dt>

@@ -1,7 +1,7 @@
 import { fireEvent, render, screen, waitFor } from "@testing-library/react";
 import { afterEach, describe, expect, it, vi } from "vitest";
 
-import { modelsRoute, mockFetch } from "../test/fixtures";
+import { modelsRoute, mockFetch, mockXhr } from "../test/fixtures";
 import { UploadPage } from "./Upload";
 
 async function renderUpload() {
@@ -27,22 +27,7 @@ describe("Upload page", () => {
 
   it("shows the API's refusal (image_too_large) as a sentence", async () => {
     mockFetch(modelsRoute);
-    class RefusingXhr {
-      status = 413;
-      responseText = JSON.stringify({ error: { code: "image_too_large", message: "over 20971520 bytes" } });
-      upload = { onprogress: null };
-      onload: (() => void) | null = null;
-      open() {}
-      setRequestHeader() {}
-      getResponseHeader() {
-        return null;
-      }
-      send() {
-        setTimeout(() => this.onload?.(), 0);
-      }
-      abort() {}
-    }
-    vi.stubGlobal("XMLHttpRequest", RefusingXhr);
+    mockXhr(413, { error: { code: "image_too_large", message: "over 20971520 bytes" } });
     const input = await renderUpload();
     fireEvent.change(input, { target: { files: [new File(["png"], "big.png", { type: "image/png" })] } });
     fireEvent.click(await screen.findByRole("button", { name: /screen this image/i }));

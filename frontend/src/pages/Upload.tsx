@@ -1,8 +1,8 @@
 import { useEffect, useId, useRef, useState, type DragEvent, type FormEvent } from "react";
 
-import { ApiError, addBatchJobs, createBatch, createJob, newIdempotencyKey } from "../api/client";
+import { ApiError, addBatchJobs, createBatch, createJob, idempotencyKeyFor, newIdempotencyKey } from "../api/client";
 import type { Model } from "../api/types";
-import { Disclaimer, ErrorMessage, Loading, PageHeader } from "../components/common";
+import { Disclaimer, ErrorMessage, Loading, PageHeader, ResearchNote, isResearch } from "../components/common";
 import { describeError, errorCode } from "../lib/errors";
 import { fileSize, imageNeeded } from "../lib/format";
 import { useDocumentTitle, useModels } from "../lib/hooks";
@@ -91,6 +91,7 @@ function ServicePicker({ models, value, onChange }: { models: Model[]; value: st
               <span>
                 <span className="choice-name">{model.name ?? model.id}</span>
                 {!ready && <span className="choice-note"> — unavailable</span>}
+                {ready && isResearch(model.stage) && <span className="choice-note"> — research use only</span>}
               </span>
             </label>
           );
@@ -165,7 +166,7 @@ export function UploadPage() {
           model,
           image: item.file,
           client_reference: reference.trim() || undefined,
-          idempotency_key: `${item.idempotencyKey}-${model}-${reference.trim()}`,
+          idempotency_key: idempotencyKeyFor(item.idempotencyKey, model, reference.trim()),
         },
         (progress) => update(item.key, { progress }),
       );
@@ -196,7 +197,9 @@ export function UploadPage() {
       for (let item = queue.shift(); item; item = queue.shift()) {
         update(item.key, { state: "uploading", progress: 0, error: null });
         try {
-          const answer = await addBatchJobs(id!, [item.file], (progress) => update(item!.key, { progress })).promise;
+          const answer = await addBatchJobs(id!, [item.file], idempotencyKeyFor(item.idempotencyKey, id!), (progress) =>
+            update(item!.key, { progress }),
+          ).promise;
           const refused = answer.rejected?.[0];
           if (refused) {
             failures++;
@@ -258,6 +261,7 @@ export function UploadPage() {
       <form className="upload-form" onSubmit={submit} noValidate={false}>
         <ServicePicker models={models.value} value={model} onChange={setModel} />
         {chosen && <p className="hint">Image needed: {imageNeeded(chosen.modality)}</p>}
+        <ResearchNote stage={chosen?.stage} className="notice notice-warning research-notice" />
 
         <fieldset className="field">
           <legend>2. Images</legend>
@@ -434,7 +438,7 @@ export function UploadPage() {
           </p>
         )}
       </form>
-      <Disclaimer />
+      <Disclaimer stage={chosen?.stage} />
     </>
   );
 }

@@ -15,6 +15,27 @@ export const MODELS: Model[] = [
     finding: "Parasitized",
     threshold: 0.7269,
     metrics: { sensitivity: 0.9275, specificity: 0.9841 },
+    stage: "screening",
+    heatmap: true,
+  },
+  {
+    id: "tuberculosis",
+    status: "ready",
+    version: "2.0.0",
+    name: "Tuberculosis (chest X-ray)",
+    modality: "chest_xray",
+    task: "binary",
+    labels: ["Normal", "Tuberculosis"],
+    finding: "Tuberculosis",
+    threshold: 0.42,
+    metrics: { sensitivity: 0.912, specificity: 0.655, roc_auc: 0.931 },
+    stage: "research",
+    minimum: { sensitivity: 0.9, specificity: 0.7, roc_auc: 0.93 },
+    heatmap: true,
+    figures: [
+      { title: "ROC curve with the operating point", url: "/v1/models/tuberculosis/figures/roc.png" },
+      { title: "Reliability diagram", url: "/v1/models/tuberculosis/figures/reliability.png" },
+    ],
   },
   {
     id: "diabetic_retinopathy",
@@ -65,3 +86,45 @@ export function mockFetch(...routes: Route[]) {
 }
 
 export const modelsRoute: Route = (url) => (url.pathname === "/v1/models" ? json({ models: MODELS }) : undefined);
+
+/** A PNG answer (the bytes do not matter to jsdom). */
+export function png(): Response {
+  return new Response(new Uint8Array([0x89, 0x50, 0x4e, 0x47]), { headers: { "Content-Type": "image/png" } });
+}
+
+export interface SentRequest {
+  method: string;
+  url: string;
+  headers: Record<string, string>;
+  body: unknown;
+}
+
+/** Replaces XMLHttpRequest (uploads) with one that answers `status` and `body`; returns what was sent. */
+export function mockXhr(status: number, body: unknown): SentRequest[] {
+  const sent: SentRequest[] = [];
+  class FakeXhr {
+    status = status;
+    responseText = JSON.stringify(body);
+    upload = { onprogress: null };
+    onload: (() => void) | null = null;
+    private readonly request: SentRequest = { method: "", url: "", headers: {}, body: null };
+    open(method: string, url: string) {
+      this.request.method = method;
+      this.request.url = url;
+    }
+    setRequestHeader(name: string, value: string) {
+      this.request.headers[name] = value;
+    }
+    getResponseHeader() {
+      return null;
+    }
+    send(requestBody: unknown) {
+      this.request.body = requestBody;
+      sent.push(this.request);
+      setTimeout(() => this.onload?.(), 0);
+    }
+    abort() {}
+  }
+  vi.stubGlobal("XMLHttpRequest", FakeXhr);
+  return sent;
+}
