@@ -84,20 +84,51 @@ fn refuse_private(url: &Url, ip: IpAddr) -> Result<(), TargetRefused> {
     }
 }
 
-/// True for a public unicast address: not loopback, private (RFC 1918, ULA), link-local,
-/// unspecified, CGNAT, multicast, broadcast or reserved, nor an IPv4-mapped IPv6 one of those.
+/// True for a public unicast address that is not this machine's own: not loopback, private
+/// (RFC 1918, ULA), link-local, site-local, unspecified, CGNAT, multicast, broadcast,
+/// documentation or reserved, whatever IPv6 form carries it (IPv4-mapped, IPv4-compatible,
+/// NAT64, 6to4, Teredo), and not an address of one of this machine's interfaces (a listener on
+/// 0.0.0.0 answers there too).
 pub fn is_allowed_address(ip: IpAddr) -> bool {
-    match ip {
+    let public = match ip {
         IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => is_public_v4(v4),
-            None => is_public_v6(v6),
-        },
+        IpAddr::V6(v6) => {
+            let embedded = embedded_v4(v6);
+            is_public_v6(v6) && embedded.iter().all(|v4| is_public_v4(*v4))
+        }
+    };
+    public && !is_own_address(ip)
+}
+
+/// The IPv4 addresses an IPv6 address carries, in the forms a router or the kernel would
+/// deliver to them: IPv4-mapped `::ffff:a.b.c.d`, IPv4-compatible `::a.b.c.d`, NAT64
+/// `64:ff9b::/96` and `64:ff9b:1::/48`, 6to4 `2002:AABB:CCDD::/16`, and Teredo `2001::/32`
+/// (server and client, the latter stored inverted).
+fn embedded_v4(ip: Ipv6Addr) -> Vec<Ipv4Addr> {
+    let s = ip.segments();
+    let v4 = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    let mut found = Vec::new();
+    if let Some(mapped) = ip.to_ipv4_mapped() {
+        found.push(mapped);
     }
+    if s[..6] == [0; 6] {
+        found.push(v4(s[6], s[7])); // IPv4-compatible (deprecated, still routed by some stacks)
+    }
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || (s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1) {
+        found.push(v4(s[6], s[7])); // NAT64
+    }
+    if s[0] == 0x2002 {
+        found.push(v4(s[1], s[2])); // 6to4
+    }
+    if s[0] == 0x2001 && s[1] == 0 {
+        found.push(v4(s[2], s[3])); // Teredo server
+        found.push(v4(!s[6], !s[7])); // Teredo client, obfuscated by inversion
+    }
+    found
 }
 
 fn is_public_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
+    let [a, b, c, _] = ip.octets();
     !(ip.is_loopback()
         || ip.is_private()
         || ip.is_link_local()
@@ -106,16 +137,29 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || ip.is_multicast()
         || a == 0 // "this network"
         || (a == 100 && (64..128).contains(&b)) // CGNAT 100.64/10
+        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments 192.0.0/24
+        || (a == 192 && b == 0 && c == 2) // documentation TEST-NET-1
+        || (a == 198 && b == 51 && c == 100) // TEST-NET-2
+        || (a == 203 && b == 0 && c == 113) // TEST-NET-3
+        || (a == 198 && (b == 18 || b == 19)) // benchmarking 198.18/15
         || a >= 240) // reserved
 }
 
 fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
+    let s = ip.segments();
     !(ip.is_loopback()
         || ip.is_unspecified()
         || ip.is_multicast()
-        || (first & 0xfe00) == 0xfc00 // unique local fc00::/7
-        || (first & 0xffc0) == 0xfe80) // link-local fe80::/10
+        || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
+        || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
+        || (s[0] & 0xffc0) == 0xfec0 // site-local fec0::/10 (deprecated, still routed)
+        || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation 2001:db8::/32
+        || s[..4] == [0x100, 0, 0, 0]) // discard-only 100::/64
+}
+
+/// Whether `ip` belongs to this machine: a socket can be bound to it only then.
+fn is_own_address(ip: IpAddr) -> bool {
+    std::net::UdpSocket::bind(SocketAddr::new(ip, 0)).is_ok()
 }
 
 /// A DNS resolver that drops the addresses [`is_allowed_address`] refuses, and fails when none
@@ -176,6 +220,27 @@ mod tests {
             "::ffff:127.0.0.1",
             "::ffff:10.1.2.3",
             "::ffff:169.254.169.254",
+            // IPv4 carried in IPv6: compatible, NAT64 (well-known and local-use), 6to4, Teredo.
+            "::127.0.0.1",
+            "::10.0.0.1",
+            "64:ff9b::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::7f00:1",
+            "2002:7f00:1::1",
+            "2002:a00:1::",
+            "2002:c0a8:101::1",
+            "2001:0:7f00:1::",
+            "2001:0:4136:e378:8000:63bf:80ff:fffe", // Teredo client 127.0.0.1
+            // Site-local, documentation, discard, reserved IPv4 ranges.
+            "fec0::1",
+            "feff::1",
+            "2001:db8::1",
+            "100::1",
+            "192.0.0.8",
+            "192.0.2.1",
+            "198.51.100.7",
+            "203.0.113.9",
+            "198.18.0.1",
         ] {
             assert!(!allowed(refused), "{refused} must be refused");
         }
@@ -187,9 +252,27 @@ mod tests {
             "172.32.0.1",
             "2606:4700::1111",
             "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+            "2001:0:4136:e378:8000:63bf:f7f7:f7f7", // Teredo client 8.8.8.8
         ] {
             assert!(allowed(ok), "{ok} must be allowed");
         }
+    }
+
+    #[test]
+    fn this_machines_own_addresses_are_refused() {
+        // The address this machine would send from: one of its interfaces, whatever its
+        // range. A UDP "connect" sends nothing, it only picks the route.
+        let probe = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+        let own = match probe.connect("8.8.8.8:53") {
+            Ok(()) => probe.local_addr().unwrap().ip(),
+            // No route out (a sandbox): loopback is still this machine's own.
+            Err(_) => "127.0.0.1".parse().unwrap(),
+        };
+        assert!(is_own_address(own), "{own}");
+        assert!(!is_allowed_address(own), "{own} is this machine");
+        assert!(!is_own_address("8.8.8.8".parse().unwrap()));
     }
 
     #[tokio::test]
@@ -203,6 +286,10 @@ mod tests {
             "http://169.254.169.254/latest/meta-data",
             "http://[::1]/",
             "http://[::ffff:127.0.0.1]/",
+            "http://[::127.0.0.1]/",
+            "http://[64:ff9b::127.0.0.1]/",
+            "http://[2002:7f00:1::1]/",
+            "http://[fec0::1]/",
             "http://localhost/",
         ] {
             assert!(
