@@ -108,6 +108,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut config = Config::load(cli.config.as_deref(), std::env::vars())?;
+    medinform_core::imaging::set_decode_budget(config.limits.max_decoding_bytes);
     match cli.command {
         Command::Serve(args) => {
             apply_serve_args(&mut config, &args);

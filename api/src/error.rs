@@ -161,7 +161,8 @@ impl From<ImageRejection> for ApiError {
             ImageRejection::UnsupportedImageFormat { .. } => ErrorCode::UnsupportedImageFormat,
             ImageRejection::NotAnImage => ErrorCode::NotAnImage,
             ImageRejection::CorruptImage { .. } => ErrorCode::CorruptImage,
-            ImageRejection::ImageDimensionsTooLarge { .. } => ErrorCode::ImageDimensionsTooLarge,
+            ImageRejection::ImageDimensionsTooLarge { .. }
+            | ImageRejection::DecodedTooLarge { .. } => ErrorCode::ImageDimensionsTooLarge,
         };
         Self::new(code, rejection.to_string())
     }

@@ -305,6 +305,12 @@ pub struct LimitsConfig {
     pub max_upload_bytes: usize,
     /// Largest accepted image, in pixels (width x height); refused before decoding.
     pub max_image_pixels: u64,
+    /// Largest decoded image, in bytes (pixels x channels x bytes per sample); refused from
+    /// the header, before decoding.
+    pub max_decoded_bytes: u64,
+    /// The bytes that images being decoded may hold at once in one process (API and worker);
+    /// further decodes wait for room.
+    pub max_decoding_bytes: u64,
     /// Largest request that carries many images (`POST /v1/batches`, `/v1/batches/{id}/jobs`).
     pub max_request_bytes: usize,
 }
@@ -314,6 +320,8 @@ impl Default for LimitsConfig {
         Self {
             max_upload_bytes: 20 * 1024 * 1024,
             max_image_pixels: 50_000_000,
+            max_decoded_bytes: 200 * 1024 * 1024,
+            max_decoding_bytes: 512 * 1024 * 1024,
             max_request_bytes: 256 * 1024 * 1024,
         }
     }
@@ -407,6 +415,7 @@ impl LimitsConfig {
         ImageLimits {
             max_bytes: self.max_upload_bytes,
             max_pixels: self.max_image_pixels,
+            max_decoded_bytes: self.max_decoded_bytes,
         }
     }
 }

@@ -6,13 +6,24 @@
 //! 2. the format, sniffed from the magic bytes, never from a name or a declared content type
 //!    (`unsupported_image_format` for formats we recognise but do not take, e.g. GIF or DICOM;
 //!    `not_an_image` otherwise);
-//! 3. the dimensions, read from the header alone, so a decompression bomb (a few bytes declaring
-//!    100000 x 100000 pixels) is refused before any pixel buffer exists
-//!    (`image_dimensions_too_large`);
+//! 3. the dimensions and the decoded size (pixels x channels x bytes per sample), read from the
+//!    header alone, so a decompression bomb (a few bytes declaring 100000 x 100000 pixels, or a
+//!    381 KB PNG of 7000 x 7000 16-bit RGBA zeros that decodes to 392 MB) is refused before any
+//!    pixel buffer exists (`image_dimensions_too_large`);
 //! 4. a full decode under [`image::Limits`], so a truncated or damaged file is refused
 //!    (`corrupt_image`) rather than half-read.
+//!
+//! Decodes in flight share one budget of bytes per process ([`set_decode_budget`]): a decode
+//! waits until the images being decoded or held elsewhere leave room for its own, so a burst of
+//! large uploads queues instead of taking the process's memory.
+
+mod budget;
 
 use std::io::Cursor;
+
+pub use self::budget::{
+    BudgetPermit, DEFAULT_DECODE_BUDGET, DecodeBudget, decode_budget, set_decode_budget,
+};
 
 use image::{DynamicImage, ImageDecoder, ImageError, ImageReader};
 use serde::Serialize;
@@ -24,15 +35,34 @@ pub struct ImageLimits {
     pub max_bytes: usize,
     /// Largest accepted width * height.
     pub max_pixels: u64,
+    /// Largest decoded image: width * height * channels * bytes per sample.
+    pub max_decoded_bytes: u64,
 }
 
 impl Default for ImageLimits {
-    /// 20 MiB and 50 megapixels: any clinical photograph or radiograph export, with room.
+    /// 20 MiB, 50 megapixels and 200 MiB decoded: any clinical photograph or radiograph export
+    /// (a 50-megapixel RGB photograph, a 16-bit 7000 x 7000 radiograph), with room.
     fn default() -> Self {
         Self {
             max_bytes: 20 * 1024 * 1024,
             max_pixels: 50_000_000,
+            max_decoded_bytes: 200 * 1024 * 1024,
         }
+    }
+}
+
+/// A decoded image, holding its bytes of the process's decode budget until it is dropped.
+#[derive(Debug)]
+pub struct Decoded {
+    pub image: DynamicImage,
+    _permit: BudgetPermit<'static>,
+}
+
+impl std::ops::Deref for Decoded {
+    type Target = DynamicImage;
+
+    fn deref(&self) -> &DynamicImage {
+        &self.image
     }
 }
 
@@ -119,6 +149,16 @@ pub enum ImageRejection {
         "the image is {width} x {height} pixels, over the limit of {max} pixels: downscale it before uploading"
     )]
     ImageDimensionsTooLarge { width: u32, height: u32, max: u64 },
+    #[error(
+        "the image is {width} x {height} pixels of {bytes_per_pixel} bytes each, {bytes} bytes once decoded, over the limit of {max} bytes: export it with 8-bit samples or downscale it"
+    )]
+    DecodedTooLarge {
+        width: u32,
+        height: u32,
+        bytes_per_pixel: u16,
+        bytes: u64,
+        max: u64,
+    },
 }
 
 impl ImageRejection {
@@ -130,7 +170,9 @@ impl ImageRejection {
             Self::UnsupportedImageFormat { .. } => "unsupported_image_format",
             Self::NotAnImage => "not_an_image",
             Self::CorruptImage { .. } => "corrupt_image",
-            Self::ImageDimensionsTooLarge { .. } => "image_dimensions_too_large",
+            Self::ImageDimensionsTooLarge { .. } | Self::DecodedTooLarge { .. } => {
+                "image_dimensions_too_large"
+            }
         }
     }
 }
@@ -140,8 +182,8 @@ pub fn validate(bytes: &[u8], limits: &ImageLimits) -> Result<ImageInfo, ImageRe
     decode_with_info(bytes, limits).map(|(info, _)| info)
 }
 
-/// [`validate`]'s checks, then the decoded image.
-pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<DynamicImage, ImageRejection> {
+/// [`validate`]'s checks, then the decoded image. Blocks while the decode budget is spent.
+pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<Decoded, ImageRejection> {
     decode_with_info(bytes, limits).map(|(_, img)| img)
 }
 
@@ -149,7 +191,7 @@ pub fn decode(bytes: &[u8], limits: &ImageLimits) -> Result<DynamicImage, ImageR
 pub fn decode_with_info(
     bytes: &[u8],
     limits: &ImageLimits,
-) -> Result<(ImageInfo, DynamicImage), ImageRejection> {
+) -> Result<(ImageInfo, Decoded), ImageRejection> {
     if bytes.is_empty() {
         return Err(ImageRejection::EmptyFile);
     }
@@ -173,6 +215,8 @@ pub fn decode_with_info(
         .into_decoder()
         .map_err(corrupt)?;
     let (width, height) = decoder.dimensions();
+    let decoded_bytes = decoder.total_bytes();
+    let bytes_per_pixel = decoder.color_type().bytes_per_pixel();
     drop(decoder);
     if width == 0 || height == 0 {
         return Err(ImageRejection::CorruptImage {
@@ -187,6 +231,15 @@ pub fn decode_with_info(
             max: limits.max_pixels,
         });
     }
+    if decoded_bytes > limits.max_decoded_bytes {
+        return Err(ImageRejection::DecodedTooLarge {
+            width,
+            height,
+            bytes_per_pixel: bytes_per_pixel.into(),
+            bytes: decoded_bytes,
+            max: limits.max_decoded_bytes,
+        });
+    }
 
     if format == ImageFormat::Jpeg && !jpeg_reaches_eoi(bytes) {
         // The JPEG decoder fills a truncated scan with grey instead of failing: check first.
@@ -195,7 +248,12 @@ pub fn decode_with_info(
             detail: "the file ends before the end-of-image marker".into(),
         });
     }
+    let permit = decode_budget().acquire(decoded_bytes);
     let img = reader(bytes, format, limits).decode().map_err(corrupt)?;
+    let img = Decoded {
+        image: img,
+        _permit: permit,
+    };
     let info = ImageInfo {
         format,
         content_type: format.content_type(),
@@ -215,14 +273,14 @@ fn reader<'a>(
     reader
 }
 
-/// The decoder's allocation budget: the largest accepted image at 8 bytes a pixel (16-bit RGBA),
-/// plus 16 MiB for the decoders' own buffers.
+/// The decoder's allocation budget: the largest accepted decoded image, plus 16 MiB for the
+/// decoders' own buffers.
 fn decoder_limits(limits: &ImageLimits) -> image::Limits {
     let side = u32::try_from(limits.max_pixels).unwrap_or(u32::MAX);
     let mut out = image::Limits::default();
     out.max_image_width = Some(side);
     out.max_image_height = Some(side);
-    out.max_alloc = Some(limits.max_pixels.saturating_mul(8).saturating_add(16 << 20));
+    out.max_alloc = Some(limits.max_decoded_bytes.saturating_add(16 << 20));
     out
 }
 
@@ -328,6 +386,7 @@ mod tests {
     const LIMITS: ImageLimits = ImageLimits {
         max_bytes: 1 << 20,
         max_pixels: 1_000_000,
+        max_decoded_bytes: 8 << 20,
     };
 
     fn sample() -> DynamicImage {
@@ -400,7 +459,7 @@ mod tests {
         let bytes = encode(&img, image::ImageFormat::Png);
         assert_eq!(validate(&bytes, &LIMITS).unwrap().format, ImageFormat::Png);
         assert!(matches!(
-            decode(&bytes, &LIMITS).unwrap(),
+            decode(&bytes, &LIMITS).unwrap().image,
             DynamicImage::ImageRgb16(_)
         ));
     }
@@ -523,6 +582,32 @@ mod tests {
             ..LIMITS
         };
         validate(&bytes, &limits).unwrap();
+    }
+
+    #[test]
+    fn decoded_size_is_budgeted_by_bytes_not_pixels() {
+        // The same 300 x 300 pixels: 270 000 bytes as 8-bit RGB, 720 000 as 16-bit RGBA (whose
+        // PNG of zeros is a few hundred bytes: the shape of a decompression bomb).
+        let limits = ImageLimits {
+            max_decoded_bytes: 500_000,
+            ..LIMITS
+        };
+        let rgb8 = DynamicImage::ImageRgb8(ImageBuffer::new(300, 300));
+        let rgba16 = DynamicImage::ImageRgba16(ImageBuffer::new(300, 300));
+        validate(&encode(&rgb8, image::ImageFormat::Png), &limits).unwrap();
+        let bomb = encode(&rgba16, image::ImageFormat::Png);
+        assert!(bomb.len() < 5_000, "{} bytes", bomb.len());
+        let err = validate(&bomb, &limits).unwrap_err();
+        assert_eq!(err.code(), "image_dimensions_too_large");
+        assert!(
+            err.to_string().contains("720000 bytes once decoded"),
+            "{err}"
+        );
+        // The decode holds its bytes of the process budget until the image is dropped.
+        let before = decode_budget().in_use();
+        let decoded = decode(&bomb, &LIMITS).unwrap();
+        assert!(decode_budget().in_use() >= before + 720_000);
+        drop(decoded);
     }
 
     #[test]

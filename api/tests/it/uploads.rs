@@ -62,6 +62,7 @@ async fn bad_uploads_are_refused_with_stable_codes_and_nothing_is_stored() {
     options.limits = ImageLimits {
         max_bytes: 256 * 1024,
         max_pixels: 4_000_000,
+        max_decoded_bytes: 8 * 1024 * 1024,
     };
     let app = TestApp::start_with(options).await;
     let (_, cell) = cell_images().remove(0);
@@ -95,6 +96,19 @@ async fn bad_uploads_are_refused_with_stable_codes_and_nothing_is_stored() {
         &app,
         "malaria",
         bomb(100_000, 100_000),
+        422,
+        "image_dimensions_too_large",
+    )
+    .await;
+    // Under the pixel limit, over the decoded-bytes limit: 1500 x 1500 16-bit RGBA zeros are
+    // 18 MB decoded from a PNG of a few KB.
+    let rgba16 = image::DynamicImage::ImageRgba16(image::ImageBuffer::new(1500, 1500));
+    let mut png = std::io::Cursor::new(Vec::new());
+    rgba16.write_to(&mut png, image::ImageFormat::Png).unwrap();
+    assert_refused(
+        &app,
+        "malaria",
+        png.into_inner(),
         422,
         "image_dimensions_too_large",
     )

@@ -72,6 +72,13 @@ impl Config {
         if self.limits.max_request_bytes < self.limits.max_upload_bytes {
             bail!("limits.max_request_bytes must be at least limits.max_upload_bytes");
         }
+        if self.limits.max_decoded_bytes == 0
+            || self.limits.max_decoding_bytes < self.limits.max_decoded_bytes
+        {
+            bail!(
+                "limits.max_decoding_bytes must be at least limits.max_decoded_bytes, which must be at least 1"
+            );
+        }
         if self.jobs.max_attempts < 1 {
             bail!("jobs.max_attempts must be at least 1");
         }

@@ -165,6 +165,7 @@ pub fn decode_file(path: &Path) -> image::DynamicImage {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     imaging::decode(&bytes, &ImageLimits::default())
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .image
 }
 
 /// Registry options for `dir` on the CPU.
