@@ -284,14 +284,8 @@ impl Dispatcher {
                 None => AttemptOutcome::Failed,
             },
         };
-        let recorded = self
-            .store
-            .record_attempt(&delivery.id, delivery.attempts, &attempt, outcome)
-            .await?;
-        if !recorded {
-            tracing::warn!("another dispatcher recorded this attempt first");
-            return Ok(());
-        }
+        // The endpoint is disabled before the delivery is recorded as failed, so that whoever
+        // reads the failed delivery also reads the disabled endpoint.
         if let (Some(410), Some(endpoint)) = (status, delivery.endpoint_id) {
             let reason = format!(
                 "The receiver answered 410 Gone at {}; re-enable the endpoint once it accepts \
@@ -300,6 +294,14 @@ impl Dispatcher {
             );
             self.store.disable_endpoint(endpoint, &reason).await?;
             tracing::warn!(endpoint_id = %endpoint, "endpoint disabled: it answered 410 Gone");
+        }
+        let recorded = self
+            .store
+            .record_attempt(&delivery.id, delivery.attempts, &attempt, outcome)
+            .await?;
+        if !recorded {
+            tracing::warn!("another dispatcher recorded this attempt first");
+            return Ok(());
         }
         tracing::info!(
             status = ?status,
