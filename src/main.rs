@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use medinform_api::http::HttpTimeouts;
 use medinform_api::idempotency::IdempotencySettings;
 use medinform_api::{Admission, ApiServer, AppState, Authenticator};
 use medinform_core::app::Backends;
@@ -250,6 +251,10 @@ async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
             )),
             admission: Arc::new(Admission::new(config.jobs.max_backlog)),
             webhooks: config.webhooks.clone(),
+            timeouts: HttpTimeouts {
+                header_read: Duration::from_secs(config.server.header_read_timeout_secs),
+                body_read: Duration::from_secs(config.server.body_read_timeout_secs),
+            },
         };
         let server = ApiServer::bind(config.server.listen, state).await?;
         let addr = server.local_addr()?;

@@ -52,6 +52,7 @@ error_codes! {
     InvalidClientReference = "invalid_client_reference", BAD_REQUEST, "`client_reference` is longer than 200 characters.";
     InvalidMultipart = "invalid_multipart", BAD_REQUEST, "The body is not a valid multipart/form-data upload.";
     InvalidJson = "invalid_json", BAD_REQUEST, "The body is not the JSON document this endpoint expects.";
+    InvalidRequest = "invalid_request", BAD_REQUEST, "The request cannot be read as HTTP this API takes (e.g. a path that is not valid UTF-8); the message says what.";
     InvalidJobId = "invalid_job_id", BAD_REQUEST, "The job id in the path is not a UUID.";
     InvalidBatchId = "invalid_batch_id", BAD_REQUEST, "The batch id is not a UUID.";
     InvalidId = "invalid_id", BAD_REQUEST, "An id in the path is not a UUID.";
@@ -76,7 +77,9 @@ error_codes! {
     DeliveryNotReplayable = "delivery_not_replayable", CONFLICT, "Only a failed webhook delivery can be replayed; this one is pending or succeeded.";
     IdempotencyKeyReused = "idempotency_key_reused", CONFLICT, "The Idempotency-Key was used before with another request body or path.";
     IdempotencyRequestInProgress = "idempotency_request_in_progress", CONFLICT, "A request with this Idempotency-Key is still being handled; retry shortly.";
+    RequestTimeout = "request_timeout", REQUEST_TIMEOUT, "The request body stopped arriving for `server.body_read_timeout_secs`; the connection is closed.";
     ImageTooLarge = "image_too_large", PAYLOAD_TOO_LARGE, "The upload is over `limits.max_upload_bytes`.";
+    RequestTooLarge = "request_too_large", PAYLOAD_TOO_LARGE, "The request body is over this endpoint's limit.";
     NotAnImage = "not_an_image", UNSUPPORTED_MEDIA_TYPE, "The file is not an image.";
     UnsupportedImageFormat = "unsupported_image_format", UNSUPPORTED_MEDIA_TYPE, "An image format that is not accepted (GIF, DICOM, ...): PNG, JPEG, BMP, TIFF and WebP are.";
     CorruptImage = "corrupt_image", UNPROCESSABLE_ENTITY, "The image is truncated or damaged.";
@@ -84,6 +87,7 @@ error_codes! {
     UnknownModel = "unknown_model", UNPROCESSABLE_ENTITY, "No model with this id.";
     ModelResearchOnly = "model_research_only", UNPROCESSABLE_ENTITY, "The model is in the research stage (its held-out figures do not meet its declared minimum) and this server takes screening models only (`models.allow_research = false`).";
     WebhookUrlNotAllowed = "webhook_url_not_allowed", UNPROCESSABLE_ENTITY, "The webhook URL is not http(s), or resolves to a loopback, private or link-local address that the configuration does not allow.";
+    RequestHeadersTooLarge = "request_headers_too_large", REQUEST_HEADER_FIELDS_TOO_LARGE, "The request has more than 100 headers.";
     RateLimited = "rate_limited", TOO_MANY_REQUESTS, "The API key sent more requests than its rate limit; retry after `Retry-After` seconds.";
     InternalError = "internal_error", INTERNAL_SERVER_ERROR, "Something failed on the server; it has been logged.";
     ModelUnavailable = "model_unavailable", SERVICE_UNAVAILABLE, "The model cannot run on this server (its weights are missing or it cannot load); it never guesses.";

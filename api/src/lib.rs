@@ -11,13 +11,13 @@ pub mod admission;
 pub mod auth;
 mod docs;
 mod error;
+pub mod http;
 pub mod idempotency;
 pub mod openapi;
 pub mod rate_limit;
 mod routes;
 mod web;
 
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,6 +34,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
 
+use crate::http::HttpTimeouts;
 use crate::idempotency::IdempotencySettings;
 
 pub use admission::Admission;
@@ -63,12 +64,15 @@ pub struct AppState {
     pub admission: Arc<Admission>,
     /// Which webhook targets are allowed, how long a rotated-out secret keeps signing.
     pub webhooks: WebhooksConfig,
+    /// How long a connection may take over headers and body (`server.*_timeout_secs`).
+    pub timeouts: HttpTimeouts,
 }
 
 /// Builds the router (tests call this too).
 pub fn router(state: AppState) -> Router {
     let body_limit = state.limits.max_bytes + FORM_OVERHEAD_BYTES;
-    // Layers run outermost (last) first: trace, body limit, authentication, idempotency.
+    // Layers run outermost (last) first: trace, JSON errors, header count, body timeout, body
+    // limit, authentication, idempotency.
     routes::router(state.max_request_bytes)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -79,6 +83,12 @@ pub fn router(state: AppState) -> Router {
             auth::authenticate,
         ))
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.timeouts.body_read,
+            http::body_read_timeout,
+        ))
+        .layer(axum::middleware::from_fn(http::limit_headers))
+        .layer(axum::middleware::from_fn(http::json_errors))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -107,18 +117,8 @@ impl ApiServer {
         let addr = self.local_addr()?;
         tracing::info!(%addr, "API listening");
         tokio::spawn(purge_idempotency_keys(self.state.clone(), shutdown.clone()));
-        let app = router(self.state);
-        let stopping = shutdown.clone();
-        let server = axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move { stopping.cancelled().await })
-            .into_future();
-        tokio::pin!(server);
-        tokio::select! {
-            result = &mut server => result.context("serving HTTP")?,
-            () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
-                tracing::warn!("requests still running after the grace period; stopping anyway");
-            }
-        }
+        let timeouts = self.state.timeouts;
+        http::serve(self.listener, router(self.state), timeouts, shutdown, grace).await;
         tracing::info!("API stopped");
         Ok(())
     }

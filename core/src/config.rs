@@ -66,6 +66,12 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Seconds an `Idempotency-Key` is remembered.
     pub idempotency_ttl_secs: u64,
+    /// Seconds a connection may take to send a request's headers; it also bounds how long an
+    /// idle connection (a new one, or a kept-alive one between requests) stays open.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a request body may go without sending any bytes before the request is answered
+    /// 408 `request_timeout` and the connection closed.
+    pub body_read_timeout_secs: u64,
     /// The built web app (`frontend/dist`), served at `/`. Without an `index.html` there, `/`
     /// answers a page that says how to build it.
     pub web_dir: PathBuf,
@@ -77,6 +83,8 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             shutdown_grace_secs: 30,
             idempotency_ttl_secs: 24 * 3600,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 30,
             web_dir: PathBuf::from("./frontend/dist"),
         }
     }

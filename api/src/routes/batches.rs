@@ -179,7 +179,7 @@ pub async fn create(
     if !multipart {
         let Json(body) = Json::<CreateBatchRequest>::from_request(request, &state)
             .await
-            .map_err(|e| ApiError::new(ErrorCode::InvalidJson, e.body_text()))?;
+            .map_err(crate::http::json_rejection)?;
         submit::ready_model(&state, &body.model)?;
         let batch = state
             .backends

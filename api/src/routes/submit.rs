@@ -258,6 +258,9 @@ fn too_large(max_bytes: usize) -> ApiError {
 
 /// A multipart stream error: over the body limit, or malformed.
 pub fn multipart_error(e: MultipartError) -> ApiError {
+    if crate::http::body_timed_out(&e) {
+        return crate::http::request_timeout();
+    }
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return ApiError::new(
             ErrorCode::ImageTooLarge,

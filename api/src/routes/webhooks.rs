@@ -27,15 +27,7 @@ const MAX_URL_CHARS: usize = 2048;
 const MAX_DESCRIPTION_CHARS: usize = 500;
 
 fn json<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    body.map(|Json(b)| b).map_err(|e| {
-        ApiError::new(
-            ErrorCode::InvalidJson,
-            format!(
-                "The body is not the JSON this endpoint expects: {}",
-                e.body_text()
-            ),
-        )
-    })
+    body.map(|Json(b)| b).map_err(crate::http::json_rejection)
 }
 
 fn endpoint_id(id: &str) -> Result<EndpointId, ApiError> {

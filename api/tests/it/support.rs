@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use medinform_api::http::HttpTimeouts;
 use medinform_api::idempotency::IdempotencySettings;
 use medinform_api::{Admission, ApiServer, AppState, AuthMode, Authenticator, RateLimit};
 use medinform_core::app::Backends;
@@ -173,6 +174,8 @@ pub struct Options {
     pub allow_research: bool,
     /// The model registry (None: [`test_registry_dir`]).
     pub registry_dir: Option<tempfile::TempDir>,
+    /// Connection timeouts (the production defaults unless a test sets them).
+    pub timeouts: HttpTimeouts,
 }
 
 /// The database, images and queue names of a stopped app, for the next one.
@@ -217,6 +220,7 @@ impl Options {
             data: None,
             allow_research: true,
             registry_dir: None,
+            timeouts: HttpTimeouts::default(),
         }
     }
 }
@@ -365,6 +369,7 @@ impl TestApp {
             )),
             admission: Arc::new(Admission::new(options.jobs.max_backlog)),
             webhooks: options.webhooks.unwrap_or_default(),
+            timeouts: options.timeouts,
         };
         let server = ApiServer::bind("127.0.0.1:0".parse().unwrap(), state)
             .await

@@ -69,6 +69,11 @@ impl Config {
         if self.server.idempotency_ttl_secs == 0 {
             bail!("server.idempotency_ttl_secs must be at least 1");
         }
+        if self.server.header_read_timeout_secs == 0 || self.server.body_read_timeout_secs == 0 {
+            bail!(
+                "server.header_read_timeout_secs and server.body_read_timeout_secs must be at least 1"
+            );
+        }
         if self.limits.max_request_bytes < self.limits.max_upload_bytes {
             bail!("limits.max_request_bytes must be at least limits.max_upload_bytes");
         }
