@@ -14,6 +14,7 @@ use medinform_core::job::{BatchId, Job, JobId};
 use medinform_core::queue::JobMessage;
 use medinform_core::registry::{Model, Stage};
 use medinform_core::storage::{image_key, sha256_hex};
+use medinform_core::tenant::TenantId;
 
 use crate::auth::Caller;
 use crate::{ApiError, AppState, ErrorCode};
@@ -171,26 +172,52 @@ pub async fn accept(
         .await
         .map_err(|e| ApiError::Internal(e.into()))??;
 
+    // From the first write on, the work runs in a task of its own: a client that goes away
+    // mid-request drops this handler, never the task, so an image is never left stored without
+    // its job, and a job never without its message.
+    let record = record(
+        state.clone(),
+        caller.tenant,
+        model.id().to_owned(),
+        model_version.clone(),
+        batch_id,
+        image,
+        info.content_type,
+        metadata,
+    );
+    tokio::spawn(record)
+        .await
+        .map_err(|e| ApiError::Internal(e.into()))?
+}
+
+/// Stores a checked image, records its `queued` job and publishes it.
+#[allow(clippy::too_many_arguments)] // One call site, each argument a part of the job.
+async fn record(
+    state: AppState,
+    tenant: TenantId,
+    model: String,
+    model_version: String,
+    batch_id: Option<BatchId>,
+    image: Bytes,
+    content_type: &'static str,
+    metadata: Metadata,
+) -> Result<Job, ApiError> {
     let sha256 = sha256_hex(&image);
     let key = image_key(&sha256);
     let image_bytes = i64::try_from(image.len()).unwrap_or(i64::MAX);
-    state
-        .backends
-        .blobs
-        .put(&key, image, info.content_type)
-        .await?;
+    state.backends.blobs.put(&key, image, content_type).await?;
     let job = state
         .backends
         .jobs
         .insert(&NewJob {
             id: JobId::new(),
-            tenant_id: caller.tenant,
+            tenant_id: tenant,
             batch_id,
-            model: model.id().to_owned(),
-            model_version: model_version.clone(),
+            model,
+            model_version,
             image_key: key,
             image_sha256: sha256,
-            image_content_type: info.content_type.to_owned(),
+            image_content_type: content_type.to_owned(),
             image_bytes,
             client_reference: metadata.client_reference,
             site: metadata.site,

@@ -6,7 +6,7 @@ use medinform_api::http::HttpTimeouts;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{Kind, Options, TestApp, send};
+use crate::support::{Kind, Options, SlowAnsweringBlobs, TestApp, cell_images, send};
 
 const SHORT: HttpTimeouts = HttpTimeouts {
     header_read: Duration::from_secs(1),
@@ -162,5 +162,79 @@ async fn errors_from_every_layer_have_the_json_shape() {
     let (status, body) = send(app.http.post(app.url("/v1/webhooks")).body("url=x")).await;
     assert_eq!(status / 100, 4, "{body}");
     assert!(body["error"]["code"].is_string(), "{body}");
+    app.stop().await;
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flat_map(|e| {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                files_under(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_client_that_hangs_up_after_its_upload_still_gets_a_job_not_an_orphan_image() {
+    let app = TestApp::start_with(Options {
+        worker: false,
+        wrap_blobs: Some(Box::new(|inner| {
+            std::sync::Arc::new(SlowAnsweringBlobs {
+                inner,
+                delay: Duration::from_millis(500),
+            })
+        })),
+        ..Options::new(Kind::Embedded)
+    })
+    .await;
+    let (name, image) = cell_images().remove(0);
+    let mut body = Vec::new();
+    body.extend_from_slice(
+        b"--XyZ\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\nmalaria\r\n--XyZ\r\n",
+    );
+    body.extend_from_slice(
+        format!(
+            "Content-Disposition: form-data; name=\"image\"; filename=\"{name}\"\r\n\
+             Content-Type: image/png\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    body.extend_from_slice(&image);
+    body.extend_from_slice(b"\r\n--XyZ--\r\n");
+    let head = format!(
+        "POST /v1/jobs HTTP/1.1\r\nHost: medinform\r\n\
+         Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut stream = connect(&app).await;
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body).await.unwrap();
+    // Gone while the image is being stored.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(stream);
+
+    let images = app.image_dir.clone().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, page) = app.get("/v1/jobs").await;
+        let jobs = page["jobs"].as_array().unwrap().len();
+        let stored = files_under(&images).len();
+        if jobs == 1 && stored == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{stored} image(s) stored for {jobs} job(s): the upload was cut short half way"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     app.stop().await;
 }

@@ -672,3 +672,28 @@ impl BlobStore for UnreadableBlobs {
         format!("unreadable {}", self.inner.describe())
     }
 }
+
+/// A blob store that answers a put only some time after the object is stored, as a slow
+/// network round trip would: a request dropped in that window has stored its image.
+pub struct SlowAnsweringBlobs {
+    pub inner: Arc<dyn BlobStore>,
+    pub delay: Duration,
+}
+
+#[async_trait]
+impl BlobStore for SlowAnsweringBlobs {
+    async fn put(&self, key: &str, bytes: Bytes, content_type: &str) -> Result<(), StorageError> {
+        self.inner.put(key, bytes, content_type).await?;
+        tokio::time::sleep(self.delay).await;
+        Ok(())
+    }
+    async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
+        self.inner.get(key).await
+    }
+    async fn check(&self) -> Result<(), StorageError> {
+        self.inner.check().await
+    }
+    fn describe(&self) -> String {
+        format!("slow {}", self.inner.describe())
+    }
+}
