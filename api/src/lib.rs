@@ -11,6 +11,7 @@ pub mod admission;
 pub mod auth;
 mod docs;
 mod error;
+mod fields;
 pub mod http;
 pub mod idempotency;
 pub mod openapi;

@@ -18,6 +18,7 @@ use self::images::Images;
 pub use self::images::{Rejected, Submitted};
 use super::submit;
 use crate::auth::Caller;
+use crate::fields::{ClientReference, ShortText, Tags};
 use crate::{ApiError, AppState, ErrorCode};
 
 /// `POST /v1/batches` as JSON: open a batch, add images later.
@@ -109,36 +110,26 @@ pub async fn view(state: &AppState, batch: Batch) -> Result<BatchView, ApiError>
     )
 }
 
+fn short_text(field: &str, value: Option<&str>) -> Result<Option<String>, ApiError> {
+    Ok(match value {
+        Some(value) => ShortText::parse(field, value)?.map(String::from),
+        None => None,
+    })
+}
+
 fn new_batch(caller: &Caller, request: CreateBatchRequest) -> Result<NewBatch, ApiError> {
     Ok(NewBatch {
         id: BatchId::new(),
         tenant_id: caller.tenant,
         model: request.model,
-        site: request
-            .site
-            .map(|v| submit::bounded_text("site", v))
-            .transpose()?
-            .flatten(),
-        campaign: request
-            .campaign
-            .map(|v| submit::bounded_text("campaign", v))
-            .transpose()?
-            .flatten(),
-        operator: request
-            .operator
-            .map(|v| submit::bounded_text("operator", v))
-            .transpose()?
-            .flatten(),
-        client_reference: request
-            .client_reference
-            .map(submit::reference)
-            .transpose()?
-            .flatten(),
-        tags: request
-            .tags
-            .into_iter()
-            .map(submit::checked_tag)
-            .collect::<Result<_, _>>()?,
+        site: short_text("site", request.site.as_deref())?,
+        campaign: short_text("campaign", request.campaign.as_deref())?,
+        operator: short_text("operator", request.operator.as_deref())?,
+        client_reference: match request.client_reference.as_deref() {
+            Some(value) => ClientReference::parse(value)?.map(String::from),
+            None => None,
+        },
+        tags: Tags::from_list(&request.tags)?.into(),
     })
 }
 
@@ -220,8 +211,17 @@ pub async fn create(
             (false, "campaign") => fields.campaign = Some(value),
             (false, "operator") => fields.operator = Some(value),
             (false, "client_reference") => fields.client_reference = Some(value),
-            (false, "tags") => fields.tags.extend(submit::tags(&value)?),
-            (true, "client_reference") => reference = submit::reference(value)?,
+            // Checked with the JSON form's tags when the batch opens.
+            (false, "tags") => fields.tags.extend(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned),
+            ),
+            (true, "client_reference") => {
+                reference = ClientReference::parse(&value)?.map(String::from);
+            }
             _ => {}
         }
     }

@@ -17,13 +17,8 @@ use medinform_core::storage::{image_key, sha256_hex};
 use medinform_core::tenant::TenantId;
 
 use crate::auth::Caller;
+use crate::fields::{self, ClientReference, ShortText, Tags};
 use crate::{ApiError, AppState, ErrorCode};
-
-/// Longest accepted client reference, site, campaign or operator.
-pub const MAX_TEXT_CHARS: usize = 200;
-/// Most tags on a job or batch, and the longest tag.
-const MAX_TAGS: usize = 20;
-const MAX_TAG_CHARS: usize = 50;
 
 /// What a client says about an image besides the image itself. Stored with the job and echoed
 /// back; never logged (it may identify a patient).
@@ -31,7 +26,7 @@ const MAX_TAG_CHARS: usize = 50;
 pub struct Metadata {
     pub client_reference: Option<String>,
     pub site: Option<String>,
-    pub tags: Vec<String>,
+    pub tags: Tags,
     pub deadline: Option<DateTime<Utc>>,
     pub webhook_url: Option<String>,
 }
@@ -40,88 +35,18 @@ impl Metadata {
     /// Takes one form field into the metadata; false when `name` is not a metadata field.
     pub fn set(&mut self, name: &str, value: String) -> Result<bool, ApiError> {
         match name {
-            "client_reference" => self.client_reference = reference(value)?,
-            "site" => self.site = bounded_text("site", value)?,
-            "tags" => self.tags.extend(tags(&value)?),
-            "deadline" => self.deadline = deadline(&value)?,
+            "client_reference" => {
+                self.client_reference = ClientReference::parse(&value)?.map(String::from);
+            }
+            "site" => self.site = ShortText::parse("site", &value)?.map(String::from),
+            "tags" => self.tags.add_list(&value)?,
+            "deadline" => self.deadline = fields::deadline(&value)?,
             // Checked when the job is accepted (super::webhooks::checked_url).
             "webhook_url" => self.webhook_url = Some(value).filter(|v| !v.is_empty()),
             _ => return Ok(false),
         }
-        if self.tags.len() > MAX_TAGS {
-            return Err(invalid(format!("At most {MAX_TAGS} tags are accepted.")));
-        }
         Ok(true)
     }
-}
-
-fn invalid(message: impl Into<String>) -> ApiError {
-    ApiError::new(ErrorCode::InvalidField, message)
-}
-
-/// A client reference: empty means none; over [`MAX_TEXT_CHARS`] is refused.
-pub fn reference(value: String) -> Result<Option<String>, ApiError> {
-    if value.chars().count() > MAX_TEXT_CHARS {
-        return Err(ApiError::new(
-            ErrorCode::InvalidClientReference,
-            format!("client_reference is longer than {MAX_TEXT_CHARS} characters."),
-        ));
-    }
-    Ok(Some(value).filter(|r| !r.is_empty()))
-}
-
-/// A short free text (site, campaign, operator): empty means none.
-pub fn bounded_text(name: &str, value: String) -> Result<Option<String>, ApiError> {
-    let value = value.trim().to_owned();
-    if value.chars().count() > MAX_TEXT_CHARS {
-        return Err(invalid(format!(
-            "`{name}` is longer than {MAX_TEXT_CHARS} characters."
-        )));
-    }
-    if value.chars().any(char::is_control) {
-        return Err(invalid(format!("`{name}` contains control characters.")));
-    }
-    Ok(Some(value).filter(|v| !v.is_empty()))
-}
-
-/// Tags: a comma-separated list (a form field may be repeated).
-pub fn tags(value: &str) -> Result<Vec<String>, ApiError> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(|t| checked_tag(t.to_owned()))
-        .collect()
-}
-
-/// One tag, checked.
-pub fn checked_tag(tag: String) -> Result<String, ApiError> {
-    if tag.chars().count() > MAX_TAG_CHARS || tag.chars().any(char::is_control) {
-        return Err(invalid(format!(
-            "A tag is at most {MAX_TAG_CHARS} printable characters."
-        )));
-    }
-    Ok(tag)
-}
-
-/// A deadline: an RFC 3339 time in the future.
-fn deadline(value: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
-    if value.is_empty() {
-        return Ok(None);
-    }
-    let deadline = DateTime::parse_from_rfc3339(value)
-        .map_err(|_| {
-            invalid(format!(
-                "`deadline` must be an RFC 3339 time such as 2026-12-01T18:00:00Z, got {value:?}."
-            ))
-        })?
-        .with_timezone(&Utc);
-    if deadline <= Utc::now() {
-        return Err(invalid(
-            "`deadline` is in the past: the job would never run.",
-        ));
-    }
-    Ok(Some(deadline))
 }
 
 /// The model `id` if it exists and can run, with its version.
@@ -221,7 +146,7 @@ async fn record(
             image_bytes,
             client_reference: metadata.client_reference,
             site: metadata.site,
-            tags: metadata.tags,
+            tags: metadata.tags.into(),
             deadline: metadata.deadline,
             webhook_url: metadata.webhook_url,
         })
@@ -250,12 +175,13 @@ async fn record(
 
 /// A text field, trimmed; control characters are refused.
 pub async fn read_text(field: Field<'_>, name: &str) -> Result<String, ApiError> {
-    let text = field.text().await.map_err(multipart_error)?;
-    let text = text.trim().to_owned();
+    let bytes = field.bytes().await.map_err(multipart_error)?;
+    let text = fields::utf8(name, &bytes)?.trim().to_owned();
     if text.chars().any(char::is_control) {
-        return Err(invalid(format!(
-            "The `{name}` field contains control characters."
-        )));
+        return Err(ApiError::new(
+            ErrorCode::InvalidField,
+            format!("The `{name}` field contains control characters."),
+        ));
     }
     Ok(text)
 }
@@ -319,7 +245,10 @@ mod tests {
         assert_eq!(meta.site.as_deref(), Some("Camp 7"));
         assert!(meta.set("tags", "follow-up, hiv+ ,".into()).unwrap());
         assert!(meta.set("tags", "night-shift".into()).unwrap());
-        assert_eq!(meta.tags, ["follow-up", "hiv+", "night-shift"]);
+        assert_eq!(
+            Vec::<String>::from(meta.tags.clone()),
+            ["follow-up", "hiv+", "night-shift"]
+        );
         assert!(!meta.set("model", "malaria".into()).unwrap());
         let code = |name: &str, value: &str| {
             Metadata::default()

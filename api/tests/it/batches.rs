@@ -251,3 +251,88 @@ async fn canceling_a_batch_cancels_its_queued_jobs() {
     assert_eq!(batch["counts"]["queued"], 0, "{batch}");
     app.stop().await;
 }
+
+/// The same rules on every path: a batch's JSON, its form, an image's file name, a job's form.
+async fn every_path_parses_references_tags_and_text_the_same_way(kind: Kind) {
+    let app = TestApp::start(kind).await;
+    let code = |body: &Value| {
+        body["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    for (body, status, expected) in [
+        (
+            json!({"model": "malaria", "tags": (0..21).map(|i| i.to_string()).collect::<Vec<_>>()}),
+            400,
+            "invalid_field",
+        ),
+        (
+            json!({"model": "malaria", "tags": ["ok", ""]}),
+            400,
+            "invalid_field",
+        ),
+        (
+            json!({"model": "malaria", "tags": ["a\u{7}b"]}),
+            400,
+            "invalid_field",
+        ),
+        (
+            json!({"model": "malaria", "client_reference": "slide\u{1b}[31m12"}),
+            400,
+            "invalid_client_reference",
+        ),
+        (
+            json!({"model": "malaria", "client_reference": "x".repeat(201)}),
+            400,
+            "invalid_client_reference",
+        ),
+        (
+            json!({"model": "malaria", "site": "Camp\n7"}),
+            400,
+            "invalid_field",
+        ),
+    ] {
+        let (got, answer) = app.post_json("/v1/batches", &body, None).await;
+        assert_eq!(
+            (got, code(&answer)),
+            (status, expected.to_owned()),
+            "{body}"
+        );
+    }
+    let (_, page) = app.get("/v1/batches").await;
+    assert_eq!(page["batches"], json!([]), "nothing was opened");
+
+    // A file name that cannot be a reference rejects its image, not the others.
+    let (name, bytes) = cell_images().remove(0);
+    let form = Form::new()
+        .text("model", "malaria")
+        .part(
+            "image",
+            Part::bytes(bytes.clone()).file_name(format!("\t{}.png", "x".repeat(300))),
+        )
+        .part("image", Part::bytes(bytes.clone()).file_name(name.clone()));
+    let (status, answer) = app.post_form_to("/v1/batches", form).await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(answer["jobs"].as_array().unwrap().len(), 1, "{answer}");
+    assert_eq!(answer["jobs"][0]["client_reference"], name.as_str());
+    assert_eq!(
+        answer["rejected"][0]["error"]["code"],
+        "invalid_client_reference"
+    );
+
+    // Text that is not UTF-8 is refused, never replaced.
+    let form = Form::new()
+        .text("model", "malaria")
+        .part("site", Part::bytes(b"Camp \xff7".to_vec()))
+        .part("image", Part::bytes(bytes).file_name(name));
+    let (status, answer) = app.post_form(form).await;
+    assert_eq!(
+        (status, code(&answer)),
+        (400, "invalid_field".to_owned()),
+        "{answer}"
+    );
+    app.stop().await;
+}
+
+on_both_backends!(every_path_parses_references_tags_and_text_the_same_way);

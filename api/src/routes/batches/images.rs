@@ -8,6 +8,7 @@ use medinform_core::view::JobView;
 use serde::Serialize;
 
 use crate::auth::Caller;
+use crate::fields::ClientReference;
 use crate::routes::submit::{self, Metadata};
 use crate::{ApiError, AppState, ErrorCode};
 
@@ -69,7 +70,7 @@ impl Images {
                 }
                 Some("client_reference") => {
                     let value = submit::read_text(field, "client_reference").await?;
-                    reference = submit::reference(value)?;
+                    reference = ClientReference::parse(&value)?.map(String::from);
                 }
                 _ => {}
             }
@@ -91,7 +92,16 @@ impl Images {
         self.index += 1;
         let file_name = field.file_name().map(str::to_owned);
         let image = submit::read_image(field, state.limits.max_bytes).await;
-        let outcome = match image {
+        // Without a client_reference of its own, an image is known by its file name, which
+        // must then be one.
+        let reference = match (reference, file_name.as_deref()) {
+            (Some(reference), _) => Ok(Some(reference)),
+            (None, Some(name)) => {
+                ClientReference::from_file_name(name).map(|r| r.map(String::from))
+            }
+            (None, None) => Ok(None),
+        };
+        let outcome = match image.and_then(|image| reference.map(|r| (image, r))) {
             Ok(_) if index >= MAX_IMAGES_PER_REQUEST => Err(ApiError::new(
                 ErrorCode::InvalidField,
                 format!(
@@ -100,10 +110,10 @@ impl Images {
                 ),
             )),
             // A full backlog refuses this image (listed in `rejected`), not those before it.
-            Ok(image) => match crate::admission::check_backlog(state, 1).await {
+            Ok((image, reference)) => match crate::admission::check_backlog(state, 1).await {
                 Ok(()) => {
                     let metadata = Metadata {
-                        client_reference: reference.or_else(|| file_name.clone()),
+                        client_reference: reference,
                         site: self.site.clone(),
                         ..Metadata::default()
                     };
