@@ -129,20 +129,89 @@ impl Modify for ErrorCodes {
     }
 }
 
-/// The answers every `/v1/` operation can give besides its own: no or a bad key, a missing
-/// scope, the rate limit. Added here once instead of on every handler.
+/// The answers that operations give besides their own, added here once instead of on every
+/// handler, so that no handler can forget them: on every `/v1/` operation, no or a bad key, a
+/// missing scope, the rate limit, too many headers, an unreadable request; on every `POST`, the
+/// `Idempotency-Key` answers and a body that stops arriving or is too large; on every path with
+/// an id, the malformed id.
 struct CommonResponses;
+
+impl CommonResponses {
+    /// The codes an id in `path` is refused with.
+    fn id_code(path: &str) -> Option<&'static str> {
+        if path.starts_with("/v1/jobs/{id}") {
+            Some("`invalid_job_id`")
+        } else if path.starts_with("/v1/batches/{id}") {
+            Some("`invalid_batch_id`")
+        } else if path.starts_with("/v1/webhooks/{id}")
+            || path.starts_with("/v1/webhook-deliveries/{id}")
+        {
+            Some("`invalid_id`")
+        } else {
+            None
+        }
+    }
+}
+
+/// Documents `codes` under `status`: appended to the description of a response already there,
+/// or a new `ErrorBody` response.
+fn document(operation: &mut utoipa::openapi::path::Operation, status: &str, codes: &str) {
+    use utoipa::openapi::RefOr;
+
+    let responses = &mut operation.responses.responses;
+    match responses.get_mut(status) {
+        Some(RefOr::T(response)) => {
+            for code in codes.split(", ") {
+                let name = code.split(' ').next().unwrap_or(code);
+                if !response.description.contains(name) {
+                    response.description = format!("{}, {code}", response.description);
+                }
+            }
+        }
+        Some(RefOr::Ref(_)) => {}
+        None => {
+            responses.insert(
+                status.to_owned(),
+                utoipa::openapi::ResponseBuilder::new()
+                    .description(codes)
+                    .content(
+                        "application/json",
+                        utoipa::openapi::ContentBuilder::new()
+                            .schema(Some(utoipa::openapi::Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    )
+                    .into(),
+            );
+        }
+    }
+}
 
 impl Modify for CommonResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let common = [
+        let every = [
+            ("400", "`invalid_request`"),
             ("401", "`unauthorized`, `api_key_revoked`"),
             ("403", "`insufficient_scope`"),
             ("429", "`rate_limited` (with `Retry-After`)"),
+            ("431", "`request_headers_too_large`"),
+        ];
+        let posts = [
+            ("400", "`invalid_idempotency_key`"),
+            ("408", "`request_timeout`"),
+            (
+                "409",
+                "`idempotency_key_reused`, `idempotency_request_in_progress`",
+            ),
         ];
         for (path, item) in openapi.paths.paths.iter_mut() {
             if !path.starts_with("/v1/") {
                 continue;
+            }
+            let id_code = Self::id_code(path);
+            if let Some(post) = item.post.as_mut() {
+                for (status, codes) in posts {
+                    document(post, status, codes);
+                }
             }
             let operations = [
                 &mut item.get,
@@ -152,24 +221,11 @@ impl Modify for CommonResponses {
                 &mut item.delete,
             ];
             for operation in operations.into_iter().flatten() {
-                for (status, description) in common {
-                    operation
-                        .responses
-                        .responses
-                        .entry(status.to_owned())
-                        .or_insert_with(|| {
-                            utoipa::openapi::ResponseBuilder::new()
-                                .description(description)
-                                .content(
-                                    "application/json",
-                                    utoipa::openapi::ContentBuilder::new()
-                                        .schema(Some(utoipa::openapi::Ref::from_schema_name(
-                                            "ErrorBody",
-                                        )))
-                                        .build(),
-                                )
-                                .into()
-                        });
+                for (status, codes) in every {
+                    document(operation, status, codes);
+                }
+                if let Some(code) = id_code {
+                    document(operation, "400", code);
                 }
             }
         }

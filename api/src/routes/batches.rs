@@ -287,7 +287,10 @@ fn created(status: StatusCode, location: &str, body: impl Serialize) -> axum::re
     request_body(content = BatchForm, content_type = "multipart/form-data"),
     responses(
         (status = 202, description = "The jobs created, and the images refused.", body = Submitted),
+        (status = 400, description = "`missing_field` (no image), `invalid_client_reference`, `invalid_field`, `invalid_multipart`", body = crate::ErrorBody),
         (status = 404, description = "`batch_not_found`", body = crate::ErrorBody),
+        (status = 413, description = "`image_too_large` (the request over `limits.max_request_bytes`)", body = crate::ErrorBody),
+        (status = 422, description = "`model_research_only`", body = crate::ErrorBody),
         (status = 503, description = "`model_unavailable`, `queue_full`, `service_unavailable`", body = crate::ErrorBody),
     )
 )]
@@ -306,6 +309,12 @@ pub async fn add_jobs(
     Images::new(ready, &batch)
         .all(&state, &caller, &mut form, &mut submitted)
         .await?;
+    if submitted.jobs.is_empty() && submitted.rejected.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::MissingField,
+            "The form has no `image` part: send one or more images to add to the batch.",
+        ));
+    }
     if !submitted.jobs.is_empty() {
         state.backends.batches.reopen_batch(id).await?;
     }

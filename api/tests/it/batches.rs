@@ -321,6 +321,20 @@ async fn every_path_parses_references_tags_and_text_the_same_way(kind: Kind) {
         "invalid_client_reference"
     );
 
+    // Adding images needs an image.
+    let batch = answer_batch_id(&app).await;
+    let (status, answer) = app
+        .post_form_to(
+            &format!("/v1/batches/{batch}/jobs"),
+            Form::new().text("client_reference", "slide-1"),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&answer)),
+        (400, "missing_field".to_owned()),
+        "{answer}"
+    );
+
     // Text that is not UTF-8 is refused, never replaced.
     let form = Form::new()
         .text("model", "malaria")
@@ -336,3 +350,9 @@ async fn every_path_parses_references_tags_and_text_the_same_way(kind: Kind) {
 }
 
 on_both_backends!(every_path_parses_references_tags_and_text_the_same_way);
+
+/// The id of the newest batch.
+async fn answer_batch_id(app: &TestApp) -> String {
+    let (_, page) = app.get("/v1/batches").await;
+    page["batches"][0]["id"].as_str().unwrap().to_owned()
+}

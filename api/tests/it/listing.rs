@@ -355,13 +355,43 @@ async fn the_openapi_document_describes_every_route_and_error_code() {
             "{method} {path} missing"
         );
     }
+    let described = |op: &Value, status: &str, code: &str| {
+        op["responses"][status]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains(&format!("`{code}`")))
+    };
     for (path, item) in paths.iter().filter(|(p, _)| p.starts_with("/v1/")) {
         for (method, op) in item.as_object().unwrap() {
-            for status in ["401", "403", "429"] {
+            for status in ["401", "403", "429", "431"] {
                 assert!(
                     op["responses"].get(status).is_some(),
                     "{method} {path} does not document {status}"
                 );
+            }
+            assert!(described(op, "400", "invalid_request"), "{method} {path}");
+            let id_code = [
+                ("/v1/jobs/{id}", "invalid_job_id"),
+                ("/v1/batches/{id}", "invalid_batch_id"),
+                ("/v1/webhooks/{id}", "invalid_id"),
+                ("/v1/webhook-deliveries/{id}", "invalid_id"),
+            ]
+            .into_iter()
+            .find(|(prefix, _)| path.starts_with(prefix));
+            if let Some((_, code)) = id_code {
+                assert!(described(op, "400", code), "{method} {path}: 400 {code}");
+            }
+            if method == "post" {
+                for (status, code) in [
+                    ("409", "idempotency_key_reused"),
+                    ("409", "idempotency_request_in_progress"),
+                    ("400", "invalid_idempotency_key"),
+                    ("408", "request_timeout"),
+                ] {
+                    assert!(
+                        described(op, status, code),
+                        "{method} {path}: {status} {code}"
+                    );
+                }
             }
         }
     }
