@@ -13,11 +13,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use medinform_core::app::Backends;
 use medinform_core::config::{JobsConfig, WorkerConfig};
 use medinform_core::imaging::ImageLimits;
-use medinform_core::queue::Delivery;
+use medinform_core::queue::{Delivery, Subscription};
 use medinform_core::registry::Registry;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -93,12 +92,10 @@ impl Worker {
         let config = &self.settings.worker;
         let max_batch = config.max_batch.max(1);
         let window = Duration::from_millis(config.batch_window_ms);
-        let mut subscription = self
-            .backends
-            .queue
-            .subscribe(&models, config.prefetch.max(1))
-            .await
-            .context("subscribing to the job queue")?;
+        let prefetch = config.prefetch.max(1);
+        let Some(mut subscription) = self.subscribe(&models, prefetch, &shutdown).await else {
+            return Ok(());
+        };
         tracing::info!(
             ?models,
             prefetch = config.prefetch,
@@ -157,11 +154,17 @@ impl Worker {
                         tokio::time::sleep(Duration::from_secs(1)).await;
                     }
                     None => {
-                        // The broker went away: stop, so the supervisor restarts the worker
-                        // and what is unacknowledged is redelivered.
-                        hand_back(pending).await;
-                        running.join_all().await;
-                        anyhow::bail!("the job queue subscription closed");
+                        // The broker went away. What was received but not started goes back
+                        // (or is redelivered by the broker once the connection is gone); the
+                        // batches in progress finish and write their results; consuming
+                        // resumes on a new connection when the broker answers again.
+                        tracing::warn!("the job queue subscription closed; reconnecting");
+                        hand_back(std::mem::take(&mut pending)).await;
+                        match self.subscribe(&models, prefetch, &shutdown).await {
+                            Some(again) => subscription = again,
+                            None => break,
+                        }
+                        tracing::info!(?models, "worker consuming again");
                     }
                 },
             }
@@ -177,6 +180,57 @@ impl Worker {
         tracing::info!("worker stopped");
         Ok(())
     }
+}
+
+impl Worker {
+    /// Subscribes to the lanes of `models`, retrying with backoff and jitter for as long as
+    /// the broker does not answer; `None` when `shutdown` comes first.
+    async fn subscribe(
+        &self,
+        models: &[String],
+        prefetch: u16,
+        shutdown: &CancellationToken,
+    ) -> Option<Box<dyn Subscription>> {
+        let mut attempt = 0u32;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return None,
+                subscribed = self.backends.queue.subscribe(models, prefetch) => match subscribed {
+                    Ok(subscription) => return Some(subscription),
+                    Err(e) => {
+                        let delay = reconnect_delay(attempt);
+                        attempt = attempt.saturating_add(1);
+                        tracing::warn!(
+                            error = %e,
+                            retry_in_ms = delay.as_millis() as u64,
+                            "cannot subscribe to the job queue; retrying"
+                        );
+                        tokio::select! {
+                            () = shutdown.cancelled() => return None,
+                            () = tokio::time::sleep(delay) => {}
+                        }
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// Exponential backoff from 250 ms to 30 s, each delay drawn from its upper half (jitter), so
+/// that the workers of a fleet do not reconnect in step.
+fn reconnect_delay(attempt: u32) -> Duration {
+    let ceiling = Duration::from_millis(250)
+        .saturating_mul(1 << attempt.min(7))
+        .min(Duration::from_secs(30));
+    let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
+    // A cheap, good-enough spread: the clock's sub-second noise.
+    let noise = u64::from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0),
+    );
+    Duration::from_nanos(nanos / 2 + noise % (nanos / 2 + 1))
 }
 
 /// Waits for a slot, then processes `batch` on its own task.
@@ -213,5 +267,23 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_delays_grow_to_a_ceiling_with_jitter() {
+        for attempt in 0..20 {
+            let ceiling =
+                Duration::from_millis(250 * (1 << attempt.min(7))).min(Duration::from_secs(30));
+            let delay = reconnect_delay(attempt);
+            assert!(
+                delay >= ceiling / 2 && delay <= ceiling,
+                "{attempt}: {delay:?}"
+            );
+        }
     }
 }

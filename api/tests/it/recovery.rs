@@ -272,3 +272,43 @@ async fn jobs_queued_before_a_restart_are_screened_after_it() {
     running.await.unwrap().unwrap();
     sweeping.await.unwrap();
 }
+
+/// The worker outlives a broker outage: its subscription closes, subscribing fails for a while,
+/// then it consumes again and every job is screened; nothing in the process stops.
+async fn the_worker_reconnects_after_the_broker_goes_away(kind: Kind) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let subscribes = Arc::new(AtomicUsize::new(0));
+    let counter = subscribes.clone();
+    let app = TestApp::start_with(Options {
+        wrap_queue: Some(Box::new(move |inner| {
+            Arc::new(crate::support::BrokerOutage {
+                inner,
+                deliveries_before_close: 1,
+                failing_subscribes: AtomicUsize::new(2),
+                subscribes: counter,
+            })
+        })),
+        ..Options::new(kind)
+    })
+    .await;
+    let images = cell_images();
+    let mut ids = Vec::new();
+    for (name, bytes) in images.iter().cycle().take(6) {
+        let (status, job) = app.submit("malaria", name, bytes.clone()).await;
+        assert_eq!(status, 202, "{job}");
+        ids.push(job["id"].as_str().unwrap().to_owned());
+    }
+    for id in &ids {
+        let job = app.wait_finished(id).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+    }
+    // One subscription that closed, two refused, one that consumed the rest.
+    assert!(subscribes.load(Ordering::SeqCst) >= 4);
+    for outcome in app.stop().await {
+        outcome.expect("every task of the process ran until it was stopped");
+    }
+}
+
+crate::on_both_backends!(the_worker_reconnects_after_the_broker_goes_away);

@@ -697,3 +697,73 @@ impl BlobStore for SlowAnsweringBlobs {
         format!("slow {}", self.inner.describe())
     }
 }
+
+/// A queue whose first subscription closes after `deliveries_before_close` deliveries, as when
+/// the broker goes away, and whose next `failing_subscribes` subscriptions fail, as while it is
+/// down; publishing is left alone.
+pub struct BrokerOutage {
+    pub inner: Arc<dyn JobQueue>,
+    pub deliveries_before_close: usize,
+    pub failing_subscribes: std::sync::atomic::AtomicUsize,
+    /// Subscriptions asked for so far.
+    pub subscribes: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+struct ClosingSubscription {
+    inner: Option<Box<dyn Subscription>>,
+    left: usize,
+}
+
+#[async_trait]
+impl Subscription for ClosingSubscription {
+    async fn next(&mut self) -> Option<Result<medinform_core::queue::Delivery, QueueError>> {
+        if self.left == 0 {
+            // Gone: what it held unacknowledged goes back, as a closed connection's would.
+            self.inner = None;
+            return None;
+        }
+        let delivery = self.inner.as_mut()?.next().await;
+        self.left -= 1;
+        delivery
+    }
+}
+
+#[async_trait]
+impl JobQueue for BrokerOutage {
+    async fn publish(&self, message: &JobMessage) -> Result<(), QueueError> {
+        self.inner.publish(message).await
+    }
+    async fn subscribe(
+        &self,
+        models: &[String],
+        prefetch: u16,
+    ) -> Result<Box<dyn Subscription>, QueueError> {
+        use std::sync::atomic::Ordering;
+        let n = self.subscribes.fetch_add(1, Ordering::SeqCst);
+        if n == 0 {
+            return Ok(Box::new(ClosingSubscription {
+                inner: Some(self.inner.subscribe(models, prefetch).await?),
+                left: self.deliveries_before_close,
+            }));
+        }
+        if self
+            .failing_subscribes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(QueueError::Backend(anyhow::anyhow!(
+                "connection refused (injected)"
+            )));
+        }
+        self.inner.subscribe(models, prefetch).await
+    }
+    async fn check(&self) -> Result<(), QueueError> {
+        self.inner.check().await
+    }
+    fn is_durable(&self) -> bool {
+        self.inner.is_durable()
+    }
+    fn describe(&self) -> String {
+        format!("outage-prone {}", self.inner.describe())
+    }
+}
