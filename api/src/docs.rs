@@ -2,21 +2,25 @@
 //! offline (a field laptop has no CDN) and always matches `/openapi.json`.
 
 use std::fmt::Write;
+use std::sync::OnceLock;
 
 use axum::response::Html;
 use serde_json::Value;
-use utoipa::OpenApi;
 
-use crate::ErrorCode;
-use crate::openapi::ApiDoc;
+use crate::openapi;
+use crate::{ApiError, ErrorCode};
 
 const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
 
-/// `GET /docs`.
-pub async fn page() -> Html<String> {
-    Html(render(
-        &serde_json::to_value(ApiDoc::openapi()).unwrap_or_default(),
-    ))
+/// `GET /docs`: rendered once per process; a document that cannot be built is a 500, never an
+/// empty page.
+pub async fn page() -> Result<Html<String>, ApiError> {
+    static PAGE: OnceLock<String> = OnceLock::new();
+    if let Some(page) = PAGE.get() {
+        return Ok(Html(page.clone()));
+    }
+    let page = render(openapi::document()?);
+    Ok(Html(PAGE.get_or_init(|| page).clone()))
 }
 
 fn esc(text: &str) -> String {
@@ -166,8 +170,8 @@ mod tests {
 
     #[test]
     fn the_page_lists_every_operation_and_error_code() {
-        let spec = serde_json::to_value(ApiDoc::openapi()).unwrap();
-        let html = render(&spec);
+        let spec = openapi::document().unwrap();
+        let html = render(spec);
         for (path, item) in spec["paths"].as_object().unwrap() {
             for method in METHODS {
                 if item.get(method).is_some() {

@@ -4,6 +4,8 @@
 //! Every error code of [`ErrorCode`] is listed in the document (the `ErrorDetail.code` enum and
 //! the API description's table), so the spec and the code cannot drift apart.
 
+use std::sync::LazyLock;
+
 use axum::Json;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ObjectBuilder, RefOr, Schema};
@@ -155,7 +157,7 @@ impl CommonResponses {
 
 /// Documents `codes` under `status`: appended to the description of a response already there,
 /// or a new `ErrorBody` response.
-fn document(operation: &mut utoipa::openapi::path::Operation, status: &str, codes: &str) {
+fn add_codes(operation: &mut utoipa::openapi::path::Operation, status: &str, codes: &str) {
     use utoipa::openapi::RefOr;
 
     let responses = &mut operation.responses.responses;
@@ -210,7 +212,7 @@ impl Modify for CommonResponses {
             let id_code = Self::id_code(path);
             if let Some(post) = item.post.as_mut() {
                 for (status, codes) in posts {
-                    document(post, status, codes);
+                    add_codes(post, status, codes);
                 }
             }
             let operations = [
@@ -222,17 +224,28 @@ impl Modify for CommonResponses {
             ];
             for operation in operations.into_iter().flatten() {
                 for (status, codes) in every {
-                    document(operation, status, codes);
+                    add_codes(operation, status, codes);
                 }
                 if let Some(code) = id_code {
-                    document(operation, "400", code);
+                    add_codes(operation, "400", code);
                 }
             }
         }
     }
 }
 
+/// The document as JSON, built and serialised once per process.
+pub fn document() -> Result<&'static serde_json::Value, crate::ApiError> {
+    static DOCUMENT: LazyLock<Result<serde_json::Value, String>> =
+        LazyLock::new(|| serde_json::to_value(ApiDoc::openapi()).map_err(|e| e.to_string()));
+    DOCUMENT.as_ref().map_err(|e| {
+        crate::ApiError::Internal(anyhow::anyhow!(
+            "the OpenAPI document does not serialise: {e}"
+        ))
+    })
+}
+
 /// `GET /openapi.json`.
-pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+pub async fn openapi_json() -> Result<Json<serde_json::Value>, crate::ApiError> {
+    document().map(|doc| Json(doc.clone()))
 }

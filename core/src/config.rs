@@ -241,7 +241,7 @@ pub struct InferenceConfig {
 impl Default for InferenceConfig {
     fn default() -> Self {
         Self {
-            execution_provider: ExecutionProvider::Cpu,
+            execution_provider: ExecutionProvider::default(),
             threads: 0,
             onnxruntime_library: PathBuf::new(),
         }

@@ -42,16 +42,23 @@ struct Check {
 }
 
 impl Check {
-    fn from_result<E: std::fmt::Display>(result: Result<(), E>) -> Self {
+    /// The outcome of a backend's check. Its error is logged, never answered: `/readyz` needs
+    /// no key, and a backend's error text names hosts and paths.
+    fn from_result<E: std::fmt::Display>(name: &str, result: Result<(), E>) -> Self {
         match result {
             Ok(()) => Self {
                 ok: true,
                 detail: None,
             },
-            Err(e) => Self {
-                ok: false,
-                detail: Some(e.to_string()),
-            },
+            Err(e) => {
+                tracing::warn!(check = name, error = %e, "readiness check failed");
+                Self {
+                    ok: false,
+                    detail: Some(format!(
+                        "the {name} is unreachable; the server log says why"
+                    )),
+                }
+            }
         }
     }
 }
@@ -82,9 +89,9 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
         detail: Some(format!("{ready} of {} models available", models.len())),
     };
     let checks = Checks {
-        database: Check::from_result(database),
-        queue: Check::from_result(queue),
-        storage: Check::from_result(storage),
+        database: Check::from_result("database", database),
+        queue: Check::from_result("queue", queue),
+        storage: Check::from_result("storage", storage),
         models,
     };
     let ok = checks.database.ok && checks.queue.ok && checks.storage.ok && checks.models.ok;

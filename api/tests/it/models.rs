@@ -73,3 +73,58 @@ async fn health_and_readiness_embedded() {
 async fn health_and_readiness_distributed() {
     health_and_readiness(Kind::Distributed).await;
 }
+
+/// A queue whose health check fails with an error naming its host, as a real one would.
+struct UnreachableQueue {
+    inner: std::sync::Arc<dyn medinform_core::queue::JobQueue>,
+}
+
+#[async_trait::async_trait]
+impl medinform_core::queue::JobQueue for UnreachableQueue {
+    async fn publish(
+        &self,
+        message: &medinform_core::queue::JobMessage,
+    ) -> Result<(), medinform_core::queue::QueueError> {
+        self.inner.publish(message).await
+    }
+    async fn subscribe(
+        &self,
+        models: &[String],
+        prefetch: u16,
+    ) -> Result<Box<dyn medinform_core::queue::Subscription>, medinform_core::queue::QueueError>
+    {
+        self.inner.subscribe(models, prefetch).await
+    }
+    async fn check(&self) -> Result<(), medinform_core::queue::QueueError> {
+        Err(medinform_core::queue::QueueError::Backend(anyhow::anyhow!(
+            "connection refused: amqp://medinform:hunter2@rabbit.internal:5672"
+        )))
+    }
+    fn is_durable(&self) -> bool {
+        self.inner.is_durable()
+    }
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+}
+
+#[tokio::test]
+async fn readiness_says_what_is_down_without_the_backends_own_words() {
+    let app = TestApp::start_with(crate::support::Options {
+        wrap_queue: Some(Box::new(|inner| {
+            std::sync::Arc::new(UnreachableQueue { inner })
+        })),
+        ..crate::support::Options::new(Kind::Embedded)
+    })
+    .await;
+    let (status, body) = app.get("/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["checks"]["queue"]["ok"], false);
+    let text = body.to_string();
+    assert!(
+        !text.contains("rabbit.internal") && !text.contains("hunter2"),
+        "{text}"
+    );
+    assert!(text.contains("queue is unreachable"), "{text}");
+    app.stop().await;
+}

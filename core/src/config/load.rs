@@ -160,6 +160,12 @@ fn is_process_variable(name: &str) -> bool {
         || name.starts_with("BENCH_")
 }
 
+/// Sets the setting that `name` (a `MEDINFORM_` variable without its prefix, e.g.
+/// `LIMITS_MAX_UPLOAD_BYTES`) names in `tree`, the defaults and file as a TOML table: the name is
+/// matched against the table's keys, longest first, descending into sections at each `_`; the
+/// value is parsed to the type the setting has (a string stays a string, a list splits on
+/// commas). A name that matches no setting is an error, except inside a map section such as
+/// `models.thresholds`, which takes any key.
 pub(super) fn apply_env(tree: &mut toml::Table, name: &str, value: &str) -> anyhow::Result<()> {
     let lower = name.to_ascii_lowercase();
     let mut keys: Vec<&String> = tree.keys().collect();

@@ -25,12 +25,12 @@ use super::manifest::{Layout, Manifest};
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExecutionProvider {
-    /// The CPU only.
+    /// The CPU only: the default, the same everywhere unless a deployment asks for CUDA.
+    #[default]
     Cpu,
     /// CUDA; falls back to the CPU with a warning when it cannot be used.
     Cuda,
     /// CUDA when this ONNX Runtime has it and it starts, else the CPU.
-    #[default]
     Auto,
 }
 

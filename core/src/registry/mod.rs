@@ -45,12 +45,12 @@ pub struct RegistryOptions {
 }
 
 impl RegistryOptions {
-    /// Defaults for `dir`: no overrides, automatic provider, every model loaded.
+    /// Defaults for `dir`: no overrides, the default provider (CPU), every model loaded.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
             thresholds: HashMap::new(),
-            execution_provider: ExecutionProvider::Auto,
+            execution_provider: ExecutionProvider::default(),
             intra_threads: 0,
             onnxruntime_library: None,
             only: None,
