@@ -122,3 +122,28 @@ def grouped_split(samples: list[Sample], seed: int, fractions=(0.7, 0.15, 0.15)
             split[side].extend(groups[gid])
             seen += len(groups[gid])
     return split
+
+
+def grouped_folds(samples: list[Sample], folds: int, seed: int) -> np.ndarray:
+    """The cross-validation fold (0..folds-1) of each sample: by `source_id` (a source's images
+    are all in one fold), stratified by label x stratum. Within each stratum the groups are
+    shuffled with `seed` and each goes to the fold with the fewest images of that stratum so far.
+    """
+    groups: dict[str, list[int]] = {}
+    for i, s in enumerate(samples):
+        groups.setdefault(s.source_id, []).append(i)
+    strata: dict[str, list[str]] = {}
+    for gid, members in groups.items():
+        keys = [f"{samples[i].label}|{samples[i].stratum}" for i in members]
+        strata.setdefault(max(sorted(set(keys)), key=keys.count), []).append(gid)
+    rng = random.Random(seed)
+    fold_of = np.full(len(samples), -1, dtype=np.int64)
+    for key in sorted(strata):
+        gids = sorted(strata[key])
+        rng.shuffle(gids)
+        load = [0] * folds
+        for gid in gids:
+            k = min(range(folds), key=lambda f: (load[f], f))
+            fold_of[groups[gid]] = k
+            load[k] += len(groups[gid])
+    return fold_of

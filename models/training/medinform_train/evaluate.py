@@ -20,12 +20,11 @@ import sys
 
 import numpy as np
 
-from .data import grouped_split
 from .metrics import binary_metrics, ordinal_metrics
 from .preprocess import load_manifest
 from .reference import probabilities, session_for
 from .specs import SPECS
-from .train import DATA_ROOT, SEED, tensors
+from .train import DATA_ROOT, split_samples, tensors
 
 
 def evaluate(model_dir: str, data: str | None = None, split: str = "test") -> dict:
@@ -40,14 +39,14 @@ def evaluate(model_dir: str, data: str | None = None, split: str = "test") -> di
             raise SystemExit(f"{manifest['id']} has no data set: pass --data")
         data = os.path.join(DATA_ROOT, spec.dataset)
     samples = spec.load(data)
-    chosen = samples if split == "all" else grouped_split(samples, seed=SEED)[split]
+    chosen = samples if split == "all" else split_samples(spec, samples)[split]
     labels = manifest["output"]["labels"]
     index = {label: i for i, label in enumerate(labels)}
     y = np.array([index[s.label] for s in chosen])
     x = tensors(chosen, manifest)
     session = session_for(model_dir, manifest)
     input_name = manifest["input"]["name"]
-    raw = np.concatenate([session.run(None, {input_name: x[i:i + 64]})[0]
+    raw = np.concatenate([session.run([manifest["output"]["name"]], {input_name: x[i:i + 64]})[0]
                           for i in range(0, len(x), 64)])
     probs = np.array([probabilities(row, manifest) for row in raw])
     threshold = manifest["decision"]["threshold"]

@@ -113,12 +113,20 @@ class EfficientNetLite0(nn.Module):
         self._dropout = nn.Dropout(dropout)
         self._fc = nn.Linear(1280, num_classes)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map before global average pooling (after `_conv_head`, `_bn1`,
+        ReLU6): what the class activation map is computed from."""
         x = self.act(self._bn0(self._conv_stem(x)))
         for block in self._blocks:
             x = block(x)
-        x = self.act(self._bn1(self._conv_head(x)))
-        x = torch.flatten(x.mean(dim=(2, 3)), 1)
+        return self.act(self._bn1(self._conv_head(x)))
+
+    @property
+    def classifier(self) -> nn.Linear:
+        return self._fc
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.flatten(self.feature_map(x).mean(dim=(2, 3)), 1)
         return self._fc(self._dropout(x))
 
     def load_imagenet(self) -> None:
@@ -180,9 +188,16 @@ class SmallCNN(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(cin, num_classes)
 
+    def feature_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The last feature map before global average pooling (the output of `features`)."""
+        return self.features(x)
+
+    @property
+    def classifier(self) -> nn.Linear:
+        return self.fc
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)
-        x = torch.flatten(x.mean(dim=(2, 3)), 1)
+        x = torch.flatten(self.features(x).mean(dim=(2, 3)), 1)
         return self.fc(self.dropout(x))
 
 

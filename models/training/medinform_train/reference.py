@@ -6,7 +6,11 @@
 prints one JSON line per input, in order:
 
     {"file": "cell1.png", "model": "malaria", "version": "1.0.0",
-     "labels": ["Uninfected", "Parasitized"], "raw": [...], "probabilities": [...]}
+     "labels": ["Uninfected", "Parasitized"], "raw": [...], "probabilities": [...],
+     "heatmap": {"width": 6, "height": 6, "values": [...]}}
+
+`heatmap` (the second ONNX output named by the manifest's `output.heatmap`, the class activation
+map of the finding, row-major float32 values) is there only when the manifest declares one.
 
 Inputs are preprocessed with `medinform_train.preprocess` (the numpy twin of the Rust worker's
 preprocessing) and run on the CPU. `npz:PATH#INDEX` reads `images[INDEX]` (uint8, (H,W) or
@@ -85,13 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     session = session_for(args.model_dir, manifest)
     input_name = manifest["input"]["name"]
     output_name = manifest["output"]["name"]
+    heatmap_name = manifest["output"].get("heatmap")
+    names = [output_name] + ([heatmap_name] if heatmap_name else [])
     if args.dump_inputs:
         os.makedirs(args.dump_inputs, exist_ok=True)
     for n, spec in enumerate(args.inputs):
         tensor = load_input(spec, manifest)
         if args.dump_inputs:
             np.save(os.path.join(args.dump_inputs, f"{n}.npy"), tensor)
-        (raw,) = session.run([output_name], {input_name: tensor[None, ...]})
+        outputs = session.run(names, {input_name: tensor[None, ...]})
+        raw = outputs[0]
         line = {
             "file": spec,
             "model": manifest.get("id"),
@@ -100,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
             "raw": [float(v) for v in np.asarray(raw, dtype=np.float32).ravel()],
             "probabilities": probabilities(raw, manifest),
         }
+        if heatmap_name:
+            cam = np.asarray(outputs[1], dtype=np.float32)[0]
+            line["heatmap"] = {"width": int(cam.shape[1]), "height": int(cam.shape[0]),
+                               "values": [float(v) for v in cam.ravel()]}
         sys.stdout.write(json.dumps(line) + "\n")
     sys.stdout.flush()
     return 0
