@@ -183,7 +183,7 @@ pub async fn view(
     let finding = model
         .as_ref()
         .and_then(|m| m.manifest())
-        .map(|m| m.decision.finding.clone());
+        .map(|m| m.decision.finding_name().to_owned());
     let threshold = model.as_ref().and_then(|m| m.threshold());
     Ok(BatchView::new(batch, &tallies, finding, threshold))
 }

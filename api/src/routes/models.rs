@@ -105,7 +105,7 @@ impl From<&Model> for ModelResponse {
             modality: manifest.modality,
             task: manifest.task,
             labels: manifest.output.labels.clone(),
-            finding: manifest.decision.finding.clone(),
+            finding: manifest.decision.finding_name().to_owned(),
             threshold: model.threshold().unwrap_or(manifest.decision.threshold),
             stage: manifest.stage,
             minimum: manifest.minimum.clone(),

@@ -14,6 +14,8 @@ pub(crate) struct Decision {
     /// Index of the class a single sigmoid output is the probability of.
     sigmoid_positive: usize,
     finding: usize,
+    /// What results call the finding (`decision.finding_name`, else its label).
+    finding_name: String,
     /// Ordinal: the grades summed into p(finding); otherwise just the finding.
     referable: Vec<usize>,
 }
@@ -29,6 +31,7 @@ impl Decision {
             labels: manifest.output.labels.clone(),
             sigmoid_positive: manifest.output.sigmoid_positive.as_deref().map_or(0, index),
             finding,
+            finding_name: manifest.decision.finding_name().to_owned(),
             referable: match &manifest.decision.referable {
                 Some(grades) => grades.iter().map(|g| index(g)).collect(),
                 None => vec![finding],
@@ -111,7 +114,7 @@ impl Decision {
                     probability,
                 })
                 .collect(),
-            finding: self.labels[self.finding].clone(),
+            finding: self.finding_name.clone(),
             finding_probability,
             threshold,
             positive,
@@ -236,11 +239,13 @@ labels = {labels}
             "none",
             r#"["No DR", "Mild", "Moderate", "Severe", "Proliferative"]"#,
             "",
-            "finding = \"Moderate\"\nthreshold = 0.5\nreferable = [\"Moderate\", \"Severe\", \"Proliferative\"]",
+            "finding = \"Moderate\"\nthreshold = 0.5\nreferable = [\"Moderate\", \"Severe\", \"Proliferative\"]\nfinding_name = \"Referable DR\"",
         ));
         let probs = d.probabilities(&[0.4, 0.1, 0.2, 0.2, 0.1]).unwrap();
         let r = d.result(probs, 0.5);
         assert_eq!(r.label, "No DR");
+        // The finding is the referable group, not its first grade.
+        assert_eq!(r.finding, "Referable DR");
         assert!((r.finding_probability - 0.5).abs() < 1e-6);
         assert!(r.positive);
         assert!(d.probabilities(&[0.4, 0.4, 0.4, 0.4, 0.4]).is_err());

@@ -251,6 +251,17 @@ pub struct DecisionSpec {
     /// Ordinal models: the grades whose probabilities add up to p(finding).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub referable: Option<Vec<String>>,
+    /// What results call the finding when it is more than the `finding` label (an ordinal
+    /// model's "Referable DR (Moderate or worse)"); the label otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finding_name: Option<String>,
+}
+
+impl DecisionSpec {
+    /// The finding as results and the API name it.
+    pub fn finding_name(&self) -> &str {
+        self.finding_name.as_deref().unwrap_or(&self.finding)
+    }
 }
 
 /// Held-out metrics written by the training pipeline (`[metrics]`); keys beyond the usual ones

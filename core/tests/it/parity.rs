@@ -174,9 +174,12 @@ fn the_shipped_registry_serves_six_models_with_stages_heatmaps_and_figures() {
         }
     }
     // 28 px fundus photographs cannot show lesions: that model is for research whatever it scores.
+    let retinopathy = registry.get("diabetic_retinopathy").unwrap();
+    assert_eq!(retinopathy.stage(), Stage::Research);
+    // Its finding is the referable group, not the first grade of it.
     assert_eq!(
-        registry.get("diabetic_retinopathy").unwrap().stage(),
-        Stage::Research
+        retinopathy.manifest().unwrap().decision.finding_name(),
+        "Referable DR (Moderate or worse)"
     );
 }
 

@@ -199,7 +199,9 @@ function Outcome({ job, research }: { job: Job; research: boolean }) {
         label={result.label}
       />
       <p className="hint">
-        The mark on the {result.finding} bar is the decision threshold ({percent(result.threshold, 2)}).
+        {result.probabilities.some((p) => p.label === result.finding)
+          ? `The mark on the ${result.finding} bar is the decision threshold (${percent(result.threshold, 2)}).`
+          : `The decision threshold (${percent(result.threshold, 2)}) applies to p(${result.finding}), ${percent(result.finding_probability)} here: the sum of the grades it covers.`}
       </p>
     </>
   );

@@ -33,6 +33,7 @@ class ModelSpec:
     stratify_column: str | None = None
     task: str = "binary"
     referable_from: int = 1  # ordinal: first referable grade
+    finding_name: str | None = None  # what results call the finding, when not its label
     mean: float = 0.5
     std: float = 0.5
     pretrained: bool = True
@@ -105,6 +106,7 @@ SPECS: dict[str, ModelSpec] = {
             description="A colour retinal fundus photograph, seen at 28x28: diabetic retinopathy "
                         "grade 0-4 (ICDR); referable from moderate. Research use only.",
             labels=RETINA_LABELS, finding="Moderate", task="ordinal", referable_from=2,
+            finding_name="Referable DR (Moderate or worse)",
             color="rgb", size=28, arch="small_cnn", pretrained=False,
             arch_args={"widths": (16, 32, 64)}, dataset="diabetic_retinopathy",
             label_map={str(i): name for i, name in enumerate(RETINA_LABELS)},
@@ -219,6 +221,8 @@ def manifest_for(spec: ModelSpec, threshold: float = 0.5, metrics: dict | None =
         manifest["output"]["heatmap"] = "cam"
     if spec.task == "ordinal":
         manifest["decision"]["referable"] = list(spec.labels[spec.referable_from:])
+        if spec.finding_name:
+            manifest["decision"]["finding_name"] = spec.finding_name
     if spec.stage_minimum:
         manifest["minimum"] = dict(spec.stage_minimum)
     if metrics:

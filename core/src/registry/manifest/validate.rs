@@ -256,6 +256,16 @@ impl Manifest {
     fn validate_decision(&self) -> Result<(), ManifestError> {
         let decision = &self.decision;
         let labels = &self.output.labels;
+        if decision
+            .finding_name
+            .as_ref()
+            .is_some_and(|n| n.trim().is_empty())
+        {
+            return Err(ManifestError::invalid(
+                "decision.finding_name",
+                "must not be empty",
+            ));
+        }
         if !labels.contains(&decision.finding) {
             return Err(ManifestError::invalid(
                 "decision.finding",
