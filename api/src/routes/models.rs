@@ -112,7 +112,7 @@ impl From<&Model> for ModelResponse {
             heatmap: model.has_heatmap(),
             figures: model
                 .figures()
-                .into_iter()
+                .iter()
                 .map(|(figure, _)| FigureLink {
                     title: figure.title.clone(),
                     url: format!("/v1/models/{}/figures/{}", model.id(), figure.name()),
@@ -220,9 +220,9 @@ pub async fn figure(
     // Only a declared figure is served: the name is never used as a path.
     let path = model
         .figures()
-        .into_iter()
+        .iter()
         .find(|(figure, _)| figure.name() == name)
-        .map(|(_, path)| path)
+        .map(|(_, path)| path.clone())
         .ok_or_else(|| {
             ApiError::new(
                 ErrorCode::FigureNotFound,

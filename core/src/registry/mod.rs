@@ -88,6 +88,8 @@ pub struct Model {
     dir: PathBuf,
     manifest: Option<Manifest>,
     card: Option<String>,
+    /// The declared figures whose files exist, with their paths (checked once, at load).
+    figures: Vec<(Figure, PathBuf)>,
     threshold_override: Option<f64>,
     status: ModelStatus,
     loaded: Option<Loaded>,
@@ -152,16 +154,8 @@ impl Model {
     }
 
     /// The declared figures whose files exist, with their paths.
-    pub fn figures(&self) -> Vec<(&Figure, PathBuf)> {
-        let Some(manifest) = &self.manifest else {
-            return Vec::new();
-        };
-        manifest
-            .figures
-            .iter()
-            .map(|f| (f, self.dir.join(&f.file)))
-            .filter(|(_, path)| path.is_file())
-            .collect()
+    pub fn figures(&self) -> &[(Figure, PathBuf)] {
+        &self.figures
     }
 
     /// Whether the model can take jobs (ready here, or loaded by another process).
@@ -344,6 +338,7 @@ fn load_model(
         dir,
         manifest: None,
         card: None,
+        figures: Vec::new(),
         status: ModelStatus::NotLoaded,
         loaded: None,
     };
@@ -364,7 +359,10 @@ fn load_model(
         }
     }
     for figure in &manifest.figures {
-        if !model.dir.join(&figure.file).is_file() {
+        let path = model.dir.join(&figure.file);
+        if path.is_file() {
+            model.figures.push((figure.clone(), path));
+        } else {
             tracing::warn!(model = %model.id, file = %figure.file, "a declared figure is missing; it is not listed");
         }
     }

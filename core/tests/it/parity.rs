@@ -169,7 +169,7 @@ fn the_shipped_registry_serves_six_models_with_stages_heatmaps_and_figures() {
         );
         assert!(figures.len() >= 3, "{id} has {} figures", figures.len());
         for (figure, path) in figures {
-            let size = std::fs::metadata(&path).unwrap().len();
+            let size = std::fs::metadata(path).unwrap().len();
             assert!(size < 200_000, "{id} {}: {size} bytes", figure.file);
         }
     }
