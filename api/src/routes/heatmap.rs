@@ -7,7 +7,7 @@ use medinform_core::tenant::Scope;
 use medinform_core::{heatmap, imaging};
 use serde::Deserialize;
 
-use super::jobs::{job_not_found, parse_job_id, stored_image};
+use super::jobs::{find_job, parse_job_id, stored_image};
 use crate::auth::Caller;
 use crate::{ApiError, AppState, ErrorCode};
 
@@ -51,8 +51,7 @@ pub async fn heatmap_png(
             format!("{}; overlay is true or false.", e.body_text()),
         )
     })?;
-    let job =
-        (state.backends.jobs.find(caller.tenant, id).await?).ok_or_else(|| job_not_found(id))?;
+    let job = find_job(&state, &caller, id).await?;
     let Some(map) = job.result.as_ref().and_then(|r| r.heatmap.clone()) else {
         return Err(ApiError::new(
             ErrorCode::HeatmapUnavailable,

@@ -165,19 +165,8 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<JobView>, ApiError> {
     caller.require(Scope::Read)?;
-    let id: JobId = id.parse().map_err(|_| {
-        ApiError::new(
-            ErrorCode::InvalidJobId,
-            format!("{id:?} is not a job id (a UUID)."),
-        )
-    })?;
-    let job = state
-        .backends
-        .jobs
-        .find(caller.tenant, id)
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::JobNotFound, format!("There is no job {id}.")))?;
-    Ok(Json(job.into()))
+    let id = parse_job_id(&id)?;
+    Ok(Json(find_job(&state, &caller, id).await?.into()))
 }
 
 /// The filters and page of `GET /v1/jobs`.
@@ -379,9 +368,7 @@ pub async fn image(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Read)?;
-    let id = parse_job_id(&id)?;
-    let job =
-        (state.backends.jobs.find(caller.tenant, id).await?).ok_or_else(|| job_not_found(id))?;
+    let job = find_job(&state, &caller, parse_job_id(&id)?).await?;
     let bytes = stored_image(&state, &job).await?;
     Ok((
         [
@@ -395,6 +382,20 @@ pub async fn image(
         Body::from(bytes),
     )
         .into_response())
+}
+
+/// The caller's job `id`, or 404 `job_not_found`.
+pub(crate) async fn find_job(
+    state: &AppState,
+    caller: &Caller,
+    id: JobId,
+) -> Result<Job, ApiError> {
+    state
+        .backends
+        .jobs
+        .find(caller.tenant, id)
+        .await?
+        .ok_or_else(|| job_not_found(id))
 }
 
 /// The bytes of a job's uploaded image.
