@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use clap::ValueEnum;
 use medinform_core::config::Config;
-use medinform_core::job::{JobFailure, ScreeningResult};
+use medinform_core::job::{FailureCode, JobFailure, ScreeningResult};
 use medinform_core::registry::Stage;
 use medinform_core::screening::{self, ScreenError};
 use serde::Serialize;
@@ -51,7 +51,7 @@ struct Line<'a> {
 pub async fn run(config: &Config, args: ScreenArgs) -> anyhow::Result<()> {
     let mut config = config.clone();
     config.worker.models = vec![args.model.clone()];
-    let registry = crate::load_registry(&config, true)?;
+    let registry = medinform_api::app::load_registry(&config, true)?;
     let Some(model) = registry.get(&args.model) else {
         let known: Vec<_> = registry.list().iter().map(|m| m.id().to_owned()).collect();
         bail!(
@@ -98,10 +98,10 @@ pub async fn run(config: &Config, args: ScreenArgs) -> anyhow::Result<()> {
             read_errors
                 .into_iter()
                 .map(|err| match err {
-                    Some(e) => Err(JobFailure {
-                        code: "unreadable_file".to_owned(),
-                        message: format!("cannot read the file: {e}"),
-                    }),
+                    Some(e) => Err(JobFailure::new(
+                        FailureCode::UnreadableFile,
+                        format!("cannot read the file: {e}"),
+                    )),
                     None => screened
                         .next()
                         .expect("one outcome per image")

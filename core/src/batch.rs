@@ -40,6 +40,9 @@ pub struct NewBatch {
     pub operator: Option<String>,
     pub client_reference: Option<String>,
     pub tags: Vec<String>,
+    /// As [`NewJob::submission_key`](crate::db::NewJob::submission_key): a batch with the same
+    /// tenant and key is answered instead of opened again.
+    pub submission_key: Option<String>,
 }
 
 /// Jobs of a batch, counted by status and outcome, as the store groups them.

@@ -66,6 +66,10 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Seconds an `Idempotency-Key` is remembered.
     pub idempotency_ttl_secs: u64,
+    /// Seconds after which a request with an `Idempotency-Key` that is still unanswered, and
+    /// whose process stopped keeping its claim alive, is taken to have died: a retry then runs
+    /// it again, and finds the jobs it had already created.
+    pub idempotency_lease_secs: u64,
     /// Seconds a connection may take to send a request's headers; it also bounds how long an
     /// idle connection (a new one, or a kept-alive one between requests) stays open.
     pub header_read_timeout_secs: u64,
@@ -83,6 +87,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             shutdown_grace_secs: 30,
             idempotency_ttl_secs: 24 * 3600,
+            idempotency_lease_secs: 10,
             header_read_timeout_secs: 10,
             body_read_timeout_secs: 30,
             web_dir: PathBuf::from("./frontend/dist"),
@@ -150,6 +155,11 @@ pub struct StorageConfig {
     /// Folder of the local backend; empty means `<data_dir>/images`.
     pub path: PathBuf,
     pub s3: S3Config,
+    /// Seconds an image that no job refers to is kept before the orphan sweep deletes it (an
+    /// upload whose job was never recorded: the process died between the two).
+    pub orphan_grace_secs: u64,
+    /// Seconds between orphan sweeps, run by worker processes; 0: never.
+    pub sweep_interval_secs: u64,
 }
 
 impl Default for StorageConfig {
@@ -158,6 +168,8 @@ impl Default for StorageConfig {
             backend: StorageBackend::Local,
             path: PathBuf::new(),
             s3: S3Config::default(),
+            orphan_grace_secs: 24 * 3600,
+            sweep_interval_secs: 3600,
         }
     }
 }

@@ -28,6 +28,8 @@ pub use self::budget::{
 use image::{DynamicImage, ImageDecoder, ImageError, ImageReader};
 use serde::Serialize;
 
+use crate::job::FailureCode;
+
 /// Limits on an uploaded image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImageLimits {
@@ -162,16 +164,16 @@ pub enum ImageRejection {
 }
 
 impl ImageRejection {
-    /// The stable machine-readable code.
-    pub fn code(&self) -> &'static str {
+    /// The stable machine-readable code (also a job's, when it fails on this image).
+    pub fn code(&self) -> FailureCode {
         match self {
-            Self::EmptyFile => "empty_file",
-            Self::ImageTooLarge { .. } => "image_too_large",
-            Self::UnsupportedImageFormat { .. } => "unsupported_image_format",
-            Self::NotAnImage => "not_an_image",
-            Self::CorruptImage { .. } => "corrupt_image",
+            Self::EmptyFile => FailureCode::EmptyFile,
+            Self::ImageTooLarge { .. } => FailureCode::ImageTooLarge,
+            Self::UnsupportedImageFormat { .. } => FailureCode::UnsupportedImageFormat,
+            Self::NotAnImage => FailureCode::NotAnImage,
+            Self::CorruptImage { .. } => FailureCode::CorruptImage,
             Self::ImageDimensionsTooLarge { .. } | Self::DecodedTooLarge { .. } => {
-                "image_dimensions_too_large"
+                FailureCode::ImageDimensionsTooLarge
             }
         }
     }
@@ -401,7 +403,7 @@ mod tests {
         out.into_inner()
     }
 
-    fn code(bytes: &[u8]) -> &'static str {
+    fn code(bytes: &[u8]) -> FailureCode {
         validate(bytes, &LIMITS).unwrap_err().code()
     }
 

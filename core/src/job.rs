@@ -114,8 +114,102 @@ pub struct Heatmap {
 /// Why a job failed, with a stable machine-readable code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct JobFailure {
-    pub code: String,
+    #[schema(value_type = String, example = "corrupt_image")]
+    pub code: FailureCode,
     pub message: String,
+}
+
+impl JobFailure {
+    pub fn new(code: FailureCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Why a job a client canceled (alone or with its batch) was not run.
+    pub fn canceled_by_client() -> Self {
+        Self::new(
+            FailureCode::Canceled,
+            "Canceled by the client before it started; it was not run.",
+        )
+    }
+}
+
+/// Declares [`FailureCode`]: variant, wire code, when a job fails with it.
+macro_rules! failure_codes {
+    ($($variant:ident = $code:literal, $doc:literal;)*) => {
+        /// The stable code of a job's failure. Clients match on it; it never changes meaning.
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub enum FailureCode {
+            $(#[doc = $doc] $variant,)*
+            /// A code this version does not know, read from the database (written by a newer
+            /// version): kept and shown as it is.
+            Other(String),
+        }
+
+        impl FailureCode {
+            /// Every known code, in documentation order, with its description.
+            pub const ALL: &'static [(&'static str, &'static str)] = &[$(($code, $doc),)*];
+
+            /// The code on the wire and in the database.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(Self::$variant => $code,)*
+                    Self::Other(code) => code,
+                }
+            }
+
+            /// The code `code` names (an unknown one is kept as [`FailureCode::Other`]).
+            pub fn parse(code: &str) -> Self {
+                match code {
+                    $($code => Self::$variant,)*
+                    other => Self::Other(other.to_owned()),
+                }
+            }
+        }
+    };
+}
+
+failure_codes! {
+    EmptyFile = "empty_file", "The stored image is empty.";
+    ImageTooLarge = "image_too_large", "The stored image is larger than the upload limit.";
+    UnsupportedImageFormat = "unsupported_image_format", "The stored image is in a format the service does not read.";
+    NotAnImage = "not_an_image", "The stored file is not an image.";
+    CorruptImage = "corrupt_image", "The stored image is truncated or damaged.";
+    ImageDimensionsTooLarge = "image_dimensions_too_large", "The image's dimensions exceed the decoding limits.";
+    ImageMissing = "image_missing", "The job's image is no longer in storage.";
+    StorageUnavailable = "storage_unavailable", "Storage could not be read on every attempt.";
+    UnknownModel = "unknown_model", "The job's model is not in this worker's registry.";
+    ModelUnavailable = "model_unavailable", "The model could not be loaded on every attempt.";
+    InferenceFailed = "inference_failed", "The model failed to run on the image on every attempt.";
+    DeadlineExceeded = "deadline_exceeded", "No worker started the job before its deadline.";
+    Canceled = "canceled", "The client canceled the job before it started.";
+    UnreadableFile = "unreadable_file", "`medinform screen`: the file could not be read from disk.";
+}
+
+impl fmt::Display for FailureCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for FailureCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl Serialize for FailureCode {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for FailureCode {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Self::parse(&String::deserialize(deserializer)?))
+    }
 }
 
 /// A job as stored.
@@ -149,4 +243,35 @@ pub struct Job {
     pub finished_at: Option<DateTime<Utc>>,
     pub result: Option<ScreeningResult>,
     pub error: Option<JobFailure>,
+}
+
+#[cfg(test)]
+mod failure_code_tests {
+    use super::FailureCode;
+
+    #[test]
+    fn codes_round_trip_and_unknown_ones_are_kept() {
+        for (code, _) in FailureCode::ALL {
+            let parsed = FailureCode::parse(code);
+            assert!(!matches!(parsed, FailureCode::Other(_)), "{code}");
+            assert_eq!(parsed.as_str(), *code);
+            let json = serde_json::to_string(&parsed).unwrap();
+            assert_eq!(serde_json::from_str::<FailureCode>(&json).unwrap(), parsed);
+        }
+        let newer = FailureCode::parse("a_code_from_a_newer_version");
+        assert_eq!(
+            newer,
+            FailureCode::Other("a_code_from_a_newer_version".into())
+        );
+        assert_eq!(newer.to_string(), "a_code_from_a_newer_version");
+    }
+
+    #[test]
+    fn the_readme_tables_every_code() {
+        let readme = include_str!("../../README.md");
+        for (code, description) in FailureCode::ALL {
+            let row = format!("| `{code}` | {description} |");
+            assert!(readme.contains(&row), "README.md lacks the row {row}");
+        }
+    }
 }

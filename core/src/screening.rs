@@ -5,7 +5,7 @@
 //! blocking thread, never from the async runtime.
 
 use crate::imaging::{self, ImageLimits, ImageRejection};
-use crate::job::{JobFailure, ScreeningResult};
+use crate::job::{FailureCode, JobFailure, ScreeningResult};
 use crate::registry::{InferenceError, Model};
 
 /// Why one image could not be screened.
@@ -22,7 +22,7 @@ pub enum ScreenError {
 
 impl ScreenError {
     /// The stable code for the job's failure record.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> FailureCode {
         match self {
             Self::Image(e) => e.code(),
             Self::Inference(e) => e.code(),
@@ -36,10 +36,7 @@ impl ScreenError {
 
     /// The failure as a job records it.
     pub fn to_failure(&self) -> JobFailure {
-        JobFailure {
-            code: self.code().to_owned(),
-            message: self.to_string(),
-        }
+        JobFailure::new(self.code(), self.to_string())
     }
 }
 

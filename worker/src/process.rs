@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures::future::join_all;
 use medinform_core::app::Backends;
 use medinform_core::db::Claim;
-use medinform_core::job::{Job, JobFailure, ScreeningResult};
+use medinform_core::job::{FailureCode, Job, JobFailure, ScreeningResult};
 use medinform_core::queue::Delivery;
 use medinform_core::registry::Registry;
 use medinform_core::screening::{self, ScreenError};
@@ -137,16 +137,14 @@ impl Processor {
     async fn fetch(&self, job: &Job) -> Result<Bytes, Outcome> {
         match self.backends.blobs.get(&job.image_key).await {
             Ok(bytes) => Ok(bytes),
-            Err(StorageError::NotFound(key)) => Err(Outcome::Failed(JobFailure {
-                code: "image_missing".to_owned(),
-                message: format!(
-                    "the uploaded image ({key}) is no longer in storage: upload it again"
-                ),
-            })),
-            Err(e) => Err(Outcome::Retry(JobFailure {
-                code: "storage_unavailable".to_owned(),
-                message: format!("the image could not be read from storage: {e}"),
-            })),
+            Err(StorageError::NotFound(key)) => Err(Outcome::Failed(JobFailure::new(
+                FailureCode::ImageMissing,
+                format!("the uploaded image ({key}) is no longer in storage: upload it again"),
+            ))),
+            Err(e) => Err(Outcome::Retry(JobFailure::new(
+                FailureCode::StorageUnavailable,
+                format!("the image could not be read from storage: {e}"),
+            ))),
         }
     }
 
@@ -154,10 +152,10 @@ impl Processor {
     async fn screen(&self, model_id: &str, images: Vec<Bytes>) -> Vec<Outcome> {
         let count = images.len();
         let Some(model) = self.registry.get(model_id) else {
-            let failure = JobFailure {
-                code: "unknown_model".to_owned(),
-                message: format!("model {model_id} is not in this worker's registry"),
-            };
+            let failure = JobFailure::new(
+                FailureCode::UnknownModel,
+                format!("model {model_id} is not in this worker's registry"),
+            );
             return (0..count)
                 .map(|_| Outcome::Retry(failure.clone()))
                 .collect();
@@ -177,10 +175,10 @@ impl Processor {
                 results.into_iter().map(outcome_of).collect()
             }
             Err(e) => {
-                let failure = JobFailure {
-                    code: "inference_failed".to_owned(),
-                    message: format!("the model run stopped unexpectedly: {e}"),
-                };
+                let failure = JobFailure::new(
+                    FailureCode::InferenceFailed,
+                    format!("the model run stopped unexpectedly: {e}"),
+                );
                 (0..count)
                     .map(|_| Outcome::Retry(failure.clone()))
                     .collect()
@@ -205,13 +203,13 @@ impl Processor {
                 )
             }
             Outcome::Retry(failure) if job.attempts >= self.settings.jobs.max_attempts => {
-                let failure = JobFailure {
-                    code: failure.code.clone(),
-                    message: format!(
+                let failure = JobFailure::new(
+                    failure.code.clone(),
+                    format!(
                         "gave up after {} attempts: {}",
                         job.attempts, failure.message
                     ),
-                };
+                );
                 tracing::warn!(job_id = %job.id, code = %failure.code, reason = %failure.message, "job failed");
                 (
                     jobs.fail(job.id, job.attempts, &failure).await,

@@ -69,6 +69,9 @@ impl Config {
         if self.server.idempotency_ttl_secs == 0 {
             bail!("server.idempotency_ttl_secs must be at least 1");
         }
+        if self.server.idempotency_lease_secs == 0 {
+            bail!("server.idempotency_lease_secs must be at least 1");
+        }
         if self.server.header_read_timeout_secs == 0 || self.server.body_read_timeout_secs == 0 {
             bail!(
                 "server.header_read_timeout_secs and server.body_read_timeout_secs must be at least 1"

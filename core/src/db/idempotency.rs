@@ -15,8 +15,11 @@ pub struct NewIdempotencyKey {
     pub path: String,
     /// SHA-256 (hex) of what the request asks (its body, normalised).
     pub request_sha256: String,
+    /// The application's clock (the database's is never mixed in).
+    pub now: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
-    /// A request still "in progress" after this is taken to have died with its process.
+    /// A request in progress whose claim was last kept alive before this is taken to have died
+    /// with its process.
     pub stale_before: DateTime<Utc>,
 }
 
@@ -33,7 +36,9 @@ pub struct StoredResponse {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Begin {
     /// First time (or the key expired): handle it, then [`IdempotencyStore::complete`].
-    New,
+    /// `since` is when this use of the key began: the same after a retry takes over the claim
+    /// of a process that died, new once the key expired and is used again.
+    New { since: DateTime<Utc> },
     /// Seen before with the same request: answer this.
     Replay(StoredResponse),
     /// Seen before with another body or path.
@@ -47,6 +52,13 @@ pub enum Begin {
 pub trait IdempotencyStore: Send + Sync + 'static {
     /// Records the key, or says how it was used before.
     async fn begin(&self, request: &NewIdempotencyKey) -> Result<Begin, DbError>;
+    /// Keeps the claim of a request still being handled alive (its process is alive).
+    async fn keep_alive(
+        &self,
+        tenant: TenantId,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), DbError>;
     /// Keeps the response of the request that [`begin`](Self::begin) answered `New` for.
     async fn complete(
         &self,
@@ -54,8 +66,9 @@ pub trait IdempotencyStore: Send + Sync + 'static {
         key: &str,
         response: &StoredResponse,
     ) -> Result<(), DbError>;
-    /// Forgets the key (the request failed on the server side; a retry should run it again).
-    async fn abandon(&self, tenant: TenantId, key: &str) -> Result<(), DbError>;
+    /// Lets the claim lapse at once (the request failed on the server side): a retry runs it
+    /// again as the same use of the key, finding what the failed attempt created.
+    async fn release(&self, tenant: TenantId, key: &str) -> Result<(), DbError>;
     /// Deletes keys that expired before `now`; returns how many.
     async fn purge_idempotency_keys(&self, now: DateTime<Utc>) -> Result<u64, DbError>;
 }

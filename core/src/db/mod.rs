@@ -16,7 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::job::{BatchId, Job, JobFailure, JobId, JobStatus, ScreeningResult};
+use crate::job::{BatchId, FailureCode, Job, JobFailure, JobId, JobStatus, ScreeningResult};
 use crate::tenant::TenantId;
 
 pub use batches::BatchStore;
@@ -28,16 +28,53 @@ pub use webhooks::{
     AttemptOutcome, EndpointUpdate, NewDelivery, NewEndpoint, Replay, WebhookStore,
 };
 
-/// Errors of a job store.
+/// Errors of a store, by what the caller can do about them.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("database error: {0:#}")]
-    Backend(#[from] anyhow::Error),
+    /// The database cannot be reached, or refused to work now (connections, timeouts, a locked
+    /// file, a full disk): a retry later may succeed (the API answers 503).
+    #[error("database unavailable: {0:#}")]
+    Unavailable(anyhow::Error),
+    /// A constraint refused the write: a unique value taken, a referenced row missing (the API
+    /// answers 409 unless the route knows the constraint better).
+    #[error("constraint {constraint} refused the write: {source:#}")]
+    Conflict {
+        constraint: String,
+        source: anyhow::Error,
+    },
+    /// What is stored cannot be read as it should be, or a value cannot be stored as it is: a
+    /// damaged database or a bug, never the caller's fault (the API answers 500).
+    #[error("corrupt or invalid data: {0:#}")]
+    Corrupt(#[from] anyhow::Error),
 }
 
 impl From<sqlx::Error> for DbError {
     fn from(e: sqlx::Error) -> Self {
-        Self::Backend(e.into())
+        use sqlx::error::ErrorKind;
+        match &e {
+            sqlx::Error::Database(db)
+                if matches!(
+                    db.kind(),
+                    ErrorKind::UniqueViolation
+                        | ErrorKind::ForeignKeyViolation
+                        | ErrorKind::NotNullViolation
+                        | ErrorKind::CheckViolation
+                ) =>
+            {
+                Self::Conflict {
+                    constraint: db.constraint().unwrap_or("unnamed").to_owned(),
+                    source: e.into(),
+                }
+            }
+            sqlx::Error::Decode(_)
+            | sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::ColumnNotFound(_)
+            | sqlx::Error::ColumnIndexOutOfBounds { .. }
+            | sqlx::Error::TypeNotFound { .. }
+            | sqlx::Error::Encode(_)
+            | sqlx::Error::RowNotFound => Self::Corrupt(e.into()),
+            _ => Self::Unavailable(e.into()),
+        }
     }
 }
 
@@ -58,6 +95,9 @@ pub struct NewJob {
     pub tags: Vec<String>,
     pub deadline: Option<DateTime<Utc>>,
     pub webhook_url: Option<String>,
+    /// Set when the request that creates the job carries an `Idempotency-Key`: a job with the
+    /// same tenant and submission key is not created again, and the insert answers it instead.
+    pub submission_key: Option<String>,
 }
 
 /// The outcome of a worker's attempt to take a job.
@@ -102,12 +142,11 @@ pub enum Cancel {
 
 /// The code and message of a job whose deadline passed before a worker took it.
 pub fn deadline_failure() -> JobFailure {
-    JobFailure {
-        code: "deadline_exceeded".to_owned(),
-        message: "No worker started the job before its deadline, so it was not run; submit it \
-                  again if the result is still needed."
-            .to_owned(),
-    }
+    JobFailure::new(
+        FailureCode::DeadlineExceeded,
+        "No worker started the job before its deadline, so it was not run; submit it again if \
+         the result is still needed.",
+    )
 }
 
 /// A job to publish (again): its id and model.
@@ -176,6 +215,8 @@ pub trait JobStore: Send + Sync + 'static {
     /// How many jobs wait for a worker (`queued`), over every tenant: the backlog that
     /// `jobs.max_backlog` bounds.
     async fn count_queued(&self) -> Result<i64, DbError>;
+    /// Which of the image `keys` some job refers to (the orphan sweep keeps those).
+    async fn referenced_images(&self, keys: &[String]) -> Result<Vec<String>, DbError>;
     /// Answers whether the database is reachable (readiness).
     async fn check(&self) -> Result<(), DbError>;
     /// A short description for logs, without secrets.
@@ -197,6 +238,35 @@ fn lease_duration(lease: Duration) -> chrono::TimeDelta {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Leases, schedules and deadlines are compared with times the application passes in (as
+    /// the SQLite store does), so the PostgreSQL store must never read the database's clock:
+    /// mixing the two lets a skewed clock take over live leases or delay due work.
+    #[test]
+    fn the_postgres_store_reads_only_the_application_clock() {
+        for (file, source) in [
+            ("postgres.rs", include_str!("postgres.rs")),
+            ("postgres/batches.rs", include_str!("postgres/batches.rs")),
+            (
+                "postgres/idempotency.rs",
+                include_str!("postgres/idempotency.rs"),
+            ),
+            ("postgres/tenants.rs", include_str!("postgres/tenants.rs")),
+            ("postgres/webhooks.rs", include_str!("postgres/webhooks.rs")),
+        ] {
+            // SQL's `now()`, not Rust's `Utc::now()`.
+            let sql_now = source
+                .match_indices("now()")
+                .any(|(at, _)| !source[..at].ends_with("::"));
+            assert!(!sql_now, "{file} reads the database clock: now()");
+            for clock in ["current_timestamp", "clock_timestamp", "localtimestamp"] {
+                assert!(
+                    !source.contains(clock),
+                    "{file} reads the database clock: {clock}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn leases_are_whole_microseconds_and_bounded() {

@@ -18,7 +18,7 @@ use super::{
     Cancel, Claim, DbError, JobFilter, JobStore, NewJob, Republish, deadline_failure,
     lease_duration,
 };
-use crate::job::{BatchId, Job, JobFailure, JobId, JobStatus, ScreeningResult};
+use crate::job::{BatchId, FailureCode, Job, JobFailure, JobId, JobStatus, ScreeningResult};
 use crate::tenant::TenantId;
 
 /// Jobs in PostgreSQL; one pool per process.
@@ -82,7 +82,7 @@ impl TryFrom<JobRow> for Job {
             attempts: row.attempts,
             result: row.result.map(|Json(r)| r),
             error: row.error_code.map(|code| JobFailure {
-                code,
+                code: FailureCode::parse(&code),
                 message: row.error_message.unwrap_or_default(),
             }),
             created_at: row.created_at,
@@ -133,12 +133,13 @@ impl JobStore for PostgresJobStore {
     }
 
     async fn insert(&self, job: &NewJob) -> Result<Job, DbError> {
-        let row: JobRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let row: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "insert into jobs (id, model, model_version, status, image_key, image_sha256, \
              image_content_type, image_bytes, client_reference, tenant_id, batch_id, site, tags, \
-             deadline, webhook_url) \
-             values ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
-             returning {JOB_COLUMNS}"
+             deadline, webhook_url, submission_key, created_at, updated_at) \
+             values ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+                 $16, $16) \
+             on conflict (tenant_id, submission_key) do nothing returning {JOB_COLUMNS}"
         )))
         .bind(job.id.0)
         .bind(&job.model)
@@ -154,6 +155,19 @@ impl JobStore for PostgresJobStore {
         .bind(Json(&job.tags))
         .bind(job.deadline)
         .bind(&job.webhook_url)
+        .bind(&job.submission_key)
+        .bind(Utc::now())
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = row {
+            return row.try_into();
+        }
+        // The request that created it is being retried: answer the job it created.
+        let row: JobRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select {JOB_COLUMNS} from jobs where tenant_id = $1 and submission_key = $2"
+        )))
+        .bind(job.tenant_id.0)
+        .bind(&job.submission_key)
         .fetch_one(&self.pool)
         .await?;
         row.try_into()
@@ -219,13 +233,14 @@ impl JobStore for PostgresJobStore {
     ) -> Result<Cancel, DbError> {
         let canceled: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "update jobs set status = 'canceled', error_code = $3, error_message = $4, \
-                 finished_at = now(), updated_at = now() \
+                 finished_at = $5, updated_at = $5 \
              where id = $1 and tenant_id = $2 and status = 'queued' returning {JOB_COLUMNS}"
         )))
         .bind(id.0)
         .bind(tenant.0)
-        .bind(&failure.code)
+        .bind(failure.code.as_str())
         .bind(&failure.message)
+        .bind(Utc::now())
         .fetch_optional(&self.pool)
         .await?;
         if let Some(row) = canceled {
@@ -243,10 +258,11 @@ impl JobStore for PostgresJobStore {
 
     async fn mark_published(&self, id: JobId) -> Result<(), DbError> {
         sqlx::query(
-            "update jobs set published_at = now() \
+            "update jobs set published_at = $2 \
              where id = $1 and status = 'queued'",
         )
         .bind(id.0)
+        .bind(Utc::now())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -256,15 +272,16 @@ impl JobStore for PostgresJobStore {
         self.cancel_past_deadline(Some(id), Utc::now()).await?;
         let claimed: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "update jobs set status = 'processing', attempts = attempts + 1, \
-                 lease_expires_at = now() + $2, started_at = coalesce(started_at, now()), \
-                 updated_at = now() \
+                 lease_expires_at = $4 + $2, started_at = coalesce(started_at, $4), \
+                 updated_at = $4 \
              where id = $1 and (status = 'queued' or (status = 'processing' \
-                 and (lease_expires_at < now() or $3))) \
+                 and (lease_expires_at < $4 or $3))) \
              returning {JOB_COLUMNS}"
         )))
         .bind(id.0)
         .bind(lease_duration(lease))
         .bind(take_over)
+        .bind(Utc::now())
         .fetch_optional(&self.pool)
         .await?;
         if let Some(row) = claimed {
@@ -285,13 +302,14 @@ impl JobStore for PostgresJobStore {
     ) -> Result<bool, DbError> {
         let done = sqlx::query(
             "update jobs set status = 'succeeded', result = $3, error_code = null, \
-                 error_message = null, lease_expires_at = null, finished_at = now(), \
-                 updated_at = now() \
+                 error_message = null, lease_expires_at = null, finished_at = $4, \
+                 updated_at = $4 \
              where id = $1 and status = 'processing' and attempts = $2",
         )
         .bind(id.0)
         .bind(attempt)
         .bind(Json(result))
+        .bind(Utc::now())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -315,10 +333,11 @@ impl JobStore for PostgresJobStore {
     async fn reclaim_expired(&self, now: Option<DateTime<Utc>>) -> Result<u64, DbError> {
         let done = sqlx::query(
             "update jobs set status = 'queued', lease_expires_at = null, published_at = null, \
-                 updated_at = now() \
+                 updated_at = $2 \
              where status = 'processing' and ($1::timestamptz is null or lease_expires_at < $1)",
         )
         .bind(now)
+        .bind(Utc::now())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
@@ -356,6 +375,15 @@ impl JobStore for PostgresJobStore {
         Ok(count)
     }
 
+    async fn referenced_images(&self, keys: &[String]) -> Result<Vec<String>, DbError> {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("select distinct image_key from jobs where image_key = any($1)")
+                .bind(keys)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|(key,)| key).collect())
+    }
+
     async fn check(&self) -> Result<(), DbError> {
         sqlx::query("select 1").execute(&self.pool).await?;
         Ok(())
@@ -377,14 +405,15 @@ impl PostgresJobStore {
         let failure = deadline_failure();
         let done = sqlx::query(
             "update jobs set status = 'canceled', error_code = $2, error_message = $3, \
-                 finished_at = now(), updated_at = now() \
+                 finished_at = $5, updated_at = $5 \
              where ($4::uuid is null or id = $4) and status = 'queued' \
                  and started_at is null and deadline <= $1",
         )
         .bind(now)
-        .bind(&failure.code)
+        .bind(failure.code.as_str())
         .bind(&failure.message)
         .bind(only.map(|id| id.0))
+        .bind(Utc::now())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
@@ -401,16 +430,17 @@ impl PostgresJobStore {
         let done = sqlx::query(
             "update jobs set status = $3, error_code = $4, error_message = $5, \
                  lease_expires_at = null, \
-                 published_at = case when $3 = 'queued' then now() else published_at end, \
-                 finished_at = case when $3 = 'failed' then now() else null end, \
-                 updated_at = now() \
+                 published_at = case when $3 = 'queued' then $6 else published_at end, \
+                 finished_at = case when $3 = 'failed' then $6 else null end, \
+                 updated_at = $6 \
              where id = $1 and status = 'processing' and attempts = $2",
         )
         .bind(id.0)
         .bind(attempt)
         .bind(status.as_str())
-        .bind(&failure.code)
+        .bind(failure.code.as_str())
         .bind(&failure.message)
+        .bind(Utc::now())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)

@@ -17,7 +17,7 @@ use super::{
     Cancel, Claim, DbError, JobFilter, JobStore, NewJob, Republish, deadline_failure,
     lease_duration,
 };
-use crate::job::{BatchId, Job, JobFailure, JobId, JobStatus, ScreeningResult};
+use crate::job::{BatchId, FailureCode, Job, JobFailure, JobId, JobStatus, ScreeningResult};
 use crate::tenant::TenantId;
 
 /// Jobs in one SQLite file (write-ahead log, so readers never wait for the writer).
@@ -65,7 +65,7 @@ fn millis(t: DateTime<Utc>) -> i64 {
 
 fn time(ms: i64) -> Result<DateTime<Utc>, DbError> {
     DateTime::from_timestamp_millis(ms)
-        .ok_or_else(|| DbError::Backend(anyhow::anyhow!("timestamp {ms} out of range")))
+        .ok_or_else(|| DbError::Corrupt(anyhow::anyhow!("timestamp {ms} out of range")))
 }
 
 impl TryFrom<JobRow> for Job {
@@ -98,7 +98,7 @@ impl TryFrom<JobRow> for Job {
                 .transpose()
                 .context("stored result")?,
             error: row.error_code.map(|code| JobFailure {
-                code,
+                code: FailureCode::parse(&code),
                 message: row.error_message.unwrap_or_default(),
             }),
             created_at: time(row.created_at)?,
@@ -152,12 +152,13 @@ impl JobStore for SqliteJobStore {
 
     async fn insert(&self, job: &NewJob) -> Result<Job, DbError> {
         let now = millis(Utc::now());
-        let row: JobRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let row: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "insert into jobs (id, model, model_version, status, image_key, image_sha256, \
              image_content_type, image_bytes, client_reference, created_at, updated_at, \
-             tenant_id, batch_id, site, tags, deadline, webhook_url) \
+             tenant_id, batch_id, site, tags, deadline, webhook_url, submission_key) \
              values (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13, ?14, \
-             ?15) returning {JOB_COLUMNS}"
+             ?15, ?16) on conflict (tenant_id, submission_key) do nothing \
+             returning {JOB_COLUMNS}"
         )))
         .bind(job.id.to_string())
         .bind(&job.model)
@@ -174,6 +175,18 @@ impl JobStore for SqliteJobStore {
         .bind(serde_json::to_string(&job.tags).context("encoding tags")?)
         .bind(job.deadline.map(millis))
         .bind(&job.webhook_url)
+        .bind(&job.submission_key)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = row {
+            return row.try_into();
+        }
+        // The request that created it is being retried: answer the job it created.
+        let row: JobRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select {JOB_COLUMNS} from jobs where tenant_id = ?1 and submission_key = ?2"
+        )))
+        .bind(job.tenant_id.to_string())
+        .bind(&job.submission_key)
         .fetch_one(&self.pool)
         .await?;
         row.try_into()
@@ -244,7 +257,7 @@ impl JobStore for SqliteJobStore {
         )))
         .bind(id.to_string())
         .bind(tenant.to_string())
-        .bind(&failure.code)
+        .bind(failure.code.as_str())
         .bind(&failure.message)
         .bind(millis(Utc::now()))
         .fetch_optional(&self.pool)
@@ -379,6 +392,17 @@ impl JobStore for SqliteJobStore {
         Ok(count)
     }
 
+    async fn referenced_images(&self, keys: &[String]) -> Result<Vec<String>, DbError> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "select distinct image_key from jobs \
+             where image_key in (select value from json_each(?1))",
+        )
+        .bind(serde_json::to_string(keys).context("encoding keys")?)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(key,)| key).collect())
+    }
+
     async fn check(&self) -> Result<(), DbError> {
         sqlx::query("select 1").execute(&self.pool).await?;
         Ok(())
@@ -405,7 +429,7 @@ impl SqliteJobStore {
                  and started_at is null and deadline <= ?1",
         )
         .bind(millis(now))
-        .bind(&failure.code)
+        .bind(failure.code.as_str())
         .bind(&failure.message)
         .bind(millis(Utc::now()))
         .bind(only.map(|id| id.to_string()))
@@ -434,7 +458,7 @@ impl SqliteJobStore {
         .bind(id.to_string())
         .bind(attempt)
         .bind(status.as_str())
-        .bind(&failure.code)
+        .bind(failure.code.as_str())
         .bind(&failure.message)
         .bind(now)
         .execute(&self.pool)

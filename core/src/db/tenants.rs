@@ -105,7 +105,7 @@ pub(super) fn decode_scopes(scopes: Vec<String>) -> Result<Vec<Scope>, DbError> 
         .iter()
         .map(|s| {
             s.parse::<Scope>()
-                .map_err(|e| DbError::Backend(anyhow::anyhow!(e)))
+                .map_err(|e| DbError::Corrupt(anyhow::anyhow!(e)))
         })
         .collect()
 }

@@ -9,6 +9,7 @@
 //! Runtime's intra-op thread pool already spreads that one run over the cores, so a pool of
 //! sessions would only make runs compete for the same cores (and hold the weights twice).
 
+use crate::job::FailureCode;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
@@ -71,11 +72,11 @@ pub enum InferenceError {
 
 impl InferenceError {
     /// A stable code for a job's failure record.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> FailureCode {
         match self {
-            Self::Unavailable { .. } => "model_unavailable",
+            Self::Unavailable { .. } => FailureCode::ModelUnavailable,
             Self::InputShape { .. } | Self::Runtime { .. } | Self::Output { .. } => {
-                "inference_failed"
+                FailureCode::InferenceFailed
             }
         }
     }

@@ -7,7 +7,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use bytes::Bytes;
 
-use super::{BlobStore, StorageError, check_key};
+use super::{BlobStore, StorageError, StoredObject, check_key};
 
 /// Objects as files under one folder; writes go to a temporary file first and are renamed into
 /// place, so a reader never sees half an image.
@@ -41,6 +41,9 @@ impl BlobStore for LocalBlobStore {
     async fn put(&self, key: &str, bytes: Bytes, _content_type: &str) -> Result<(), StorageError> {
         let path = self.path_of(key)?;
         if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            // The same bytes are there. Writing them again restarts the orphan sweep's grace
+            // period, as an S3 put would: the job about to refer to them is not yet recorded.
+            touch(&path).await?;
             return Ok(());
         }
         let dir = path.parent().context("object key without a folder")?;
@@ -70,6 +73,43 @@ impl BlobStore for LocalBlobStore {
         }
     }
 
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        let path = self.path_of(key)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(anyhow::Error::new(e)
+                .context(format!("deleting {}", path.display()))
+                .into()),
+        }
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredObject>, StorageError> {
+        let root = self.root.clone();
+        let prefix = prefix.to_owned();
+        let start_after = start_after.map(str::to_owned);
+        let listed = tokio::task::spawn_blocking(move || {
+            let mut found = Vec::new();
+            walk(
+                &root,
+                "",
+                &prefix,
+                start_after.as_deref(),
+                limit,
+                &mut found,
+            )?;
+            Ok::<_, anyhow::Error>(found)
+        })
+        .await
+        .context("listing the image folder")??;
+        Ok(listed)
+    }
+
     async fn check(&self) -> Result<(), StorageError> {
         let probe = self.root.join(".readyz");
         tokio::fs::write(&probe, b"ok")
@@ -81,4 +121,70 @@ impl BlobStore for LocalBlobStore {
     fn describe(&self) -> String {
         format!("local folder {}", self.root.display())
     }
+}
+
+/// Sets the file's modification time to now.
+async fn touch(path: &Path) -> anyhow::Result<()> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|file| file.set_modified(std::time::SystemTime::now()))
+            .with_context(|| format!("touching {}", path.display()))
+    })
+    .await
+    .context("touching an image")?
+}
+
+/// Adds the files under `dir` (whose keys start with `rel`) that start with `prefix` and sort
+/// after `start_after` to `found`, in key order, until it holds `limit`. Folders whose keys all
+/// sort before `start_after`, or outside `prefix`, are not read; hidden files (temporary
+/// writes, the readiness probe) are not objects.
+fn walk(
+    dir: &Path,
+    rel: &str,
+    prefix: &str,
+    start_after: Option<&str>,
+    limit: usize,
+    found: &mut Vec<StoredObject>,
+) -> anyhow::Result<()> {
+    let mut entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .map(|e| e.map(|e| (e.file_name().to_string_lossy().into_owned(), e)))
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("reading {}", dir.display()))?,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("reading {}", dir.display()))),
+    };
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, entry) in entries {
+        if found.len() >= limit {
+            break;
+        }
+        if name.starts_with('.') {
+            continue;
+        }
+        let key = format!("{rel}{name}");
+        let file_type = entry.file_type().context("reading a file type")?;
+        if file_type.is_dir() {
+            let inner = format!("{key}/");
+            let overlaps_prefix = inner.starts_with(prefix) || prefix.starts_with(&inner);
+            let before_start =
+                start_after.is_some_and(|s| inner.as_str() < s && !s.starts_with(&inner));
+            if overlaps_prefix && !before_start {
+                walk(&entry.path(), &inner, prefix, start_after, limit, found)?;
+            }
+        } else if key.starts_with(prefix) && start_after.is_none_or(|s| key.as_str() > s) {
+            let modified = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .with_context(|| format!("reading the time of {key}"))?;
+            found.push(StoredObject {
+                key,
+                modified: modified.into(),
+            });
+        }
+    }
+    Ok(())
 }

@@ -2,9 +2,11 @@
 
 mod local;
 mod s3;
+pub mod sweep;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 pub use local::LocalBlobStore;
@@ -27,10 +29,28 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn put(&self, key: &str, bytes: Bytes, content_type: &str) -> Result<(), StorageError>;
     /// Reads the object under `key`.
     async fn get(&self, key: &str) -> Result<Bytes, StorageError>;
+    /// Deletes the object under `key` (no error when there is none).
+    async fn delete(&self, key: &str) -> Result<(), StorageError>;
+    /// Up to `limit` objects whose keys start with `prefix` and sort after `start_after`, in key
+    /// order: the next page starts after the last key of this one.
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredObject>, StorageError>;
     /// Answers whether the store is reachable and writable (readiness).
     async fn check(&self) -> Result<(), StorageError>;
     /// A short description for logs, without secrets.
     fn describe(&self) -> String;
+}
+
+/// An object as [`BlobStore::list`] names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    pub key: String,
+    /// When it was last written ([`BlobStore::put`] of an existing key counts as a write).
+    pub modified: DateTime<Utc>,
 }
 
 /// The SHA-256 of `bytes`, lower-case hex.

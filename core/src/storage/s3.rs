@@ -8,8 +8,9 @@ use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
 use bytes::Bytes;
+use chrono::DateTime;
 
-use super::{BlobStore, StorageError, check_key};
+use super::{BlobStore, StorageError, StoredObject, check_key};
 use crate::config::S3Config;
 
 /// Objects in one bucket, under an optional key prefix.
@@ -120,6 +121,55 @@ impl BlobStore for S3BlobStore {
             .await
             .with_context(|| format!("reading s3://{}/{object_key}", self.bucket))?;
         Ok(body.into_bytes())
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        let object_key = self.object_key(key)?;
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&object_key)
+            .send()
+            .await
+            .with_context(|| format!("deleting s3://{}/{object_key}", self.bucket))?;
+        Ok(())
+    }
+
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredObject>, StorageError> {
+        let mut request = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(format!("{}{prefix}", self.prefix))
+            .max_keys(i32::try_from(limit.min(1000)).unwrap_or(1000));
+        if let Some(after) = start_after {
+            request = request.start_after(format!("{}{after}", self.prefix));
+        }
+        let page = request
+            .send()
+            .await
+            .with_context(|| format!("listing s3://{}/{}{prefix}", self.bucket, self.prefix))?;
+        let mut found = Vec::new();
+        for object in page.contents() {
+            let (Some(key), Some(modified)) = (object.key(), object.last_modified()) else {
+                continue;
+            };
+            let Some(key) = key.strip_prefix(&self.prefix) else {
+                continue;
+            };
+            let modified = DateTime::from_timestamp(modified.secs(), modified.subsec_nanos())
+                .context("an object time out of range")?;
+            found.push(StoredObject {
+                key: key.to_owned(),
+                modified,
+            });
+        }
+        Ok(found)
     }
 
     async fn check(&self) -> Result<(), StorageError> {

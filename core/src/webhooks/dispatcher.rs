@@ -62,9 +62,7 @@ impl Dispatcher {
     /// addresses.
     pub fn new(store: Arc<dyn WebhookStore>, config: WebhooksConfig) -> anyhow::Result<Self> {
         install_crypto_provider();
-        let policy = TargetPolicy {
-            allow_private: config.allow_private_targets,
-        };
+        let policy = TargetPolicy::from(&config);
         let timeout = Duration::from_secs(config.timeout_secs);
         let mut builder = reqwest::Client::builder()
             .timeout(timeout)

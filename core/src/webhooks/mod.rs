@@ -24,7 +24,10 @@ use crate::tenant::TenantId;
 pub use dispatcher::{Dispatcher, install_crypto_provider};
 pub use schedule::{next_delay, parse_retry_after};
 pub use signing::{Secret, SigningKeys, sign};
-pub use target::{TargetPolicy, TargetRefused, check_target, is_allowed_address};
+pub use target::{
+    MAX_URL_CHARS, TargetPolicy, TargetRefused, UrlRefused, check_target, check_webhook_url,
+    is_allowed_address,
+};
 
 crate::id::uuid_id! {
     /// The id of a webhook endpoint.

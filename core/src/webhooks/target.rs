@@ -17,6 +17,35 @@ pub struct TargetPolicy {
     pub allow_private: bool,
 }
 
+impl From<&crate::config::WebhooksConfig> for TargetPolicy {
+    fn from(config: &crate::config::WebhooksConfig) -> Self {
+        Self {
+            allow_private: config.allow_private_targets,
+        }
+    }
+}
+
+/// The longest webhook URL a client may give.
+pub const MAX_URL_CHARS: usize = 2048;
+
+/// Why a URL a client gives for webhooks is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlRefused {
+    #[error("url is longer than {MAX_URL_CHARS} characters.")]
+    TooLong,
+    #[error("{0}")]
+    Target(#[from] TargetRefused),
+}
+
+/// Checks a URL a client gives for webhooks (an endpoint's, a job's `webhook_url`): its length,
+/// then [`check_target`]. Answers the URL as it will be used.
+pub async fn check_webhook_url(url: &str, policy: TargetPolicy) -> Result<String, UrlRefused> {
+    if url.chars().count() > MAX_URL_CHARS {
+        return Err(UrlRefused::TooLong);
+    }
+    Ok(check_target(url, policy).await?.to_string())
+}
+
 /// Why a webhook URL is refused, in words for the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

@@ -1,5 +1,7 @@
 //! The blob store: a local folder and S3 (Garage) held to the same tests.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use medinform_core::storage::{StorageError, image_key, sha256_hex};
 
@@ -33,6 +35,9 @@ each_blob_store!(
     check_answers_ok,
     keys_that_could_escape_the_store_are_refused,
     stores_with_different_prefixes_do_not_see_each_other,
+    list_pages_through_every_key_in_order,
+    delete_removes_an_object_and_a_missing_one_is_no_error,
+    putting_an_existing_key_again_renews_its_time,
 );
 
 /// Bytes like an image's (not valid UTF-8, with zeros), different per `seed`.
@@ -171,4 +176,93 @@ async fn stores_with_different_prefixes_do_not_see_each_other(kind: BlobKind) {
         Err(StorageError::NotFound(_))
     ));
     assert_eq!(one.store.get(&key).await.unwrap(), bytes);
+}
+
+async fn list_pages_through_every_key_in_order(kind: BlobKind) {
+    let blobs = TestBlobStore::new(kind).await;
+    assert!(
+        blobs
+            .store
+            .list("images/", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let before = chrono::Utc::now() - chrono::TimeDelta::seconds(5);
+    let mut keys = Vec::new();
+    for seed in 0..7 {
+        let bytes = image_bytes(seed);
+        let key = image_key(&sha256_hex(&bytes));
+        blobs.store.put(&key, bytes, "image/png").await.unwrap();
+        keys.push(key);
+    }
+    keys.sort();
+    // Pages of three, each starting after the last key of the one before.
+    let mut listed = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = blobs
+            .store
+            .list("images/", after.as_deref(), 3)
+            .await
+            .unwrap();
+        assert!(page.len() <= 3);
+        let Some(last) = page.last() else { break };
+        after = Some(last.key.clone());
+        for object in &page {
+            assert!(object.modified > before, "{object:?}");
+        }
+        listed.extend(page.into_iter().map(|o| o.key));
+    }
+    assert_eq!(listed, keys);
+    // A prefix outside the images lists nothing, and the readiness probe is not an object.
+    blobs.store.check().await.unwrap();
+    assert!(
+        blobs
+            .store
+            .list("other/", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(blobs.store.list("", None, 100).await.unwrap().len(), 7);
+}
+
+async fn delete_removes_an_object_and_a_missing_one_is_no_error(kind: BlobKind) {
+    let blobs = TestBlobStore::new(kind).await;
+    let bytes = image_bytes(9);
+    let key = image_key(&sha256_hex(&bytes));
+    blobs.store.put(&key, bytes, "image/png").await.unwrap();
+    blobs.store.delete(&key).await.unwrap();
+    assert!(matches!(
+        blobs.store.get(&key).await,
+        Err(StorageError::NotFound(_))
+    ));
+    blobs.store.delete(&key).await.unwrap();
+    assert!(
+        blobs
+            .store
+            .list("images/", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(blobs.store.delete("../escape").await.is_err());
+}
+
+async fn putting_an_existing_key_again_renews_its_time(kind: BlobKind) {
+    let blobs = TestBlobStore::new(kind).await;
+    let bytes = image_bytes(11);
+    let key = image_key(&sha256_hex(&bytes));
+    blobs
+        .store
+        .put(&key, bytes.clone(), "image/png")
+        .await
+        .unwrap();
+    let first = blobs.store.list("images/", None, 1).await.unwrap()[0].modified;
+    // S3 keeps times in whole seconds.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    blobs.store.put(&key, bytes, "image/png").await.unwrap();
+    let second = blobs.store.list("images/", None, 1).await.unwrap()[0].modified;
+    assert!(second > first, "{first} then {second}");
 }

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
-use medinform_core::db::{Claim, JobStore, Republish};
+use medinform_core::db::{Claim, DbError, JobStore, NewJob, Republish};
 use medinform_core::job::{
-    ClassProbability, Heatmap, Job, JobFailure, JobId, JobStatus, ScreeningResult,
+    ClassProbability, FailureCode, Heatmap, Job, JobFailure, JobId, JobStatus, ScreeningResult,
 };
 use medinform_core::registry::Stage;
 
@@ -50,6 +50,8 @@ each_job_store!(
     reclaim_expired_takes_back_jobs_whose_lease_passed,
     due_for_publish_finds_unconfirmed_and_stale_queued_jobs,
     concurrent_claims_of_one_job_have_one_winner,
+    a_submission_key_creates_one_job,
+    errors_say_whether_to_retry_refuse_or_investigate,
 );
 
 fn result() -> ScreeningResult {
@@ -80,7 +82,7 @@ fn result() -> ScreeningResult {
 
 fn failure(code: &str) -> JobFailure {
     JobFailure {
-        code: code.into(),
+        code: FailureCode::parse(code),
         message: format!("{code} happened"),
     }
 }
@@ -539,5 +541,48 @@ async fn concurrent_claims_of_one_job_have_one_winner(db: TestJobStore) {
             "{claims:?}"
         );
         assert_eq!(get(&*db.store, id).await.attempts, 1);
+    }
+}
+
+async fn a_submission_key_creates_one_job(db: TestJobStore) {
+    let keyed = |key: &str| NewJob {
+        submission_key: Some(key.to_owned()),
+        ..new_job("malaria")
+    };
+    let first = db.store.insert(&keyed("k/0")).await.unwrap();
+    // The retry of the request that created it draws a new id, and gets the first job back.
+    let retry = keyed("k/0");
+    assert_ne!(retry.id, first.id);
+    assert_eq!(db.store.insert(&retry).await.unwrap(), first);
+    assert!(db.store.get(retry.id).await.unwrap().is_none());
+    // Another image of the same request, and jobs without a key, are jobs of their own.
+    let other = db.store.insert(&keyed("k/1")).await.unwrap();
+    assert_ne!(other.id, first.id);
+    let a = db.store.insert(&new_job("malaria")).await.unwrap();
+    let b = db.store.insert(&new_job("malaria")).await.unwrap();
+    assert_ne!(a.id, b.id);
+
+    // Concurrent attempts of one request: one job.
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let store = db.store.clone();
+        let job = keyed("k/2");
+        tasks.spawn(async move { store.insert(&job).await.unwrap().id });
+    }
+    let ids: std::collections::HashSet<JobId> = tasks.join_all().await.into_iter().collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+}
+
+async fn errors_say_whether_to_retry_refuse_or_investigate(db: TestJobStore) {
+    let job = new_job("malaria");
+    db.store.insert(&job).await.unwrap();
+    // The same id again: a constraint refuses it, which is the caller's to answer (409).
+    match db.store.insert(&job).await {
+        Err(DbError::Conflict { constraint, .. }) => {
+            if db.kind == crate::support::StoreKind::Postgres {
+                assert_eq!(constraint, "jobs_pkey");
+            }
+        }
+        other => panic!("expected a conflict, got {other:?}"),
     }
 }

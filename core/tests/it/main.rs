@@ -4,5 +4,6 @@ mod job_store;
 mod parity;
 mod registry;
 mod republish;
+mod stores;
 mod support;
 mod tenant_store;

@@ -198,6 +198,7 @@ pub fn new_job(model: &str) -> NewJob {
         tags: vec!["follow-up".to_owned()],
         deadline: None,
         webhook_url: None,
+        submission_key: None,
     }
 }
 

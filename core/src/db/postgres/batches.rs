@@ -50,10 +50,11 @@ impl From<BatchRow> for Batch {
 #[async_trait]
 impl BatchStore for PostgresJobStore {
     async fn insert_batch(&self, batch: &NewBatch) -> Result<Batch, DbError> {
-        let row: BatchRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let row: Option<BatchRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "insert into batches (id, tenant_id, model, site, campaign, operator, \
-             client_reference, tags) values ($1, $2, $3, $4, $5, $6, $7, $8) \
-             returning {BATCH_COLUMNS}"
+             client_reference, tags, submission_key, created_at, updated_at) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) \
+             on conflict (tenant_id, submission_key) do nothing returning {BATCH_COLUMNS}"
         )))
         .bind(batch.id.0)
         .bind(batch.tenant_id.0)
@@ -63,8 +64,24 @@ impl BatchStore for PostgresJobStore {
         .bind(&batch.operator)
         .bind(&batch.client_reference)
         .bind(Json(&batch.tags))
-        .fetch_one(&self.pool)
+        .bind(&batch.submission_key)
+        .bind(Utc::now())
+        .fetch_optional(&self.pool)
         .await?;
+        let row = match row {
+            Some(row) => row,
+            // Opened by the same request before a retry: that batch.
+            None => {
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "select {BATCH_COLUMNS} from batches \
+                     where tenant_id = $1 and submission_key = $2"
+                )))
+                .bind(batch.tenant_id.0)
+                .bind(&batch.submission_key)
+                .fetch_one(&self.pool)
+                .await?
+            }
+        };
         Ok(row.into())
     }
 
@@ -130,9 +147,10 @@ impl BatchStore for PostgresJobStore {
     async fn reopen_batch(&self, id: BatchId) -> Result<(), DbError> {
         sqlx::query(
             "update batches set completed_at = null, events_enqueued_at = null, \
-                 updated_at = now() where id = $1",
+                 updated_at = $2 where id = $1",
         )
         .bind(id.0)
+        .bind(Utc::now())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -140,12 +158,13 @@ impl BatchStore for PostgresJobStore {
 
     async fn complete_batches(&self) -> Result<u64, DbError> {
         let done = sqlx::query(
-            "update batches set completed_at = now(), updated_at = now() \
+            "update batches set completed_at = $1, updated_at = $1 \
              where completed_at is null \
                  and exists (select 1 from jobs where jobs.batch_id = batches.id) \
                  and not exists (select 1 from jobs where jobs.batch_id = batches.id \
                      and jobs.status in ('queued', 'processing'))",
         )
+        .bind(Utc::now())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
@@ -171,10 +190,11 @@ impl BatchStore for PostgresJobStore {
     ) -> Result<bool, DbError> {
         let mut tx = self.pool.begin().await?;
         let stamped = sqlx::query(
-            "update batches set events_enqueued_at = now() \
+            "update batches set events_enqueued_at = $2 \
              where id = $1 and events_enqueued_at is null and completed_at is not null",
         )
         .bind(batch.0)
+        .bind(Utc::now())
         .execute(&mut *tx)
         .await?;
         if stamped.rows_affected() == 0 {
@@ -194,13 +214,14 @@ impl BatchStore for PostgresJobStore {
     ) -> Result<u64, DbError> {
         let done = sqlx::query(
             "update jobs set status = 'canceled', error_code = $3, error_message = $4, \
-                 finished_at = now(), updated_at = now() \
+                 finished_at = $5, updated_at = $5 \
              where batch_id = $1 and tenant_id = $2 and status = 'queued'",
         )
         .bind(id.0)
         .bind(tenant.0)
-        .bind(&failure.code)
+        .bind(failure.code.as_str())
         .bind(&failure.message)
+        .bind(Utc::now())
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())

@@ -82,7 +82,7 @@ impl TenantStore for PostgresJobStore {
             .execute(&self.pool)
             .await?;
         self.tenant_by_name(name).await?.ok_or_else(|| {
-            DbError::Backend(anyhow::anyhow!("tenant {name:?} vanished after its insert"))
+            DbError::Corrupt(anyhow::anyhow!("tenant {name:?} vanished after its insert"))
         })
     }
 
@@ -129,10 +129,11 @@ impl TenantStore for PostgresJobStore {
 
     async fn revoke_key(&self, prefix: &str) -> Result<Option<ApiKey>, DbError> {
         sqlx::query(
-            "update api_keys set revoked_at = coalesce(revoked_at, now()), updated_at = now() \
+            "update api_keys set revoked_at = coalesce(revoked_at, $2), updated_at = $2 \
              where prefix = $1",
         )
         .bind(prefix)
+        .bind(Utc::now())
         .execute(&self.pool)
         .await?;
         self.key_where("k.prefix = $1", prefix).await
@@ -151,7 +152,7 @@ impl TenantStore for PostgresJobStore {
 
     async fn record_key_use(&self, id: Uuid, at: DateTime<Utc>) -> Result<(), DbError> {
         let resolution = chrono::TimeDelta::from_std(KEY_USE_RESOLUTION)
-            .map_err(|e| DbError::Backend(e.into()))?;
+            .map_err(|e| DbError::Corrupt(e.into()))?;
         sqlx::query(
             "update api_keys set last_used_at = $2 \
              where id = $1 and (last_used_at is null or last_used_at < $3)",

@@ -48,7 +48,7 @@ fn keys(
 ) -> Result<SigningKeys, DbError> {
     let parse = |s: &str| {
         Secret::parse(s)
-            .ok_or_else(|| DbError::Backend(anyhow::anyhow!("a stored secret is malformed")))
+            .ok_or_else(|| DbError::Corrupt(anyhow::anyhow!("a stored secret is malformed")))
     };
     Ok(SigningKeys {
         current: parse(secret)?,
@@ -183,7 +183,7 @@ impl WebhookStore for PostgresJobStore {
                  description = case when $5 then $6 else description end, \
                  enabled = coalesce($7, enabled), \
                  disabled_reason = case when $7 then null else disabled_reason end, \
-                 updated_at = now() \
+                 updated_at = $8 \
              where id = $1 and tenant_id = $2 returning {ENDPOINT_COLUMNS}"
         )))
         .bind(id.0)
@@ -193,6 +193,7 @@ impl WebhookStore for PostgresJobStore {
         .bind(u.description.is_some())
         .bind(u.description.clone().flatten())
         .bind(u.enabled)
+        .bind(Utc::now())
         .fetch_optional(&self.pool)
         .await?;
         row.map(Endpoint::try_from).transpose()
@@ -207,13 +208,14 @@ impl WebhookStore for PostgresJobStore {
     ) -> Result<Option<Endpoint>, DbError> {
         let row: Option<EndpointRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "update webhook_endpoints set previous_secret = secret, secret = $3, \
-                 previous_secret_expires_at = $4, updated_at = now() \
+                 previous_secret_expires_at = $4, updated_at = $5 \
              where id = $1 and tenant_id = $2 returning {ENDPOINT_COLUMNS}"
         )))
         .bind(id.0)
         .bind(tenant.0)
         .bind(secret.expose())
         .bind(previous_until)
+        .bind(Utc::now())
         .fetch_optional(&self.pool)
         .await?;
         row.map(Endpoint::try_from).transpose()
@@ -231,10 +233,11 @@ impl WebhookStore for PostgresJobStore {
     async fn disable_endpoint(&self, id: EndpointId, reason: &str) -> Result<(), DbError> {
         sqlx::query(
             "update webhook_endpoints set enabled = false, disabled_reason = $2, \
-                 updated_at = now() where id = $1",
+                 updated_at = $3 where id = $1",
         )
         .bind(id.0)
         .bind(reason)
+        .bind(Utc::now())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -251,12 +254,13 @@ impl WebhookStore for PostgresJobStore {
                 "insert into webhook_signing_secrets (tenant_id, secret) values ($1, $2) \
                  on conflict (tenant_id) do update set secret = excluded.secret, \
                      previous_secret = webhook_signing_secrets.secret, \
-                     previous_secret_expires_at = $3, updated_at = now() \
+                     previous_secret_expires_at = $3, updated_at = $4 \
                  returning secret, previous_secret, previous_secret_expires_at",
             )
             .bind(tenant.0)
             .bind(secret.expose())
             .bind(previous_until)
+            .bind(Utc::now())
             .fetch_one(&self.pool)
             .await?;
         keys(&current, previous, until)
@@ -303,10 +307,11 @@ impl WebhookStore for PostgresJobStore {
         let mut tx = self.pool.begin().await?;
         // The row lock makes a racing dispatcher wait, then find the job stamped.
         let stamped = sqlx::query(
-            "update jobs set events_enqueued_at = now() \
+            "update jobs set events_enqueued_at = $2 \
              where id = $1 and events_enqueued_at is null",
         )
         .bind(job.0)
+        .bind(Utc::now())
         .execute(&mut *tx)
         .await?;
         if stamped.rows_affected() == 0 {
@@ -323,15 +328,16 @@ impl WebhookStore for PostgresJobStore {
         limit: i64,
     ) -> Result<Vec<Delivery>, DbError> {
         let rows: Vec<DeliveryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "update webhook_deliveries set lease_expires_at = now() + $1 \
+            "update webhook_deliveries set lease_expires_at = $3 + $1 \
              where id in (select id from webhook_deliveries \
-                 where status = 'pending' and next_attempt_at <= now() \
-                     and (lease_expires_at is null or lease_expires_at < now()) \
+                 where status = 'pending' and next_attempt_at <= $3 \
+                     and (lease_expires_at is null or lease_expires_at < $3) \
                  order by next_attempt_at limit $2 for update skip locked) \
              returning {DELIVERY_COLUMNS}"
         )))
         .bind(lease_duration(lease))
         .bind(limit)
+        .bind(Utc::now())
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter().map(Delivery::try_from).collect()
@@ -352,13 +358,14 @@ impl WebhookStore for PostgresJobStore {
         let mut tx = self.pool.begin().await?;
         let updated = sqlx::query(
             "update webhook_deliveries set attempts = attempts + 1, status = $3, \
-                 next_attempt_at = $4, lease_expires_at = null, updated_at = now() \
+                 next_attempt_at = $4, lease_expires_at = null, updated_at = $5 \
              where id = $1 and attempts = $2 and status = 'pending'",
         )
         .bind(id.as_str())
         .bind(attempts_before)
         .bind(status)
         .bind(next)
+        .bind(Utc::now())
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {
@@ -438,13 +445,14 @@ impl WebhookStore for PostgresJobStore {
 
     async fn replay_delivery(&self, tenant: TenantId, id: &DeliveryId) -> Result<Replay, DbError> {
         let row: Option<DeliveryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "update webhook_deliveries set status = 'pending', next_attempt_at = now(), \
-                 lease_expires_at = null, updated_at = now() \
+            "update webhook_deliveries set status = 'pending', next_attempt_at = $3, \
+                 lease_expires_at = null, updated_at = $3 \
              where id = $1 and tenant_id = $2 and status = 'failed' \
              returning {DELIVERY_COLUMNS}"
         )))
         .bind(id.as_str())
         .bind(tenant.0)
+        .bind(Utc::now())
         .fetch_optional(&self.pool)
         .await?;
         if let Some(row) = row {
@@ -469,7 +477,7 @@ pub(super) async fn insert_deliveries(
         sqlx::query(
             "insert into webhook_deliveries (id, tenant_id, endpoint_id, url, event_type, \
                  job_id, batch_id, payload, status, next_attempt_at) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', now())",
+             values ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9)",
         )
         .bind(d.id.as_str())
         .bind(tenant.0)
@@ -479,6 +487,7 @@ pub(super) async fn insert_deliveries(
         .bind(job)
         .bind(batch)
         .bind(&d.payload)
+        .bind(Utc::now())
         .execute(&mut *tx)
         .await?;
     }

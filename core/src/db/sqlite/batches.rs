@@ -52,10 +52,11 @@ impl TryFrom<BatchRow> for Batch {
 #[async_trait]
 impl BatchStore for SqliteJobStore {
     async fn insert_batch(&self, batch: &NewBatch) -> Result<Batch, DbError> {
-        let row: BatchRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        let row: Option<BatchRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "insert into batches (id, tenant_id, model, site, campaign, operator, \
-             client_reference, tags, created_at, updated_at) \
-             values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9) returning {BATCH_COLUMNS}"
+             client_reference, tags, created_at, updated_at, submission_key) \
+             values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10) \
+             on conflict (tenant_id, submission_key) do nothing returning {BATCH_COLUMNS}"
         )))
         .bind(batch.id.to_string())
         .bind(batch.tenant_id.to_string())
@@ -66,8 +67,23 @@ impl BatchStore for SqliteJobStore {
         .bind(&batch.client_reference)
         .bind(serde_json::to_string(&batch.tags).context("encoding tags")?)
         .bind(millis(Utc::now()))
-        .fetch_one(&self.pool)
+        .bind(&batch.submission_key)
+        .fetch_optional(&self.pool)
         .await?;
+        let row = match row {
+            Some(row) => row,
+            // Opened by the same request before a retry: that batch.
+            None => {
+                sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                    "select {BATCH_COLUMNS} from batches \
+                     where tenant_id = ?1 and submission_key = ?2"
+                )))
+                .bind(batch.tenant_id.to_string())
+                .bind(&batch.submission_key)
+                .fetch_one(&self.pool)
+                .await?
+            }
+        };
         row.try_into()
     }
 
@@ -207,7 +223,7 @@ impl BatchStore for SqliteJobStore {
         )
         .bind(id.to_string())
         .bind(tenant.to_string())
-        .bind(&failure.code)
+        .bind(failure.code.as_str())
         .bind(&failure.message)
         .bind(millis(Utc::now()))
         .execute(&self.pool)

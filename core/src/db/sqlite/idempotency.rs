@@ -4,26 +4,30 @@ use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use super::{SqliteJobStore, millis};
+use super::{SqliteJobStore, millis, time};
 use crate::db::{Begin, DbError, IdempotencyStore, NewIdempotencyKey, StoredResponse};
 use crate::tenant::TenantId;
 
 #[async_trait]
 impl IdempotencyStore for SqliteJobStore {
     async fn begin(&self, request: &NewIdempotencyKey) -> Result<Begin, DbError> {
-        let now = millis(Utc::now());
-        // Take the key when it is new, expired, or held by a request that died in progress.
-        let taken = sqlx::query(
+        let now = millis(request.now);
+        // Take the key when it is new, expired, or held by a request that died in progress. A
+        // claim taken over from a dead process keeps its `created_at`: the same use of the key.
+        let taken: Option<(i64,)> = sqlx::query_as(
             "insert into idempotency_keys (tenant_id, key, method, path, request_sha256, \
                  created_at, updated_at, expires_at) values (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7) \
              on conflict (tenant_id, key) do update set method = excluded.method, \
                  path = excluded.path, request_sha256 = excluded.request_sha256, \
                  status_code = null, response_headers = null, response_body = null, \
-                 created_at = ?6, updated_at = ?6, expires_at = excluded.expires_at \
+                 created_at = case when idempotency_keys.expires_at < ?6 then ?6 \
+                     else idempotency_keys.created_at end, \
+                 updated_at = ?6, expires_at = excluded.expires_at \
              where idempotency_keys.expires_at < ?6 \
                  or (idempotency_keys.status_code is null \
                      and idempotency_keys.updated_at < ?8 \
-                     and idempotency_keys.request_sha256 = excluded.request_sha256)",
+                     and idempotency_keys.request_sha256 = excluded.request_sha256) \
+             returning created_at",
         )
         .bind(request.tenant_id.to_string())
         .bind(&request.key)
@@ -33,10 +37,12 @@ impl IdempotencyStore for SqliteJobStore {
         .bind(now)
         .bind(millis(request.expires_at))
         .bind(millis(request.stale_before))
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        if taken.rows_affected() == 1 {
-            return Ok(Begin::New);
+        if let Some((since,)) = taken {
+            return Ok(Begin::New {
+                since: time(since)?,
+            });
         }
         type Row = (
             String,
@@ -77,6 +83,24 @@ impl IdempotencyStore for SqliteJobStore {
         ))
     }
 
+    async fn keep_alive(
+        &self,
+        tenant: TenantId,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), DbError> {
+        sqlx::query(
+            "update idempotency_keys set updated_at = ?3 \
+             where tenant_id = ?1 and key = ?2 and status_code is null",
+        )
+        .bind(tenant.to_string())
+        .bind(key)
+        .bind(millis(now))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn complete(
         &self,
         tenant: TenantId,
@@ -98,12 +122,15 @@ impl IdempotencyStore for SqliteJobStore {
         Ok(())
     }
 
-    async fn abandon(&self, tenant: TenantId, key: &str) -> Result<(), DbError> {
-        sqlx::query("delete from idempotency_keys where tenant_id = ?1 and key = ?2")
-            .bind(tenant.to_string())
-            .bind(key)
-            .execute(&self.pool)
-            .await?;
+    async fn release(&self, tenant: TenantId, key: &str) -> Result<(), DbError> {
+        sqlx::query(
+            "update idempotency_keys set updated_at = 0 \
+             where tenant_id = ?1 and key = ?2 and status_code is null",
+        )
+        .bind(tenant.to_string())
+        .bind(key)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

@@ -99,7 +99,7 @@ impl TenantStore for SqliteJobStore {
         .execute(&self.pool)
         .await?;
         self.tenant_by_name(name).await?.ok_or_else(|| {
-            DbError::Backend(anyhow::anyhow!("tenant {name:?} vanished after its insert"))
+            DbError::Corrupt(anyhow::anyhow!("tenant {name:?} vanished after its insert"))
         })
     }
 

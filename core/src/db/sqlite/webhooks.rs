@@ -49,7 +49,7 @@ fn keys(
 ) -> Result<SigningKeys, DbError> {
     let parse = |s: &str| {
         Secret::parse(s)
-            .ok_or_else(|| DbError::Backend(anyhow::anyhow!("a stored secret is malformed")))
+            .ok_or_else(|| DbError::Corrupt(anyhow::anyhow!("a stored secret is malformed")))
     };
     Ok(SigningKeys {
         current: parse(secret)?,
