@@ -16,20 +16,13 @@ mod screen;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use medinform_api::http::HttpTimeouts;
-use medinform_api::idempotency::IdempotencySettings;
-use medinform_api::{Admission, ApiServer, AppState, Authenticator};
+use medinform_api::app::prepare_data_dir;
+use medinform_api::{App, Overrides, Role};
 use medinform_core::app::Backends;
 use medinform_core::config::Config;
-use medinform_core::registry::{Registry, RegistryOptions};
-use medinform_core::republish::Republisher;
-use medinform_core::webhooks::Dispatcher;
-use medinform_worker::{Worker, WorkerSettings};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -165,133 +158,13 @@ fn apply_serve_args(config: &mut Config, args: &ServeArgs) {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    Api,
-    Worker,
-    Both,
-}
-
-/// Loads the registry. The API alone never runs a model: it reads the manifests and checks that
-/// the weights are there, without loading them.
-pub(crate) fn load_registry(config: &Config, load_sessions: bool) -> anyhow::Result<Registry> {
-    let library = &config.inference.onnxruntime_library;
-    let options = RegistryOptions {
-        thresholds: config.models.thresholds.clone(),
-        execution_provider: config.inference.execution_provider,
-        intra_threads: config.inference.threads,
-        onnxruntime_library: (!library.as_os_str().is_empty()).then(|| library.clone()),
-        only: if load_sessions {
-            (!config.worker.models.is_empty()).then(|| config.worker.models.clone())
-        } else {
-            Some(Vec::new())
-        },
-        ..RegistryOptions::new(&config.models.dir)
-    };
-    Registry::load(&options)
-}
-
-fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
-    if config.database_url().starts_with("sqlite:")
-        || config.storage.backend == medinform_core::config::StorageBackend::Local
-    {
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("creating data_dir {}", config.data_dir.display()))?;
-    }
-    Ok(())
-}
-
 async fn serve(config: Config, role: Role) -> anyhow::Result<()> {
-    prepare_data_dir(&config)?;
-    let backends = Backends::connect(&config).await?;
-    backends.migrate().await?;
-    let registry = Arc::new(load_registry(&config, role != Role::Api)?);
-
-    let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-    let mut tasks = tokio::task::JoinSet::new();
-
-    if role != Role::Api {
-        let republisher = Republisher::new(
-            backends.jobs.clone(),
-            backends.queue.clone(),
-            config.jobs.clone(),
-        );
-        tasks.spawn(republisher.run(shutdown.clone()).map_ok());
-        let dispatcher = Dispatcher::new(backends.webhooks.clone(), config.webhooks.clone())?
-            .with_batches(backends.batches.clone(), registry.clone());
-        tasks.spawn(dispatcher.run(shutdown.clone()).map_ok());
-        let worker = Worker::new(
-            backends.clone(),
-            registry.clone(),
-            WorkerSettings {
-                worker: config.worker.clone(),
-                jobs: config.jobs.clone(),
-                limits: config.limits.image_limits(),
-            },
-        );
-        let stop = shutdown.clone();
-        tasks.spawn(async move { worker.run(stop).await.context("worker") });
+    let app = App::build(&config, role, Overrides::default()).await?;
+    if let (Role::Both, Some(addr)) = (role, app.local_addr()) {
+        tracing::info!("MedInform is running: open http://{addr}/");
     }
-    if role != Role::Worker {
-        let state = AppState {
-            backends: backends.clone(),
-            registry: registry.clone(),
-            allow_research: config.models.allow_research,
-            limits: config.limits.image_limits(),
-            max_request_bytes: config.limits.max_request_bytes,
-            idempotency: IdempotencySettings {
-                ttl: Duration::from_secs(config.server.idempotency_ttl_secs),
-            },
-            web_dir: config.server.web_dir.clone(),
-            auth: Arc::new(Authenticator::from_config(
-                &config,
-                backends.tenants.clone(),
-            )),
-            admission: Arc::new(Admission::new(config.jobs.max_backlog)),
-            webhooks: config.webhooks.clone(),
-            timeouts: HttpTimeouts {
-                header_read: Duration::from_secs(config.server.header_read_timeout_secs),
-                body_read: Duration::from_secs(config.server.body_read_timeout_secs),
-            },
-        };
-        let server = ApiServer::bind(config.server.listen, state).await?;
-        let addr = server.local_addr()?;
-        if role == Role::Both {
-            tracing::info!("MedInform is running: open http://{addr}/");
-        }
-        let stop = shutdown.clone();
-        tasks.spawn(async move { server.serve(stop, grace).await.context("API") });
-    }
-
-    // The first task to end (with an error, or after shutdown) stops the others.
-    let mut outcome = Ok(());
-    while let Some(done) = tasks.join_next().await {
-        let result = done.context("a task panicked").and_then(|r| r);
-        if !shutdown.is_cancelled() {
-            shutdown.cancel();
-        }
-        if let Err(e) = result {
-            tracing::error!(error = %format!("{e:#}"), "stopping");
-            if outcome.is_ok() {
-                outcome = Err(e);
-            }
-        }
-    }
-    outcome
-}
-
-/// Ok(()) for tasks that cannot fail.
-trait MapOk {
-    fn map_ok(self) -> impl Future<Output = anyhow::Result<()>> + Send;
-}
-
-impl<F: Future<Output = ()> + Send> MapOk for F {
-    async fn map_ok(self) -> anyhow::Result<()> {
-        self.await;
-        Ok(())
-    }
+    tokio::spawn(cancel_on_signal(app.shutdown()));
+    app.run().await
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {

@@ -8,9 +8,11 @@
 //! limit; submissions are refused while the backlog is full ([`admission`]).
 
 pub mod admission;
+pub mod app;
 pub mod auth;
 mod docs;
 mod error;
+mod extract;
 mod fields;
 pub mod http;
 pub mod idempotency;
@@ -27,6 +29,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
 use medinform_core::app::Backends;
 use medinform_core::config::WebhooksConfig;
 use medinform_core::imaging::ImageLimits;
@@ -39,6 +42,7 @@ use crate::http::HttpTimeouts;
 use crate::idempotency::IdempotencySettings;
 
 pub use admission::Admission;
+pub use app::{App, Overrides, Role};
 pub use auth::{AuthMode, Authenticator};
 pub use error::{ApiError, ErrorBody, ErrorCode, ErrorDetail};
 pub use rate_limit::RateLimit;
@@ -75,6 +79,8 @@ pub fn router(state: AppState) -> Router {
     // Layers run outermost (last) first: trace, JSON errors, header count, body timeout, body
     // limit, authentication, idempotency.
     routes::router(state.max_request_bytes)
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route("/docs", get(docs::page))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             idempotency::layer,

@@ -12,21 +12,19 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use medinform_api::http::HttpTimeouts;
-use medinform_api::idempotency::IdempotencySettings;
-use medinform_api::{Admission, ApiServer, AppState, AuthMode, Authenticator, RateLimit};
+use medinform_api::{App, AuthMode, Authenticator, Overrides, RateLimit, Role};
 use medinform_core::app::Backends;
-use medinform_core::config::{
-    Config, JobsConfig, S3Config, StorageBackend, WebhooksConfig, WorkerConfig,
+use medinform_core::config::{Config, JobsConfig, S3Config, StorageBackend, WebhooksConfig};
+use medinform_core::db::{
+    Begin, DbError, IdempotencyStore, NewIdempotencyKey, SqliteJobStore, StoredResponse,
+    create_api_key,
 };
-use medinform_core::db::{SqliteJobStore, create_api_key};
 use medinform_core::imaging::ImageLimits;
 use medinform_core::queue::{JobMessage, JobQueue, MemoryQueue, QueueError, Subscription};
 use medinform_core::registry::{Registry, RegistryOptions, Stage};
-use medinform_core::republish::Republisher;
-use medinform_core::storage::{BlobStore, LocalBlobStore, StorageError};
+use medinform_core::storage::{BlobStore, LocalBlobStore, StorageError, StoredObject};
 use medinform_core::tenant::Scope;
-use medinform_core::webhooks::{Dispatcher, install_crypto_provider};
-use medinform_worker::{Worker, WorkerSettings};
+use medinform_core::webhooks::install_crypto_provider;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -153,10 +151,13 @@ pub struct Options {
     pub wrap_blobs: Option<Wrap<dyn BlobStore>>,
     /// Wraps the queue (fault injection).
     pub wrap_queue: Option<Wrap<dyn JobQueue>>,
+    /// Wraps the idempotency store (fault injection).
+    pub wrap_idempotency: Option<Wrap<dyn IdempotencyStore>>,
     /// Start the worker (false: jobs stay queued).
     pub worker: bool,
-    /// How long idempotency keys live.
+    /// How long idempotency keys live, and the claim of an unanswered request.
     pub idempotency_ttl: Duration,
+    pub idempotency_lease: Duration,
     /// The web app folder (None: a folder that does not exist).
     pub web_dir: Option<PathBuf>,
     /// Refuse requests without an API key (false: they act as the `local` tenant, as the
@@ -211,8 +212,10 @@ impl Options {
             },
             wrap_blobs: None,
             wrap_queue: None,
+            wrap_idempotency: None,
             worker: true,
             idempotency_ttl: Duration::from_secs(3600),
+            idempotency_lease: Duration::from_secs(10),
             web_dir: None,
             require_keys: false,
             rate_limit: RateLimit::NONE,
@@ -256,7 +259,7 @@ pub struct TestApp {
     pub image_dir: Option<PathBuf>,
     pub registry: Arc<Registry>,
     pub shutdown: CancellationToken,
-    tasks: tokio::task::JoinSet<anyhow::Result<()>>,
+    app: Option<App>,
     data: tempfile::TempDir,
     /// The distributed configuration (database, queue prefix, S3 prefix), kept for a restart.
     distributed: Option<Box<Config>>,
@@ -306,59 +309,31 @@ impl TestApp {
         if let Some(wrap) = options.wrap_queue {
             backends.queue = wrap(backends.queue);
         }
-        backends.migrate().await.unwrap();
-
-        let shutdown = CancellationToken::new();
-        let mut tasks = tokio::task::JoinSet::new();
-        if options.worker {
-            let republisher = Republisher::new(
-                backends.jobs.clone(),
-                backends.queue.clone(),
-                options.jobs.clone(),
-            );
-            let stop = shutdown.clone();
-            tasks.spawn(async move {
-                republisher.run(stop).await;
-                Ok(())
-            });
-            let worker = Worker::new(
-                backends.clone(),
-                registry.clone(),
-                WorkerSettings {
-                    worker: WorkerConfig {
-                        batch_window_ms: 5,
-                        ..WorkerConfig::default()
-                    },
-                    jobs: options.jobs.clone(),
-                    limits: options.limits,
-                },
-            );
-            tasks.spawn(worker.run(shutdown.clone()));
+        if let Some(wrap) = options.wrap_idempotency {
+            backends.idempotency = wrap(backends.idempotency);
         }
-        if let Some(config) = &options.webhooks {
-            let dispatcher = Dispatcher::new(backends.webhooks.clone(), config.clone())
-                .unwrap()
-                .with_batches(backends.batches.clone(), registry.clone());
-            let stop = shutdown.clone();
-            tasks.spawn(async move {
-                dispatcher.run(stop).await;
-                Ok(())
-            });
-        }
-        let state = AppState {
-            backends: backends.clone(),
-            registry: registry.clone(),
-            allow_research: options.allow_research,
-            limits: options.limits,
-            max_request_bytes: 64 * 1024 * 1024,
-            idempotency: IdempotencySettings {
-                ttl: options.idempotency_ttl,
-            },
-            web_dir: options
-                .web_dir
-                .unwrap_or_else(|| data.path().join("no-web-app")),
+        let mut config = distributed.as_deref().cloned().unwrap_or_default();
+        config.server.listen = "127.0.0.1:0".parse().unwrap();
+        config.server.shutdown_grace_secs = 5;
+        config.server.idempotency_ttl_secs = whole_secs(options.idempotency_ttl);
+        config.server.idempotency_lease_secs = whole_secs(options.idempotency_lease);
+        config.server.header_read_timeout_secs = whole_secs(options.timeouts.header_read);
+        config.server.body_read_timeout_secs = whole_secs(options.timeouts.body_read);
+        config.server.web_dir = options
+            .web_dir
+            .unwrap_or_else(|| data.path().join("no-web-app"));
+        config.limits.max_upload_bytes = options.limits.max_bytes;
+        config.limits.max_image_pixels = options.limits.max_pixels;
+        config.limits.max_decoded_bytes = options.limits.max_decoded_bytes;
+        config.jobs = options.jobs;
+        config.worker.batch_window_ms = 5;
+        config.models.allow_research = options.allow_research;
+        config.webhooks = options.webhooks.clone().unwrap_or_default();
+        let overrides = Overrides {
+            backends: Some(backends.clone()),
+            registry: Some(registry.clone()),
             // The mode is passed, not derived from the address: every test app is on loopback.
-            auth: Arc::new(Authenticator::new(
+            authenticator: Some(Authenticator::new(
                 if options.require_keys {
                     AuthMode::KeysRequired
                 } else {
@@ -367,15 +342,11 @@ impl TestApp {
                 backends.tenants.clone(),
                 options.rate_limit,
             )),
-            admission: Arc::new(Admission::new(options.jobs.max_backlog)),
-            webhooks: options.webhooks.unwrap_or_default(),
-            timeouts: options.timeouts,
+            without_worker: !options.worker,
+            without_dispatcher: options.webhooks.is_none(),
         };
-        let server = ApiServer::bind("127.0.0.1:0".parse().unwrap(), state)
-            .await
-            .unwrap();
-        let base = format!("http://{}", server.local_addr().unwrap());
-        tasks.spawn(server.serve(shutdown.clone(), Duration::from_secs(5)));
+        let app = App::build(&config, Role::Both, overrides).await.unwrap();
+        let base = format!("http://{}", app.local_addr().unwrap());
         Self {
             base,
             http: reqwest::Client::new(),
@@ -383,8 +354,8 @@ impl TestApp {
             memory_queue,
             image_dir,
             registry,
-            shutdown,
-            tasks,
+            shutdown: app.shutdown(),
+            app: Some(app),
             data,
             distributed,
             _dirs: vec![registry_dir],
@@ -525,11 +496,10 @@ impl TestApp {
     /// Stops API, worker and re-publisher and returns what each ended with.
     pub async fn stop(mut self) -> Vec<anyhow::Result<()>> {
         self.shutdown.cancel();
-        let mut outcomes = Vec::new();
-        while let Some(done) = self.tasks.join_next().await {
-            outcomes.push(done.unwrap());
+        match self.app.take() {
+            Some(app) => app.join().await,
+            None => Vec::new(),
         }
-        outcomes
     }
 
     /// Stops the app like [`TestApp::stop`] (every task must end cleanly) and hands back its
@@ -562,6 +532,11 @@ pub async fn send(request: reqwest::RequestBuilder) -> (u16, Value) {
     let response = request.send().await.unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap())
+}
+
+/// A test's duration as the whole seconds of a setting (at least 1).
+fn whole_secs(duration: Duration) -> u64 {
+    duration.as_secs_f64().ceil().max(1.0) as u64
 }
 
 fn env_or(name: &str, default: &str) -> String {
@@ -665,6 +640,17 @@ impl BlobStore for UnreadableBlobs {
             "connection reset (injected)"
         )))
     }
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.inner.delete(key).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredObject>, StorageError> {
+        self.inner.list(prefix, start_after, limit).await
+    }
     async fn check(&self) -> Result<(), StorageError> {
         self.inner.check().await
     }
@@ -689,6 +675,17 @@ impl BlobStore for SlowAnsweringBlobs {
     }
     async fn get(&self, key: &str) -> Result<Bytes, StorageError> {
         self.inner.get(key).await
+    }
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.inner.delete(key).await
+    }
+    async fn list(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredObject>, StorageError> {
+        self.inner.list(prefix, start_after, limit).await
     }
     async fn check(&self) -> Result<(), StorageError> {
         self.inner.check().await
@@ -765,5 +762,53 @@ impl JobQueue for BrokerOutage {
     }
     fn describe(&self) -> String {
         format!("outage-prone {}", self.inner.describe())
+    }
+}
+
+/// An idempotency store whose process "dies" before it keeps the first response of each key:
+/// that `complete` call never returns (and the request's claim is no longer kept alive), as
+/// when the process is killed after the jobs were committed.
+pub struct DiesBeforeAnswering {
+    pub inner: Arc<dyn IdempotencyStore>,
+    pub died: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+#[async_trait]
+impl IdempotencyStore for DiesBeforeAnswering {
+    async fn begin(&self, request: &NewIdempotencyKey) -> Result<Begin, DbError> {
+        self.inner.begin(request).await
+    }
+    async fn keep_alive(
+        &self,
+        tenant: medinform_core::tenant::TenantId,
+        key: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), DbError> {
+        self.inner.keep_alive(tenant, key, now).await
+    }
+    async fn complete(
+        &self,
+        tenant: medinform_core::tenant::TenantId,
+        key: &str,
+        response: &StoredResponse,
+    ) -> Result<(), DbError> {
+        let first = self.died.lock().unwrap().insert(key.to_owned());
+        if first {
+            std::future::pending::<()>().await;
+        }
+        self.inner.complete(tenant, key, response).await
+    }
+    async fn release(
+        &self,
+        tenant: medinform_core::tenant::TenantId,
+        key: &str,
+    ) -> Result<(), DbError> {
+        self.inner.release(tenant, key).await
+    }
+    async fn purge_idempotency_keys(
+        &self,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, DbError> {
+        self.inner.purge_idempotency_keys(now).await
     }
 }
