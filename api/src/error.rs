@@ -11,6 +11,7 @@ use medinform_core::db::DbError;
 use medinform_core::imaging::ImageRejection;
 use medinform_core::queue::QueueError;
 use medinform_core::storage::StorageError;
+use medinform_core::webhooks::UrlRefused;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -77,6 +78,7 @@ error_codes! {
     DeliveryNotReplayable = "delivery_not_replayable", CONFLICT, "Only a failed webhook delivery can be replayed; this one is pending or succeeded.";
     IdempotencyKeyReused = "idempotency_key_reused", CONFLICT, "The Idempotency-Key was used before with another request body or path.";
     IdempotencyRequestInProgress = "idempotency_request_in_progress", CONFLICT, "A request with this Idempotency-Key is still being handled; retry shortly.";
+    Conflict = "conflict", CONFLICT, "The request conflicts with what is stored (a value that must be unique is taken, or what it refers to is gone); nothing was changed.";
     RequestTimeout = "request_timeout", REQUEST_TIMEOUT, "The request body stopped arriving for `server.body_read_timeout_secs`; the connection is closed.";
     ImageTooLarge = "image_too_large", PAYLOAD_TOO_LARGE, "The upload is over `limits.max_upload_bytes`.";
     RequestTooLarge = "request_too_large", PAYLOAD_TOO_LARGE, "The request body is over this endpoint's limit.";
@@ -174,7 +176,27 @@ impl From<ImageRejection> for ApiError {
 
 impl From<DbError> for ApiError {
     fn from(e: DbError) -> Self {
-        Self::Unavailable(e.into())
+        match e {
+            DbError::Unavailable(e) => Self::Unavailable(e),
+            DbError::Conflict { constraint, source } => {
+                tracing::info!(constraint, error = %format!("{source:#}"), "write refused by a constraint");
+                Self::new(
+                    ErrorCode::Conflict,
+                    "The request conflicts with what is stored; nothing was changed.",
+                )
+            }
+            DbError::Corrupt(e) => Self::Internal(e),
+        }
+    }
+}
+
+impl From<UrlRefused> for ApiError {
+    fn from(refused: UrlRefused) -> Self {
+        let code = match refused {
+            UrlRefused::TooLong => ErrorCode::InvalidField,
+            UrlRefused::Target(_) => ErrorCode::WebhookUrlNotAllowed,
+        };
+        Self::new(code, refused.to_string())
     }
 }
 

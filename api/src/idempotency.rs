@@ -2,6 +2,11 @@
 //! gets the first response back (with `Idempotent-Replayed: true`); the same key with another
 //! request is a 409; keys expire after `server.idempotency_ttl_secs`.
 //!
+//! What a keyed request creates carries a [`SubmissionKey`] derived from the key and the
+//! request, written in the same transaction as the job or batch: when the process dies between
+//! creating the job and keeping the response, the retry (allowed once the claim is no longer
+//! kept alive, after `server.idempotency_lease_secs`) finds the job instead of creating another.
+//!
 //! "The same request" is judged on what it asks, not on its bytes: a multipart form is compared
 //! field by field (name, file name, content), so a client that retries with a new multipart
 //! boundary is still recognised; a JSON body is compared after normalising key order.
@@ -26,15 +31,42 @@ pub const HEADER: &str = "idempotency-key";
 pub const REPLAYED: &str = "idempotent-replayed";
 /// Longest accepted key.
 const MAX_KEY_LEN: usize = 255;
-/// A first request still unfinished after this is taken to have died with its process.
-const STALE_AFTER: Duration = Duration::from_secs(300);
 /// Response headers kept for a replay.
 const KEPT_HEADERS: [HeaderName; 3] = [header::CONTENT_TYPE, header::LOCATION, header::RETRY_AFTER];
 
-/// How long keys live.
+/// How long keys live, and how soon the claim of a request whose process died lapses.
 #[derive(Debug, Clone, Copy)]
 pub struct IdempotencySettings {
     pub ttl: Duration,
+    pub lease: Duration,
+}
+
+/// Marks what a keyed request creates: a hash of the key, the request's fingerprint and when
+/// this use of the key began, so that a retry after a crash finds what the first attempt
+/// created, and a use of the same key after it expired creates anew.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubmissionKey(String);
+
+impl SubmissionKey {
+    fn new(key: &str, request_sha256: &str, since: chrono::DateTime<Utc>) -> Self {
+        let mut hash = Sha256::new();
+        hash.update(key.as_bytes());
+        hash.update([0]);
+        hash.update(request_sha256.as_bytes());
+        // Milliseconds: what every store keeps.
+        hash.update(since.timestamp_millis().to_be_bytes());
+        Self(hex::encode(&hash.finalize()[..16]))
+    }
+
+    /// The key of the one job or batch the request creates.
+    pub fn whole(&self) -> String {
+        self.0.clone()
+    }
+
+    /// The key of the request's `index`th image.
+    pub fn part(&self, index: usize) -> String {
+        format!("{}/{index}", self.0)
+    }
 }
 
 /// The middleware (after authentication: keys are per tenant).
@@ -80,13 +112,14 @@ async fn handle(
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
         request_sha256: fingerprint(&parts.headers, &bytes).await,
+        now,
         expires_at: now
             + chrono::TimeDelta::from_std(settings.ttl).unwrap_or(chrono::TimeDelta::MAX),
-        stale_before: now - chrono::TimeDelta::from_std(STALE_AFTER).unwrap_or_default(),
+        stale_before: now - chrono::TimeDelta::from_std(settings.lease).unwrap_or_default(),
     };
     let store = &state.backends.idempotency;
-    match store.begin(&begin).await? {
-        Begin::New => {}
+    let since = match store.begin(&begin).await? {
+        Begin::New { since } => since,
         Begin::Replay(stored) => return Ok(replay(stored)),
         Begin::Mismatch => {
             return Err(ApiError::new(
@@ -102,17 +135,25 @@ async fn handle(
                 1,
             ));
         }
-    }
+    };
 
-    let response = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
+    let mut parts = parts;
+    parts
+        .extensions
+        .insert(SubmissionKey::new(&key, &begin.request_sha256, since));
+    let handled = next.run(Request::from_parts(parts, Body::from(bytes)));
+    // The claim is kept alive while the request runs; if this process dies, it lapses after
+    // the lease and a retry may run the request again.
+    let response = tokio::select! {
+        response = handled => response,
+        never = keep_alive(state.clone(), caller.tenant, key.clone()) => match never {},
+    };
     let (parts, body) = response.into_parts();
     // Responses of this API are small JSON documents.
     let body = match axum::body::to_bytes(body, usize::MAX).await {
         Ok(body) => body,
         Err(e) => {
-            store.abandon(caller.tenant, &key).await?;
+            store.release(caller.tenant, &key).await?;
             return Err(ApiError::Internal(anyhow::anyhow!(
                 "reading the response: {e}"
             )));
@@ -121,7 +162,7 @@ async fn handle(
     let status = parts.status;
     // A server error or a refusal to take the request yet: a retry must run it again.
     if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-        store.abandon(caller.tenant, &key).await?;
+        store.release(caller.tenant, &key).await?;
     } else {
         let headers = KEPT_HEADERS
             .iter()
@@ -138,6 +179,26 @@ async fn handle(
         store.complete(caller.tenant, &key, &stored).await?;
     }
     Ok(Response::from_parts(parts, Body::from(body)))
+}
+
+/// Renews the claim on `key` a few times per lease, until dropped.
+async fn keep_alive(
+    state: AppState,
+    tenant: medinform_core::tenant::TenantId,
+    key: String,
+) -> std::convert::Infallible {
+    let every = state.idempotency.lease / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        if let Err(e) = state
+            .backends
+            .idempotency
+            .keep_alive(tenant, &key, Utc::now())
+            .await
+        {
+            tracing::warn!(error = %e, "could not keep an idempotency claim alive");
+        }
+    }
 }
 
 fn checked_key(key: &HeaderValue) -> Result<String, ApiError> {

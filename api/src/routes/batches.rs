@@ -2,15 +2,18 @@
 //! images to it over time, or sends them all in one request; the batch answers its progress,
 //! its findings, and exports its results.
 
-use axum::Json;
-use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::extract::{FromRequest, Multipart, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
+use axum::{Extension, Json};
 use medinform_core::batch::{Batch, BatchView, NewBatch};
-use medinform_core::job::BatchId;
+use medinform_core::job::{BatchId, JobFailure};
 use medinform_core::tenant::Scope;
 use medinform_core::view::JobView;
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{
+    ArrayBuilder, KnownFormat, ObjectBuilder, OneOfBuilder, Schema, SchemaFormat, Type,
+};
 
 mod images;
 
@@ -18,42 +21,88 @@ use self::images::Images;
 pub use self::images::{Rejected, Submitted};
 use super::submit;
 use crate::auth::Caller;
-use crate::fields::{ClientReference, ShortText, Tags};
+use crate::extract::{self, BatchPath};
+use crate::fields::{self, ClientReference, ShortText, Tags};
+use crate::idempotency::SubmissionKey;
 use crate::{ApiError, AppState, ErrorCode};
 
 /// `POST /v1/batches` as JSON: open a batch, add images later.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBatchRequest {
-    /// The model every job of the batch is screened with.
+    /// The model every job of the batch is screened with (`GET /v1/models`).
     #[schema(example = "tuberculosis")]
     pub model: String,
-    /// Where the images are taken.
-    #[schema(example = "Camp 7, Kisumu")]
+    /// Where the images are taken (up to 200 characters).
+    #[schema(example = "Camp 7, Kisumu", schema_with = fields::schema::json_text)]
     pub site: Option<String>,
-    #[schema(example = "TB drive 2026")]
+    /// The campaign (up to 200 characters).
+    #[schema(example = "TB drive 2026", schema_with = fields::schema::json_text)]
     pub campaign: Option<String>,
-    /// Who runs the session.
+    /// Who runs the session (up to 200 characters).
+    #[schema(schema_with = fields::schema::json_text)]
     pub operator: Option<String>,
+    /// The client's reference of the batch (up to 200 characters).
+    #[schema(schema_with = fields::schema::json_text)]
     pub client_reference: Option<String>,
+    /// At most 20 tags of up to 50 characters.
     #[serde(default)]
+    #[schema(schema_with = fields::schema::json_tags)]
     pub tags: Vec<String>,
 }
 
-/// The multipart form of `POST /v1/batches` and `POST /v1/batches/{id}/jobs`.
+/// The multipart form of `POST /v1/batches`: the batch's fields, then its images. A field after
+/// the first image is not read.
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)] // Describes the form for the OpenAPI document; read field by field below.
 pub struct BatchForm {
-    /// The model (`POST /v1/batches` only; before the first image).
-    model: Option<String>,
-    /// Batch fields (`POST /v1/batches` only; before the first image).
-    site: Option<String>,
-    campaign: Option<String>,
-    operator: Option<String>,
-    /// The image files, each one job. An image's client reference is its file name, or the
-    /// `client_reference` field sent just before it (`POST /v1/batches/{id}/jobs`).
-    #[schema(value_type = Vec<String>, format = Binary)]
+    /// The model every job of the batch is screened with (`GET /v1/models`).
+    #[schema(example = "tuberculosis")]
+    model: String,
+    /// Where the images are taken (up to 200 characters).
+    #[schema(required = false, schema_with = fields::schema::form_text)]
+    site: String,
+    /// The campaign (up to 200 characters).
+    #[schema(required = false, schema_with = fields::schema::form_text)]
+    campaign: String,
+    /// Who runs the session (up to 200 characters).
+    #[schema(required = false, schema_with = fields::schema::form_text)]
+    operator: String,
+    /// The client's reference of the batch (up to 200 characters).
+    #[schema(required = false, schema_with = fields::schema::form_text)]
+    client_reference: String,
+    /// Comma-separated tags (the field may be repeated): at most 20, each of up to 50 characters.
+    #[schema(required = false, schema_with = fields::schema::form_tags)]
+    tags: String,
+    /// The image files, each one job, known by its file name as its client reference (up to 200
+    /// characters). A refused image is listed in `rejected`.
+    #[schema(required = false, schema_with = image_parts)]
     image: Vec<Vec<u8>>,
+}
+
+/// The multipart form of `POST /v1/batches/{id}/jobs`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Describes the form for the OpenAPI document; read field by field below.
+pub struct BatchImagesForm {
+    /// The client reference of the image sent next (up to 200 characters); without it, an image
+    /// is known by its file name.
+    #[schema(required = false, schema_with = fields::schema::form_text)]
+    client_reference: String,
+    /// The image files, each one job (at least one). A refused image is listed in `rejected`.
+    #[schema(schema_with = image_parts)]
+    image: Vec<Vec<u8>>,
+}
+
+/// The `image` parts of a form: one or more files. Form parts carry no type, so whatever is sent
+/// as `image` is a file; one that is not an image is refused on its own, listed in `rejected`.
+fn image_parts() -> Schema {
+    let file = || {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+    };
+    let files = ArrayBuilder::new().items(file()).min_items(Some(1));
+    Schema::OneOf(OneOfBuilder::new().item(file()).item(files).build())
 }
 
 /// A batch with the jobs that one request created in it.
@@ -63,15 +112,6 @@ pub struct BatchSubmitted {
     pub batch: BatchView,
     pub jobs: Vec<JobView>,
     pub rejected: Vec<Rejected>,
-}
-
-pub fn parse_id(id: &str) -> Result<BatchId, ApiError> {
-    id.parse().map_err(|_| {
-        ApiError::new(
-            ErrorCode::InvalidBatchId,
-            format!("{id:?} is not a batch id (a UUID)."),
-        )
-    })
 }
 
 fn not_found(id: BatchId) -> ApiError {
@@ -117,7 +157,11 @@ fn short_text(field: &str, value: Option<&str>) -> Result<Option<String>, ApiErr
     })
 }
 
-fn new_batch(caller: &Caller, request: CreateBatchRequest) -> Result<NewBatch, ApiError> {
+fn new_batch(
+    caller: &Caller,
+    request: CreateBatchRequest,
+    submission: Option<&SubmissionKey>,
+) -> Result<NewBatch, ApiError> {
     Ok(NewBatch {
         id: BatchId::new(),
         tenant_id: caller.tenant,
@@ -130,6 +174,7 @@ fn new_batch(caller: &Caller, request: CreateBatchRequest) -> Result<NewBatch, A
             None => None,
         },
         tags: Tags::from_list(&request.tags)?.into(),
+        submission_key: submission.map(SubmissionKey::whole),
     })
 }
 
@@ -162,6 +207,7 @@ pub async fn create(
     request: Request,
 ) -> Result<axum::response::Response, ApiError> {
     caller.require(Scope::Submit)?;
+    let submission = request.extensions().get::<SubmissionKey>().cloned();
     let multipart = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -175,7 +221,7 @@ pub async fn create(
         let batch = state
             .backends
             .batches
-            .insert_batch(&new_batch(&caller, body)?)
+            .insert_batch(&new_batch(&caller, body, submission.as_ref())?)
             .await?;
         tracing::info!(batch_id = %batch.id, model = %batch.model, "batch opened");
         let view = view(&state, batch).await?;
@@ -196,7 +242,8 @@ pub async fn create(
         };
         if name == "image" {
             if open.is_none() {
-                open = Some(open_batch(&state, &caller, std::mem::take(&mut fields)).await?);
+                let fields = std::mem::take(&mut fields);
+                open = Some(open_batch(&state, &caller, fields, submission.clone()).await?);
             }
             let (_, images) = open.as_mut().expect("opened above");
             images
@@ -227,7 +274,7 @@ pub async fn create(
     }
     let batch = match open {
         Some((batch, _)) => batch,
-        None => open_batch(&state, &caller, fields).await?.0,
+        None => open_batch(&state, &caller, fields, submission).await?.0,
     };
     let view = view(&state, batch).await?;
     let location = view.links.this.clone();
@@ -247,6 +294,7 @@ async fn open_batch(
     state: &AppState,
     caller: &Caller,
     fields: CreateBatchRequest,
+    submission: Option<SubmissionKey>,
 ) -> Result<(Batch, Images), ApiError> {
     if fields.model.is_empty() {
         return Err(ApiError::new(
@@ -258,10 +306,10 @@ async fn open_batch(
     let batch = state
         .backends
         .batches
-        .insert_batch(&new_batch(caller, fields)?)
+        .insert_batch(&new_batch(caller, fields, submission.as_ref())?)
         .await?;
     tracing::info!(batch_id = %batch.id, model = %batch.model, "batch opened");
-    let images = Images::new(ready, &batch);
+    let images = Images::new(ready, &batch, submission);
     Ok((batch, images))
 }
 
@@ -284,7 +332,7 @@ fn created(status: StatusCode, location: &str, body: impl Serialize) -> axum::re
         ("id" = String, Path, description = "The batch id"),
         ("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request return the first response"),
     ),
-    request_body(content = BatchForm, content_type = "multipart/form-data"),
+    request_body(content = BatchImagesForm, content_type = "multipart/form-data"),
     responses(
         (status = 202, description = "The jobs created, and the images refused.", body = Submitted),
         (status = 400, description = "`missing_field` (no image), `invalid_client_reference`, `invalid_field`, `invalid_multipart`", body = crate::ErrorBody),
@@ -297,16 +345,16 @@ fn created(status: StatusCode, location: &str, body: impl Serialize) -> axum::re
 pub async fn add_jobs(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    BatchPath(id): BatchPath,
+    submission: Option<Extension<SubmissionKey>>,
     form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(Scope::Submit)?;
-    let id = parse_id(&id)?;
     let batch = find(&state, &caller, id).await?;
     let mut form = form.map_err(submit::not_multipart)?;
     let ready = submit::ready_model(&state, &batch.model)?;
     let mut submitted = Submitted::default();
-    Images::new(ready, &batch)
+    Images::new(ready, &batch, submission.map(|Extension(key)| key))
         .all(&state, &caller, &mut form, &mut submitted)
         .await?;
     if submitted.jobs.is_empty() && submitted.rejected.is_empty() {
@@ -336,10 +384,10 @@ pub async fn add_jobs(
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    BatchPath(id): BatchPath,
 ) -> Result<Json<BatchView>, ApiError> {
     caller.require(Scope::Read)?;
-    let batch = find(&state, &caller, parse_id(&id)?).await?;
+    let batch = find(&state, &caller, id).await?;
     Ok(Json(view(&state, batch).await?))
 }
 
@@ -379,11 +427,11 @@ pub async fn list(
 ) -> Result<Json<BatchPage>, ApiError> {
     caller.require(Scope::Read)?;
     let Query(query) = query.map_err(|e| ApiError::new(ErrorCode::InvalidQuery, format!("{e}")))?;
-    let limit = super::jobs::page_limit(query.limit)?;
+    let limit = extract::page_limit(query.limit)?;
     let before = query
         .cursor
         .as_deref()
-        .map(|c| super::jobs::decode_cursor(c).map(BatchId))
+        .map(|c| extract::decode_cursor(c).map(BatchId))
         .transpose()?;
     let mut batches = state
         .backends
@@ -392,7 +440,7 @@ pub async fn list(
         .await?;
     let next_cursor = if batches.len() as i64 > limit {
         batches.truncate(limit as usize);
-        batches.last().map(|b| super::jobs::encode_cursor(b.id.0))
+        batches.last().map(|b| extract::encode_cursor(b.id.0))
     } else {
         None
     };
@@ -421,14 +469,14 @@ pub async fn list(
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    BatchPath(id): BatchPath,
 ) -> Result<Json<BatchView>, ApiError> {
     caller.require(Scope::Submit)?;
-    let batch = find(&state, &caller, parse_id(&id)?).await?;
+    let batch = find(&state, &caller, id).await?;
     let canceled = state
         .backends
         .batches
-        .cancel_batch(caller.tenant, batch.id, &super::jobs::canceled_by_client())
+        .cancel_batch(caller.tenant, batch.id, &JobFailure::canceled_by_client())
         .await?;
     tracing::info!(batch_id = %batch.id, jobs = canceled, "batch canceled");
     Ok(Json(view(&state, batch).await?))

@@ -2,17 +2,18 @@
 //! programme manager's spreadsheet.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 use chrono::{DateTime, SecondsFormat, Utc};
 use medinform_core::batch::BatchView;
-use medinform_core::job::{Job, JobId};
+use medinform_core::job::{BatchId, Job, JobId};
 use medinform_core::tenant::Scope;
 use serde::Serialize;
 
 use super::batches;
 use crate::auth::Caller;
+use crate::extract::BatchPath;
 use crate::{ApiError, AppState, ErrorCode};
 
 /// One job of an export.
@@ -61,7 +62,10 @@ impl From<Job> for ExportRow {
             threshold: result.map(|r| r.threshold),
             positive: result.map(|r| r.positive),
             stage: result.and_then(|r| r.stage).map(|s| s.as_str()),
-            error_code: job.error.map(|e| e.code).filter(|_| job.result.is_none()),
+            error_code: job
+                .error
+                .map(|e| e.code.to_string())
+                .filter(|_| job.result.is_none()),
             client_reference: job.client_reference,
             site: job.site,
             tags: job.tags,
@@ -75,9 +79,8 @@ impl From<Job> for ExportRow {
 
 /// The batch and its rows: positives first, then negatives, then jobs without a result; each
 /// group in the order the jobs were created.
-async fn rows(state: &AppState, caller: &Caller, id: &str) -> Result<Export, ApiError> {
+async fn rows(state: &AppState, caller: &Caller, id: BatchId) -> Result<Export, ApiError> {
     caller.require(Scope::Read)?;
-    let id = batches::parse_id(id)?;
     let batch = (state.backends.batches.find_batch(caller.tenant, id).await?).ok_or_else(|| {
         ApiError::new(ErrorCode::BatchNotFound, format!("There is no batch {id}."))
     })?;
@@ -116,9 +119,9 @@ async fn rows(state: &AppState, caller: &Caller, id: &str) -> Result<Export, Api
 pub async fn json(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    BatchPath(id): BatchPath,
 ) -> Result<Json<Export>, ApiError> {
-    Ok(Json(rows(&state, &caller, &id).await?))
+    Ok(Json(rows(&state, &caller, id).await?))
 }
 
 /// `GET /v1/batches/{id}/export.csv`.
@@ -138,9 +141,9 @@ pub async fn json(
 pub async fn csv(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    BatchPath(id): BatchPath,
 ) -> Result<impl IntoResponse, ApiError> {
-    let export = rows(&state, &caller, &id).await?;
+    let export = rows(&state, &caller, id).await?;
     let disposition = format!(
         "attachment; filename=\"medinform-batch-{}.csv\"",
         export.batch.id

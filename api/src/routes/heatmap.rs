@@ -1,14 +1,15 @@
 //! `GET /v1/jobs/{id}/heatmap.png`: where the network looked, drawn at the image's size.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use medinform_core::tenant::Scope;
 use medinform_core::{heatmap, imaging};
 use serde::Deserialize;
 
-use super::jobs::{find_job, parse_job_id, stored_image};
+use super::jobs::{find_job, stored_image};
 use crate::auth::Caller;
+use crate::extract::JobPath;
 use crate::{ApiError, AppState, ErrorCode};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -40,11 +41,10 @@ pub struct HeatmapQuery {
 pub async fn heatmap_png(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    JobPath(id): JobPath,
     query: Result<Query<HeatmapQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Read)?;
-    let id = parse_job_id(&id)?;
     let Query(query) = query.map_err(|e| {
         ApiError::new(
             ErrorCode::InvalidQuery,

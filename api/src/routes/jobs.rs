@@ -1,10 +1,10 @@
 //! `/v1/jobs`: submit one image, poll a job, list and filter jobs, cancel one, fetch its image.
 
-use axum::Json;
 use axum::body::Body;
-use axum::extract::{Multipart, Path, Query, State};
+use axum::extract::{Multipart, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use medinform_core::db::{Cancel, JobFilter};
@@ -12,17 +12,18 @@ use medinform_core::job::{Job, JobFailure, JobId, JobStatus};
 use medinform_core::storage::StorageError;
 use medinform_core::tenant::Scope;
 use medinform_core::view::JobView;
+use medinform_core::webhooks::{TargetPolicy, check_webhook_url};
 use serde::{Deserialize, Serialize};
 
 use super::submit::{self, Metadata};
 use crate::auth::Caller;
+use crate::extract::{self, JobPath};
+use crate::fields;
+use crate::idempotency::SubmissionKey;
 use crate::{ApiError, AppState, ErrorCode};
 
-/// Default and largest page of `GET /v1/jobs`.
-const DEFAULT_LIMIT: i64 = 50;
-const MAX_LIMIT: i64 = 200;
-
-/// The upload form of `POST /v1/jobs` (multipart/form-data).
+/// The upload form of `POST /v1/jobs` (multipart/form-data). An optional field is left out, or
+/// sent empty; text is trimmed, and refused with a control character in it.
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)] // Describes the form for the OpenAPI document; read field by field below.
 pub struct JobForm {
@@ -33,17 +34,30 @@ pub struct JobForm {
     #[schema(value_type = String, format = Binary)]
     image: Vec<u8>,
     /// A patient or sample reference (up to 200 characters), echoed back; never logged.
-    client_reference: Option<String>,
+    #[schema(required = false, schema_with = fields::schema::form_text)]
+    client_reference: String,
     /// Where the image was taken (up to 200 characters).
-    site: Option<String>,
-    /// Comma-separated tags (the field may be repeated); at most 20 of up to 50 characters.
-    tags: Option<String>,
+    #[schema(required = false, schema_with = fields::schema::form_text)]
+    site: String,
+    /// Comma-separated tags (the field may be repeated): at most 20, each of up to 50 characters.
+    #[schema(required = false, schema_with = fields::schema::form_tags)]
+    tags: String,
     /// Add the job to this batch (of the same model).
-    batch_id: Option<String>,
-    /// Also deliver this job's events here, signed with the tenant's signing secret.
-    webhook_url: Option<String>,
-    /// RFC 3339: if no worker has started the job by then, it is canceled, not run.
-    deadline: Option<String>,
+    #[schema(required = false, format = Uuid)]
+    batch_id: String,
+    /// Also deliver this job's events here (http or https, up to 2048 characters), signed with
+    /// the tenant's signing secret.
+    #[schema(
+        required = false,
+        format = "uri",
+        max_length = 2048,
+        pattern = "^[Hh][Tt][Tt][Pp][Ss]?://"
+    )]
+    webhook_url: String,
+    /// RFC 3339, in the future: if no worker has started the job by then, it is canceled, not
+    /// run.
+    #[schema(required = false, format = DateTime)]
+    deadline: String,
 }
 
 /// `POST /v1/jobs`: validate, store, record, publish; `202 Accepted` with the job.
@@ -76,6 +90,7 @@ pub struct JobForm {
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
+    submission: Option<Extension<SubmissionKey>>,
     form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let mut form = form.map_err(submit::not_multipart)?;
@@ -95,7 +110,7 @@ pub async fn create(
             "model" => model = Some(submit::read_text(field, "model").await?),
             "batch_id" => {
                 let value = submit::read_text(field, "batch_id").await?;
-                batch_id = Some(super::batches::parse_id(&value)?);
+                batch_id = Some(extract::batch_id(&value)?);
             }
             // Unknown fields are ignored, so that clients can send more than we read.
             _ => {
@@ -111,8 +126,8 @@ pub async fn create(
         .ok_or_else(|| ApiError::new(ErrorCode::MissingField, "The form has no `image` file."))?;
 
     if let Some(url) = &metadata.webhook_url {
-        let policy = super::webhooks::policy(&state);
-        metadata.webhook_url = Some(super::webhooks::checked_url(url, policy).await?);
+        let policy = TargetPolicy::from(&state.webhooks);
+        metadata.webhook_url = Some(check_webhook_url(url, policy).await?);
     }
     if let Some(batch_id) = batch_id {
         let batch = super::batches::open_for(&state, &caller, batch_id, &model).await?;
@@ -120,7 +135,17 @@ pub async fn create(
         metadata.site = metadata.site.or(batch.site);
     }
     let ready = submit::ready_model(&state, &model)?;
-    let job = submit::accept(&state, &caller, &ready, batch_id, image, metadata).await?;
+    let submission_key = submission.map(|Extension(key)| key.whole());
+    let job = submit::accept(
+        &state,
+        &caller,
+        &ready,
+        batch_id,
+        image,
+        metadata,
+        submission_key,
+    )
+    .await?;
     if let Some(batch_id) = batch_id {
         state.backends.batches.reopen_batch(batch_id).await?;
     }
@@ -131,15 +156,6 @@ pub async fn create(
         headers.insert(header::LOCATION, location);
     }
     Ok((StatusCode::ACCEPTED, headers, Json(response)))
-}
-
-pub(crate) fn parse_job_id(id: &str) -> Result<JobId, ApiError> {
-    id.parse().map_err(|_| {
-        ApiError::new(
-            ErrorCode::InvalidJobId,
-            format!("{id:?} is not a job id (a UUID)."),
-        )
-    })
 }
 
 pub(crate) fn job_not_found(id: JobId) -> ApiError {
@@ -162,10 +178,9 @@ pub(crate) fn job_not_found(id: JobId) -> ApiError {
 pub async fn get(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    JobPath(id): JobPath,
 ) -> Result<Json<JobView>, ApiError> {
     caller.require(Scope::Read)?;
-    let id = parse_job_id(&id)?;
     Ok(Json(find_job(&state, &caller, id).await?.into()))
 }
 
@@ -174,16 +189,20 @@ pub async fn get(
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Only jobs in this status.
+    #[param(value_type = Option<JobStatus>)]
     status: Option<String>,
     /// Only jobs of this model.
     model: Option<String>,
     /// Only jobs of this batch.
+    #[param(value_type = Option<String>, format = Uuid)]
     batch_id: Option<String>,
     /// Only jobs with exactly this client reference.
     client_reference: Option<String>,
     /// Only jobs created at or after this time (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
     created_after: Option<String>,
     /// Only jobs created before this time (RFC 3339).
+    #[param(value_type = Option<String>, format = DateTime)]
     created_before: Option<String>,
     /// Jobs per page, 1 to 200 (default 50).
     limit: Option<i64>,
@@ -220,7 +239,7 @@ pub async fn list(
 ) -> Result<Json<JobPage>, ApiError> {
     caller.require(Scope::Read)?;
     let Query(query) = query.map_err(|e| ApiError::new(ErrorCode::InvalidQuery, format!("{e}")))?;
-    let limit = page_limit(query.limit)?;
+    let limit = extract::page_limit(query.limit)?;
     let filter = JobFilter {
         status: query
             .status
@@ -232,7 +251,7 @@ pub async fn list(
         batch_id: query
             .batch_id
             .as_deref()
-            .map(super::batches::parse_id)
+            .map(extract::batch_id)
             .transpose()?,
         client_reference: query.client_reference.filter(|r| !r.is_empty()),
         created_after: query.created_after.as_deref().map(time).transpose()?,
@@ -240,7 +259,7 @@ pub async fn list(
         before: query
             .cursor
             .as_deref()
-            .map(|c| decode_cursor(c).map(JobId))
+            .map(|c| extract::decode_cursor(c).map(JobId))
             .transpose()?,
     };
     // One more than asked tells whether there is a next page.
@@ -251,7 +270,7 @@ pub async fn list(
         .await?;
     let next_cursor = if jobs.len() as i64 > limit {
         jobs.truncate(limit as usize);
-        jobs.last().map(|j| encode_cursor(j.id.0))
+        jobs.last().map(|j| extract::encode_cursor(j.id.0))
     } else {
         None
     };
@@ -261,18 +280,6 @@ pub async fn list(
     }))
 }
 
-/// A page size from the query: default 50, 1 to 200.
-pub fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
-    match limit {
-        None => Ok(DEFAULT_LIMIT),
-        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
-        Some(n) => Err(ApiError::new(
-            ErrorCode::InvalidQuery,
-            format!("`limit` must be between 1 and {MAX_LIMIT}, got {n}."),
-        )),
-    }
-}
-
 fn time(value: &str) -> Result<DateTime<Utc>, ApiError> {
     DateTime::parse_from_rfc3339(value)
         .map(|t| t.with_timezone(&Utc))
@@ -280,23 +287,6 @@ fn time(value: &str) -> Result<DateTime<Utc>, ApiError> {
             ApiError::new(
                 ErrorCode::InvalidQuery,
                 format!("{value:?} is not an RFC 3339 time such as 2026-12-01T08:00:00Z."),
-            )
-        })
-}
-
-/// A cursor: the last id of a page, opaque to clients.
-pub fn encode_cursor(id: uuid::Uuid) -> String {
-    format!("c{}", id.simple())
-}
-
-pub fn decode_cursor(cursor: &str) -> Result<uuid::Uuid, ApiError> {
-    cursor
-        .strip_prefix('c')
-        .and_then(|hex| uuid::Uuid::try_parse(hex).ok())
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::InvalidCursor,
-                "The cursor was not made by this API: pass `next_cursor` from the previous page.",
             )
         })
 }
@@ -317,14 +307,13 @@ pub fn decode_cursor(cursor: &str) -> Result<uuid::Uuid, ApiError> {
 pub async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    JobPath(id): JobPath,
 ) -> Result<Json<JobView>, ApiError> {
     caller.require(Scope::Submit)?;
-    let id = parse_job_id(&id)?;
     match state
         .backends
         .jobs
-        .cancel(caller.tenant, id, &canceled_by_client())
+        .cancel(caller.tenant, id, &JobFailure::canceled_by_client())
         .await?
     {
         Cancel::Canceled(job) => {
@@ -339,14 +328,6 @@ pub async fn cancel(
             ),
         )),
         Cancel::Missing => Err(job_not_found(id)),
-    }
-}
-
-/// Why a job a client canceled was not run.
-pub fn canceled_by_client() -> JobFailure {
-    JobFailure {
-        code: "canceled".to_owned(),
-        message: "Canceled by the client before it started; it was not run.".to_owned(),
     }
 }
 
@@ -365,10 +346,10 @@ pub fn canceled_by_client() -> JobFailure {
 pub async fn image(
     State(state): State<AppState>,
     caller: Caller,
-    Path(id): Path<String>,
+    JobPath(id): JobPath,
 ) -> Result<Response, ApiError> {
     caller.require(Scope::Read)?;
-    let job = find_job(&state, &caller, parse_job_id(&id)?).await?;
+    let job = find_job(&state, &caller, id).await?;
     let bytes = stored_image(&state, &job).await?;
     Ok((
         [
@@ -407,22 +388,5 @@ pub(crate) async fn stored_image(state: &AppState, job: &Job) -> Result<Bytes, A
             "The job's image is no longer in storage.",
         )),
         Err(e) => Err(e.into()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursors_round_trip_and_foreign_ones_are_refused() {
-        let id = uuid::Uuid::now_v7();
-        assert_eq!(decode_cursor(&encode_cursor(id)).unwrap(), id);
-        for bad in ["", "c", "cnot-hex", &id.to_string()] {
-            assert_eq!(
-                decode_cursor(bad).unwrap_err().code(),
-                ErrorCode::InvalidCursor
-            );
-        }
     }
 }

@@ -16,7 +16,9 @@ use axum::routing::{get, post};
 
 use crate::{ApiError, AppState, ErrorCode};
 
-/// Every route; `max_request_bytes` is the body limit of the routes that take many images.
+/// Every route of the API itself (the document that describes them, `/openapi.json` and
+/// `/docs`, is added by [`crate::router`], so that routes and document do not depend on each
+/// other); `max_request_bytes` is the body limit of the routes that take many images.
 pub fn router(max_request_bytes: usize) -> Router<AppState> {
     let many = DefaultBodyLimit::max(max_request_bytes);
     Router::new()
@@ -58,8 +60,6 @@ pub fn router(max_request_bytes: usize) -> Router<AppState> {
         .route("/v1/webhooks/{id}/deliveries", get(webhooks::deliveries))
         .route("/v1/webhook-deliveries/{id}", get(webhooks::delivery))
         .route("/v1/webhook-deliveries/{id}/replay", post(webhooks::replay))
-        .route("/openapi.json", get(crate::openapi::openapi_json))
-        .route("/docs", get(crate::docs::page))
         .fallback(crate::web::fallback)
         .method_not_allowed_fallback(method_not_allowed)
 }

@@ -41,7 +41,7 @@ impl Metadata {
             "site" => self.site = ShortText::parse("site", &value)?.map(String::from),
             "tags" => self.tags.add_list(&value)?,
             "deadline" => self.deadline = fields::deadline(&value)?,
-            // Checked when the job is accepted (super::webhooks::checked_url).
+            // Checked when the job is accepted (`check_webhook_url`).
             "webhook_url" => self.webhook_url = Some(value).filter(|v| !v.is_empty()),
             _ => return Ok(false),
         }
@@ -81,7 +81,9 @@ pub fn ready_model(state: &AppState, id: &str) -> Result<(Arc<Model>, String), A
 }
 
 /// Validates the image, stores it under its content address, records a `queued` job and
-/// publishes it. Nothing is stored for an image that is refused.
+/// publishes it. Nothing is stored for an image that is refused. With a `submission_key`
+/// ([`crate::idempotency::SubmissionKey`]) that a job already carries, that job is answered
+/// and nothing new is created.
 pub async fn accept(
     state: &AppState,
     caller: &Caller,
@@ -89,6 +91,7 @@ pub async fn accept(
     batch_id: Option<BatchId>,
     image: Bytes,
     metadata: Metadata,
+    submission_key: Option<String>,
 ) -> Result<Job, ApiError> {
     // Decoding is CPU work: off the async runtime.
     let limits = state.limits;
@@ -109,6 +112,7 @@ pub async fn accept(
         image,
         info.content_type,
         metadata,
+        submission_key,
     );
     tokio::spawn(record)
         .await
@@ -126,16 +130,18 @@ async fn record(
     image: Bytes,
     content_type: &'static str,
     metadata: Metadata,
+    submission_key: Option<String>,
 ) -> Result<Job, ApiError> {
     let sha256 = sha256_hex(&image);
     let key = image_key(&sha256);
     let image_bytes = i64::try_from(image.len()).unwrap_or(i64::MAX);
     state.backends.blobs.put(&key, image, content_type).await?;
+    let id = JobId::new();
     let job = state
         .backends
         .jobs
         .insert(&NewJob {
-            id: JobId::new(),
+            id,
             tenant_id: tenant,
             batch_id,
             model,
@@ -149,8 +155,14 @@ async fn record(
             tags: metadata.tags.into(),
             deadline: metadata.deadline,
             webhook_url: metadata.webhook_url,
+            submission_key,
         })
         .await?;
+    if job.id != id {
+        // Created by an earlier attempt of this request, which published it or left that to
+        // the re-publisher.
+        return Ok(job);
+    }
     tracing::info!(job_id = %job.id, model = %job.model, "job queued");
 
     // The row is committed: from here the job cannot be lost. A failed publish is logged and

@@ -11,7 +11,7 @@ use chrono::Utc;
 use medinform_core::db::{EndpointUpdate, NewEndpoint, Replay};
 use medinform_core::tenant::Scope;
 use medinform_core::webhooks::{
-    DeliveryId, EndpointId, EventType, Secret, SigningKeys, TargetPolicy, check_target,
+    DeliveryId, EndpointId, EventType, Secret, SigningKeys, TargetPolicy, check_webhook_url,
 };
 
 use self::views::{
@@ -23,7 +23,6 @@ use crate::auth::Caller;
 use crate::{ApiError, AppState, ErrorCode};
 
 /// Longest accepted webhook URL and description.
-const MAX_URL_CHARS: usize = 2048;
 const MAX_DESCRIPTION_CHARS: usize = 500;
 
 fn json<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
@@ -56,26 +55,6 @@ fn delivery_not_found(id: &DeliveryId) -> ApiError {
         ErrorCode::DeliveryNotFound,
         format!("There is no webhook delivery {id}."),
     )
-}
-
-pub(crate) fn policy(state: &AppState) -> TargetPolicy {
-    TargetPolicy {
-        allow_private: state.webhooks.allow_private_targets,
-    }
-}
-
-/// Checks a URL's form and, unless allowed, that it is not a private address.
-pub(crate) async fn checked_url(url: &str, policy: TargetPolicy) -> Result<String, ApiError> {
-    if url.chars().count() > MAX_URL_CHARS {
-        return Err(ApiError::new(
-            ErrorCode::InvalidField,
-            format!("url is longer than {MAX_URL_CHARS} characters."),
-        ));
-    }
-    check_target(url, policy)
-        .await
-        .map(|u| u.to_string())
-        .map_err(|e| ApiError::new(ErrorCode::WebhookUrlNotAllowed, e.to_string()))
 }
 
 fn checked_event_types(mut types: Vec<EventType>) -> Result<Vec<EventType>, ApiError> {
@@ -146,7 +125,7 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<WebhookWithSecretResponse>), ApiError> {
     caller.require(Scope::Admin)?;
     let body = json(body)?;
-    let url = checked_url(&body.url, policy(&state)).await?;
+    let url = check_webhook_url(&body.url, TargetPolicy::from(&state.webhooks)).await?;
     let secret = Secret::generate();
     let endpoint = state
         .backends
@@ -250,7 +229,7 @@ pub async fn update(
     let id = endpoint_id(&id)?;
     let body = json(body)?;
     let url = match &body.url {
-        Some(url) => Some(checked_url(url, policy(&state)).await?),
+        Some(url) => Some(check_webhook_url(url, TargetPolicy::from(&state.webhooks)).await?),
         None => None,
     };
     let update = EndpointUpdate {
@@ -385,7 +364,7 @@ pub async fn deliveries(
     caller.require(Scope::Admin)?;
     let id = endpoint_id(&id)?;
     let Query(query) = query.map_err(|e| ApiError::new(ErrorCode::InvalidQuery, e.body_text()))?;
-    let limit = super::jobs::page_limit(query.limit)?;
+    let limit = crate::extract::page_limit(query.limit)?;
     let cursor = query
         .cursor
         .map(|c| {

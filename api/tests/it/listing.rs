@@ -2,6 +2,7 @@
 //! image, and the OpenAPI document.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use medinform_core::db::Claim;
@@ -9,13 +10,14 @@ use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
 use crate::on_both_backends;
-use crate::support::{Kind, Options, TestApp, cell_images};
+use crate::support::{DiesBeforeAnswering, Kind, Options, TestApp, cell_images};
 
 on_both_backends!(
     pages_stay_stable_while_jobs_are_added,
     a_queued_job_can_be_canceled_and_is_then_never_run,
     a_job_past_its_deadline_is_not_run,
     a_retried_post_with_the_same_key_gets_the_first_response,
+    a_retry_after_a_crash_answers_the_jobs_the_first_attempt_created,
 );
 
 fn queued_app_options(kind: Kind) -> Options {
@@ -309,14 +311,101 @@ async fn a_retried_post_with_the_same_key_gets_the_first_response(kind: Kind) {
     app.stop().await;
 }
 
+/// The process handling a keyed request dies after committing its jobs and before keeping the
+/// response: the retry, once the claim lapses, answers those jobs and creates no others.
+async fn a_retry_after_a_crash_answers_the_jobs_the_first_attempt_created(kind: Kind) {
+    let mut options = queued_app_options(kind);
+    options.idempotency_lease = Duration::from_secs(1);
+    // Each request dies once: a single upload, a batch opened with images, images added to it.
+    options.wrap_idempotency = Some(Box::new(|inner| {
+        Arc::new(DiesBeforeAnswering {
+            inner,
+            died: Default::default(),
+        })
+    }));
+    let app = TestApp::start_with(options).await;
+    let images = cell_images();
+    let image = |i: usize| Part::bytes(images[i].1.clone()).file_name(images[i].0.clone());
+    let send = |path: &str, key: &str, form: Form| {
+        app.http
+            .post(app.url(path))
+            .header("idempotency-key", key)
+            .timeout(Duration::from_secs(2))
+            .multipart(form)
+            .send()
+    };
+    // Each attempt gets no answer (the client times out); its retry, the answer.
+    let retried = async |path: &str, key: &str, form: &dyn Fn() -> Form| -> Value {
+        assert!(
+            send(path, key, form()).await.is_err(),
+            "the first attempt answered"
+        );
+        loop {
+            let response = send(path, key, form()).await.unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            if status == 409 && body["error"]["code"] == "idempotency_request_in_progress" {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            assert!(status == 202, "{status} {body}");
+            return body;
+        }
+    };
+
+    let job = retried("/v1/jobs", "upload-1", &|| {
+        Form::new().text("model", "malaria").part("image", image(0))
+    })
+    .await;
+    let opened = retried("/v1/batches", "drive-1", &|| {
+        Form::new()
+            .text("model", "malaria")
+            .part("image", image(1))
+            .part("image", image(2))
+    })
+    .await;
+    let batch = opened["id"].as_str().unwrap().to_owned();
+    let added = retried(
+        &format!("/v1/batches/{batch}/jobs"),
+        "drive-1-more",
+        &|| Form::new().part("image", image(3)).part("image", image(4)),
+    )
+    .await;
+
+    let ids = |v: &Value| -> Vec<String> {
+        v["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let mut answered = vec![job["id"].as_str().unwrap().to_owned()];
+    answered.extend(ids(&opened));
+    answered.extend(ids(&added));
+    let (_, page) = app.get("/v1/jobs?limit=100").await;
+    let mut stored = ids(&page);
+    stored.sort();
+    answered.sort();
+    assert_eq!(
+        stored, answered,
+        "one job per image, and the retries answered them"
+    );
+    let (_, batches) = app.get("/v1/batches").await;
+    assert_eq!(batches["batches"].as_array().unwrap().len(), 1, "{batches}");
+    assert_eq!(batches["batches"][0]["id"], batch.as_str());
+    assert_eq!(batches["batches"][0]["counts"]["total"], 4);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn an_expired_key_is_a_new_request() {
     let mut options = queued_app_options(Kind::Embedded);
-    options.idempotency_ttl = Duration::from_millis(300);
+    options.idempotency_ttl = Duration::from_secs(1);
     let app = TestApp::start_with(options).await;
     let body = json!({"model": "malaria"});
     let (_, first) = app.post_json("/v1/batches", &body, Some("k1")).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     let (status, second) = app.post_json("/v1/batches", &body, Some("k1")).await;
     assert_eq!(status, 201);
     assert_ne!(first["id"], second["id"]);

@@ -6,6 +6,7 @@ use medinform_core::app::Backends;
 use medinform_core::db::{Claim, NewJob};
 use medinform_core::job::{Job, JobId, JobStatus};
 use medinform_core::queue::JobMessage;
+use medinform_core::storage::sweep::OrphanSweeper;
 use medinform_core::storage::{image_key, sha256_hex};
 use tokio_util::sync::CancellationToken;
 
@@ -39,6 +40,7 @@ async fn queued_job(app: &TestApp, bytes: Vec<u8>) -> JobId {
             tags: Vec::new(),
             deadline: None,
             webhook_url: None,
+            submission_key: None,
         })
         .await
         .unwrap()
@@ -249,6 +251,7 @@ async fn jobs_queued_before_a_restart_are_screened_after_it() {
             tags: Vec::new(),
             deadline: None,
             webhook_url: None,
+            submission_key: None,
         })
         .await
         .unwrap()
@@ -311,4 +314,96 @@ async fn the_worker_reconnects_after_the_broker_goes_away(kind: Kind) {
     }
 }
 
-crate::on_both_backends!(the_worker_reconnects_after_the_broker_goes_away);
+crate::on_both_backends!(
+    the_worker_reconnects_after_the_broker_goes_away,
+    images_no_job_refers_to_are_swept_after_the_grace_period,
+);
+
+/// An image stored by a process that died before recording its job is deleted once the grace
+/// period has passed; images that jobs refer to are kept.
+async fn images_no_job_refers_to_are_swept_after_the_grace_period(kind: Kind) {
+    let mut options = Options::new(kind);
+    options.worker = false;
+    let app = TestApp::start_with(options).await;
+    let mut images = cell_images();
+    let (name, bytes) = images.remove(0);
+    let (status, job) = app.submit("malaria", &name, bytes).await;
+    assert_eq!(status, 202, "{job}");
+    let (_, orphan) = images.remove(0);
+    let orphan_key = image_key(&sha256_hex(&orphan));
+    app.backends
+        .blobs
+        .put(&orphan_key, orphan.into(), "image/png")
+        .await
+        .unwrap();
+
+    let grace = Duration::from_secs(3600);
+    let sweeper = OrphanSweeper::new(
+        app.backends.blobs.clone(),
+        app.backends.jobs.clone(),
+        grace,
+        Duration::ZERO,
+    );
+    let now = chrono::Utc::now();
+    let report = sweeper.sweep(now).await.unwrap();
+    assert_eq!(
+        (report.examined, report.deleted),
+        (2, 0),
+        "within the grace period"
+    );
+    let report = sweeper.sweep(now + 2 * grace).await.unwrap();
+    assert_eq!((report.examined, report.deleted), (2, 1));
+    assert!(matches!(
+        app.backends.blobs.get(&orphan_key).await,
+        Err(medinform_core::storage::StorageError::NotFound(_))
+    ));
+    let id = job["id"].as_str().unwrap();
+    let image = app
+        .http
+        .get(app.url(&format!("/v1/jobs/{id}/image")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(image.status(), 200, "the job's image was kept");
+    let report = sweeper.sweep(now + 2 * grace).await.unwrap();
+    assert_eq!((report.examined, report.deleted), (1, 0));
+    app.stop().await;
+}
+
+/// A row the service cannot read is a fault to investigate (500), not an outage to wait out
+/// (503 with `Retry-After`).
+#[tokio::test]
+async fn a_stored_row_that_cannot_be_read_answers_500_not_503() {
+    let mut options = Options::new(Kind::Embedded);
+    options.worker = false;
+    let app = TestApp::start_with(options).await;
+    let (name, bytes) = cell_images().remove(0);
+    let (status, job) = app.submit("malaria", &name, bytes).await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().unwrap();
+    let db = app
+        .image_dir
+        .as_ref()
+        .unwrap()
+        .with_file_name("medinform.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("update jobs set tags = 'not json' where id = ?1")
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    let response = app
+        .http
+        .get(app.url(&format!("/v1/jobs/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 500);
+    assert!(response.headers().get("retry-after").is_none());
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "internal_error");
+    app.stop().await;
+}

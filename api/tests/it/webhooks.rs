@@ -90,6 +90,7 @@ async fn finished_job(app: &TestApp, webhook_url: Option<&str>, fail: bool) -> J
             tags: Vec::new(),
             deadline: None,
             webhook_url: webhook_url.map(str::to_owned),
+            submission_key: None,
         })
         .await
         .unwrap();
@@ -102,7 +103,7 @@ async fn finished_job(app: &TestApp, webhook_url: Option<&str>, fail: bool) -> J
     };
     let done = if fail {
         let failure = medinform_core::job::JobFailure {
-            code: "corrupt_image".into(),
+            code: medinform_core::job::FailureCode::CorruptImage,
             message: "truncated".into(),
         };
         jobs.fail(job.id, claimed.attempts, &failure).await.unwrap()

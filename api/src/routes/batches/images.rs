@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::auth::Caller;
 use crate::fields::ClientReference;
+use crate::idempotency::SubmissionKey;
 use crate::routes::submit::{self, Metadata};
 use crate::{ApiError, AppState, ErrorCode};
 
@@ -38,18 +39,22 @@ pub(super) struct Images {
     /// The batch's site, which its jobs take.
     site: Option<String>,
     index: usize,
+    /// The request's, when it has an `Idempotency-Key`: each image's job is keyed by its index.
+    submission: Option<SubmissionKey>,
 }
 
 impl Images {
     pub(super) fn new(
         model: (std::sync::Arc<medinform_core::registry::Model>, String),
         batch: &Batch,
+        submission: Option<SubmissionKey>,
     ) -> Self {
         Self {
             model,
             batch: batch.id,
             site: batch.site.clone(),
             index: 0,
+            submission,
         }
     }
 
@@ -124,6 +129,7 @@ impl Images {
                         Some(self.batch),
                         image,
                         metadata,
+                        self.submission.as_ref().map(|key| key.part(index)),
                     )
                     .await
                 }

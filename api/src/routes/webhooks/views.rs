@@ -7,17 +7,29 @@ use medinform_core::webhooks::{
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
+use utoipa::openapi::schema::{Object, ObjectBuilder, SchemaType, Type};
+
+use super::MAX_DESCRIPTION_CHARS;
+use crate::fields;
 
 /// `POST /v1/webhooks`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateWebhookRequest {
     /// Where deliveries are POSTed: http or https, not a private address unless the server
-    /// allows it (`webhooks.allow_private_targets`).
-    #[schema(example = "https://lab.example.org/medinform/events")]
+    /// allows it (`webhooks.allow_private_targets`); up to 2048 characters.
+    #[schema(
+        example = "https://lab.example.org/medinform/events",
+        format = "uri",
+        max_length = 2048,
+        pattern = "^[Hh][Tt][Tt][Pp][Ss]?://"
+    )]
     pub url: String,
     /// The events to deliver (at least one).
+    #[schema(min_items = 1)]
     pub event_types: Vec<EventType>,
+    /// Up to 500 characters, not counting surrounding whitespace (which is trimmed).
+    #[schema(schema_with = description_schema)]
     pub description: Option<String>,
     /// Deliver at once (default true).
     pub enabled: Option<bool>,
@@ -27,14 +39,31 @@ pub struct CreateWebhookRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateWebhookRequest {
+    /// As in `POST /v1/webhooks`.
+    #[schema(
+        format = "uri",
+        max_length = 2048,
+        pattern = "^[Hh][Tt][Tt][Pp][Ss]?://"
+    )]
     pub url: Option<String>,
+    #[schema(min_items = 1)]
     pub event_types: Option<Vec<EventType>>,
-    /// `null` clears it.
+    /// As in `POST /v1/webhooks`; `null` clears it.
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = description_schema)]
     pub description: Option<Option<String>>,
     /// `true` re-enables an endpoint the service disabled (a `410 Gone`).
     pub enabled: Option<bool>,
+}
+
+/// An endpoint's description as `checked_description` takes it: `null`, or text of at most
+/// [`MAX_DESCRIPTION_CHARS`] characters once trimmed.
+fn description_schema() -> Object {
+    let body = format!(r"[\s\S]{{0,{MAX_DESCRIPTION_CHARS}}}");
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+        .pattern(Some(fields::schema::trimmed_pattern(&body)))
+        .build()
 }
 
 /// A field that is present (`Some`, maybe `Some(None)` for `null`) or absent (`None`).
@@ -197,4 +226,31 @@ pub struct DeliveriesQuery {
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use regex::Regex;
+
+    use super::*;
+
+    #[test]
+    fn the_description_pattern_accepts_what_the_route_does() {
+        let pattern = description_schema().pattern.unwrap();
+        let regex = Regex::new(&pattern).unwrap();
+        let mut values: Vec<String> = ["", " ", "lab", "\tlab\n", "a\nb", "\u{7}"]
+            .map(String::from)
+            .to_vec();
+        for n in [499, 500, 501] {
+            values.push("x".repeat(n));
+            values.push(format!(" \r{}\u{3000}", "é".repeat(n)));
+        }
+        for value in values {
+            assert_eq!(
+                regex.is_match(&value),
+                super::super::checked_description(Some(value.clone())).is_ok(),
+                "pattern and route disagree on {value:?}"
+            );
+        }
+    }
 }
