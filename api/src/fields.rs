@@ -150,6 +150,100 @@ pub fn deadline(value: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
     Ok(Some(deadline))
 }
 
+/// The schemas of these values, for the OpenAPI document (`#[schema(schema_with = ...)]`):
+/// patterns that match exactly what the parsers above accept, built from the same constants.
+/// Whitespace around a value is trimmed before it is checked, so the patterns allow any amount of
+/// it (control characters such as tab and newline included) around a value that, trimmed, has no
+/// control character and is short enough.
+pub mod schema {
+    use utoipa::openapi::schema::{Array, ArrayBuilder, Object, ObjectBuilder, SchemaType, Type};
+
+    use super::*;
+
+    /// Control characters (`char::is_control`): C0, DEL and C1.
+    const CONTROL: &str = r"\u0000-\u001f\u007f-\u009f";
+    /// What `str::trim` removes (`char::is_whitespace`).
+    const SPACE: &str =
+        r"\t\n\u000b\u000c\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+    /// Whitespace that is not a control character: all a blank tag between commas may hold.
+    const PLAIN_SPACE: &str = r" \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000";
+
+    /// Values whose trimmed text is matched by `body`, provided that `body` only restricts the
+    /// characters and the length of what it matches (a trimmed value is a part of the value
+    /// between leading and trailing whitespace, so the pattern matches exactly those values).
+    pub(crate) fn trimmed_pattern(body: &str) -> String {
+        format!("^[{SPACE}]*{body}[{SPACE}]*$")
+    }
+
+    /// Text that [`printable`] accepts with `max`: once trimmed, at most `max` characters and no
+    /// control character.
+    pub(crate) fn printable_pattern(max: usize) -> String {
+        trimmed_pattern(&format!("[^{CONTROL}]{{0,{max}}}"))
+    }
+
+    /// A comma-separated list that [`Tags::add_list`] accepts, once the form field is trimmed
+    /// and checked for control characters: blank items, and at most [`MAX_TAGS`] tags that are
+    /// 1 to [`MAX_TAG_CHARS`] characters once trimmed.
+    pub(crate) fn tag_list_pattern() -> String {
+        let blank = format!("[{PLAIN_SPACE}]*");
+        // Trimmed, a tag starts and ends with a character that is neither whitespace nor a
+        // control character.
+        let edge = format!("[^,{CONTROL}{SPACE}]");
+        let tag = format!(
+            "{blank}{edge}(?:[^,{CONTROL}]{{0,{}}}{edge})?{blank}",
+            MAX_TAG_CHARS - 2
+        );
+        let list = format!(
+            "(?:{blank},)*(?:{tag}(?:,{blank})*(?:,{tag}(?:,{blank})*){{0,{}}}|{blank})",
+            MAX_TAGS - 1
+        );
+        trimmed_pattern(&list)
+    }
+
+    /// A tag that [`Tags::add`] accepts: 1 to [`MAX_TAG_CHARS`] characters once trimmed, and no
+    /// control character.
+    pub(crate) fn tag_pattern() -> String {
+        let edge = format!("[^{CONTROL}{SPACE}]");
+        let middle = format!("[^{CONTROL}]{{0,{}}}", MAX_TAG_CHARS - 2);
+        trimmed_pattern(&format!("{edge}(?:{middle}{edge})?"))
+    }
+
+    /// A [`ShortText`] or [`ClientReference`] in a form: empty or left out when there is none.
+    pub fn form_text() -> Object {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(printable_pattern(MAX_TEXT_CHARS)))
+            .build()
+    }
+
+    /// A [`ShortText`] or [`ClientReference`] in JSON, where `null` is no value.
+    pub fn json_text() -> Object {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::from_iter([Type::String, Type::Null]))
+            .pattern(Some(printable_pattern(MAX_TEXT_CHARS)))
+            .build()
+    }
+
+    /// The `tags` of JSON: at most [`MAX_TAGS`] tags ([`Tags::from_list`]).
+    pub fn json_tags() -> Array {
+        let tag = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(tag_pattern()));
+        ArrayBuilder::new()
+            .items(tag)
+            .max_items(Some(MAX_TAGS))
+            .build()
+    }
+
+    /// The `tags` of a form: a comma-separated list ([`Tags::add_list`]).
+    pub fn form_tags() -> Object {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(tag_list_pattern()))
+            .build()
+    }
+}
+
 /// A text form field's bytes as text: invalid UTF-8 is refused, never replaced.
 pub fn utf8(field: &str, bytes: &[u8]) -> Result<String, ApiError> {
     std::str::from_utf8(bytes)
@@ -213,5 +307,98 @@ mod tests {
         );
         assert_eq!(code(utf8("site", b"Camp \xff")), "invalid_field");
         assert_eq!(utf8("site", "Kisumu".as_bytes()).unwrap(), "Kisumu");
+    }
+
+    /// The schema patterns accept exactly what the parsers accept.
+    mod patterns {
+        use regex::Regex;
+
+        use super::super::*;
+
+        fn assert_agrees(pattern: &str, values: &[String], accepts: impl Fn(&str) -> bool) {
+            let regex = Regex::new(pattern).unwrap();
+            for value in values {
+                assert_eq!(
+                    regex.is_match(value),
+                    accepts(value),
+                    "pattern and parser disagree on {value:?}"
+                );
+            }
+        }
+
+        fn texts() -> Vec<String> {
+            let x = "x";
+            let mut values: Vec<String> = [
+                "",
+                " ",
+                "camp 7",
+                "\tcamp 7\n",
+                " \u{85}camp\u{3000}",
+                "camp\t7",
+                "a\u{7f}",
+                "\u{9f}",
+                "\u{a0}",
+                "é",
+                "\u{1f600}",
+                "\r\n",
+                "\u{0}",
+                "a,b",
+                " , ",
+            ]
+            .map(String::from)
+            .to_vec();
+            for n in [49, 50, 51, 199, 200, 201] {
+                values.push(x.repeat(n));
+                values.push(format!(" {}\t", x.repeat(n)));
+                values.push(format!("\n{}", "é".repeat(n)));
+            }
+            values
+        }
+
+        #[test]
+        fn short_texts() {
+            assert_agrees(&schema::printable_pattern(MAX_TEXT_CHARS), &texts(), |v| {
+                ShortText::parse("site", v).is_ok()
+            });
+        }
+
+        #[test]
+        fn tags_of_json() {
+            assert_agrees(&schema::tag_pattern(), &texts(), |v| {
+                Tags::from_list(&[v.to_owned()]).is_ok()
+            });
+        }
+
+        #[test]
+        fn tag_lists_of_a_form() {
+            let mut values = texts();
+            values.extend(
+                [
+                    "follow-up, hiv+ ,",
+                    ",,",
+                    "a,,b",
+                    " a , b ",
+                    "a,\tb",
+                    "\ta,b\n",
+                    ",a,",
+                    "a, ,b",
+                    "a,\u{a0},b",
+                ]
+                .map(String::from),
+            );
+            for n in [19, 20, 21] {
+                let tags: Vec<String> = (0..n).map(|i| format!("t{i}")).collect();
+                values.push(tags.join(","));
+                values.push(format!("{}, ,", tags.join(" , ")));
+            }
+            values.push(format!("a,{},b", "x".repeat(50)));
+            values.push(format!("a,{},b", "x".repeat(51)));
+            values.push(format!("a, {} ,b", "x".repeat(50)));
+            // As a form field is read: trimmed, and refused with a control character.
+            assert_agrees(&schema::tag_list_pattern(), &values, |v| {
+                let v = v.trim();
+                !v.chars().any(char::is_control) && Tags::default().add_list(v).is_ok()
+            });
+        }
     }
 }

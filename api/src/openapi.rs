@@ -7,8 +7,10 @@
 use std::sync::LazyLock;
 
 use axum::Json;
+use utoipa::openapi::path::{Operation, Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::schema::{KnownFormat, SchemaFormat, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{ObjectBuilder, RefOr, Schema};
+use utoipa::openapi::{ObjectBuilder, RefOr, Required, Schema};
 use utoipa::{Modify, OpenApi};
 
 use crate::ErrorCode;
@@ -122,7 +124,7 @@ impl Modify for ErrorCodes {
             detail.properties.insert(
                 "code".to_string(),
                 ObjectBuilder::new()
-                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .schema_type(Type::String)
                     .enum_values(Some(codes))
                     .description(Some("A stable machine-readable code."))
                     .into(),
@@ -131,33 +133,118 @@ impl Modify for ErrorCodes {
     }
 }
 
-/// The answers that operations give besides their own, added here once instead of on every
-/// handler, so that no handler can forget them: on every `/v1/` operation, no or a bad key, a
-/// missing scope, the rate limit, too many headers, an unreadable request; on every `POST`, the
-/// `Idempotency-Key` answers and a body that stops arriving or is too large; on every path with
-/// an id, the malformed id.
+/// What operations share, added here once instead of on every handler, so that no handler can
+/// forget it: on every `/v1/` operation, the answers to no or a bad key, a missing scope, the
+/// rate limit, too many headers, an unreadable request; on every `POST`, the `Idempotency-Key`
+/// header (the idempotency layer reads it on every `POST`) and its answers, and a body that stops
+/// arriving or is too large; on every path with an id, the id's form on the `id` parameter and
+/// the answer to a malformed one; on every list, the form of its `limit` and `cursor`.
 struct CommonResponses;
 
+/// A delivery id (`DeliveryId`): `msg_` and 32 lowercase hex digits, all that it parses.
+const DELIVERY_ID_PATTERN: &str = "^msg_[0-9a-f]{32}$";
+
+/// What an `{id}` in a path must be, and the code that refuses anything else.
+struct PathId {
+    code: &'static str,
+    schema: Schema,
+}
+
 impl CommonResponses {
-    /// The codes an id in `path` is refused with.
-    fn id_code(path: &str) -> Option<&'static str> {
+    /// The id in `path`, if it has one.
+    fn path_id(path: &str) -> Option<PathId> {
+        let uuid = |code| PathId {
+            code,
+            schema: ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
+                .into(),
+        };
         if path.starts_with("/v1/jobs/{id}") {
-            Some("`invalid_job_id`")
+            Some(uuid("`invalid_job_id`"))
         } else if path.starts_with("/v1/batches/{id}") {
-            Some("`invalid_batch_id`")
-        } else if path.starts_with("/v1/webhooks/{id}")
-            || path.starts_with("/v1/webhook-deliveries/{id}")
-        {
-            Some("`invalid_id`")
+            Some(uuid("`invalid_batch_id`"))
+        } else if path.starts_with("/v1/webhooks/{id}") {
+            Some(uuid("`invalid_id`"))
+        } else if path.starts_with("/v1/webhook-deliveries/{id}") {
+            Some(PathId {
+                code: "`invalid_id`",
+                schema: ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(DELIVERY_ID_PATTERN))
+                    .into(),
+            })
         } else {
             None
         }
     }
 }
 
+/// Gives the operation's parameter `name` in `location` the schema `schema`.
+fn set_schema(operation: &mut Operation, name: &str, location: ParameterIn, schema: &Schema) {
+    let parameters = operation.parameters.iter_mut().flatten();
+    for parameter in parameters.filter(|p| p.name == name && p.parameter_in == location) {
+        parameter.schema = Some(RefOr::T(schema.clone()));
+    }
+}
+
+/// The `Idempotency-Key` header, as `crate::idempotency` checks it: 1 to 255 printable ASCII
+/// characters without spaces.
+fn idempotency_key() -> Parameter {
+    ParameterBuilder::new()
+        .name("Idempotency-Key")
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(
+            "Makes a retried request return the first response (with `Idempotent-Replayed: \
+             true`) for `server.idempotency_ttl_secs`; the same key with another request is a \
+             409.",
+        ))
+        .schema(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(255))
+                .pattern(Some("^[!-~]+$")),
+        ))
+        .build()
+}
+
+/// Declares the `Idempotency-Key` header on a `POST`, in place of a declaration of its own.
+fn set_idempotency_key(post: &mut Operation) {
+    let parameters = post.parameters.get_or_insert_with(Vec::new);
+    parameters.retain(|p| {
+        !(p.parameter_in == ParameterIn::Header && p.name.eq_ignore_ascii_case("Idempotency-Key"))
+    });
+    parameters.push(idempotency_key());
+}
+
+/// The `limit` and `cursor` of a list: a page of 1 to 200 ([`crate::extract::page_limit`]), and
+/// the `next_cursor` of the previous page (a delivery id for deliveries,
+/// [`crate::extract::decode_cursor`]'s form for the others).
+fn set_page_schemas(path: &str, list: &mut Operation) {
+    let limit = ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .minimum(Some(1))
+        .maximum(Some(crate::extract::MAX_LIMIT))
+        .into();
+    set_schema(list, "limit", ParameterIn::Query, &limit);
+    let pattern = if path.ends_with("/deliveries") {
+        DELIVERY_ID_PATTERN
+    } else {
+        crate::extract::CURSOR_PATTERN
+    };
+    let cursor = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(pattern))
+        .into();
+    set_schema(list, "cursor", ParameterIn::Query, &cursor);
+}
+
 /// Documents `codes` under `status`: appended to the description of a response already there,
 /// or a new `ErrorBody` response.
-fn add_codes(operation: &mut utoipa::openapi::path::Operation, status: &str, codes: &str) {
+fn add_codes(operation: &mut Operation, status: &str, codes: &str) {
     use utoipa::openapi::RefOr;
 
     let responses = &mut operation.responses.responses;
@@ -209,11 +296,15 @@ impl Modify for CommonResponses {
             if !path.starts_with("/v1/") {
                 continue;
             }
-            let id_code = Self::id_code(path);
+            let path_id = Self::path_id(path);
             if let Some(post) = item.post.as_mut() {
                 for (status, codes) in posts {
                     add_codes(post, status, codes);
                 }
+                set_idempotency_key(post);
+            }
+            if let Some(list) = item.get.as_mut() {
+                set_page_schemas(path, list);
             }
             let operations = [
                 &mut item.get,
@@ -226,8 +317,9 @@ impl Modify for CommonResponses {
                 for (status, codes) in every {
                     add_codes(operation, status, codes);
                 }
-                if let Some(code) = id_code {
-                    add_codes(operation, "400", code);
+                if let Some(id) = &path_id {
+                    add_codes(operation, "400", id.code);
+                    set_schema(operation, "id", ParameterIn::Path, &id.schema);
                 }
             }
         }
