@@ -30,7 +30,7 @@ pub const HEADER: &str = "idempotency-key";
 /// The header on a replayed response.
 pub const REPLAYED: &str = "idempotent-replayed";
 /// Longest accepted key.
-const MAX_KEY_LEN: usize = 255;
+pub(crate) const MAX_KEY_LEN: usize = 255;
 /// Response headers kept for a replay.
 const KEPT_HEADERS: [HeaderName; 3] = [header::CONTENT_TYPE, header::LOCATION, header::RETRY_AFTER];
 

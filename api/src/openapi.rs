@@ -204,7 +204,7 @@ fn idempotency_key() -> Parameter {
             ObjectBuilder::new()
                 .schema_type(Type::String)
                 .min_length(Some(1))
-                .max_length(Some(255))
+                .max_length(Some(crate::idempotency::MAX_KEY_LEN))
                 .pattern(Some("^[!-~]+$")),
         ))
         .build()
