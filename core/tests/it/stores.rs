@@ -9,47 +9,12 @@ use std::time::Duration;
 use chrono::{TimeDelta, Utc};
 use medinform_core::app::Database;
 use medinform_core::batch::NewBatch;
-use medinform_core::db::{
-    Begin, IdempotencyStore, JobStore, NewDelivery, NewIdempotencyKey, PostgresJobStore,
-    SqliteJobStore, StoredResponse,
-};
+use medinform_core::db::{Begin, IdempotencyStore, NewDelivery, NewIdempotencyKey, StoredResponse};
 use medinform_core::job::BatchId;
 use medinform_core::tenant::TenantId;
 use medinform_core::webhooks::{DeliveryId, EventType};
 
-use crate::support::{PostgresDatabase, new_job};
-
-/// A migrated database of its own, with every store.
-struct TestDatabase {
-    db: Arc<dyn Database>,
-    _database: Option<PostgresDatabase>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl TestDatabase {
-    async fn postgres() -> Self {
-        let database = PostgresDatabase::create().await;
-        let store = PostgresJobStore::connect(&database.url, 8).await.unwrap();
-        store.migrate().await.unwrap();
-        Self {
-            db: Arc::new(store),
-            _database: Some(database),
-            _dir: None,
-        }
-    }
-
-    async fn sqlite() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("stores.db").display());
-        let store = SqliteJobStore::connect(&url, 4).await.unwrap();
-        store.migrate().await.unwrap();
-        Self {
-            db: Arc::new(store),
-            _database: None,
-            _dir: Some(dir),
-        }
-    }
-}
+use crate::support::new_job;
 
 macro_rules! each_database {
     ($($name:ident),* $(,)?) => {
@@ -57,7 +22,7 @@ macro_rules! each_database {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name(super::TestDatabase::postgres().await.db).await;
+                    super::$name(crate::support::TestDatabase::postgres().await.db).await;
                 }
             )*
         }
@@ -65,7 +30,7 @@ macro_rules! each_database {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name(super::TestDatabase::sqlite().await.db).await;
+                    super::$name(crate::support::TestDatabase::sqlite().await.db).await;
                 }
             )*
         }

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use lapin::options::{BasicAckOptions, BasicGetOptions, ExchangeDeleteOptions, QueueDeleteOptions};
 use lapin::{Connection, ConnectionProperties};
+use medinform_core::app::Database;
 use medinform_core::config::S3Config;
 use medinform_core::db::{JobStore, NewJob, PostgresJobStore, SqliteJobStore};
 use medinform_core::job::JobId;
@@ -92,14 +93,39 @@ impl TestJobStore {
 
     /// A fresh PostgreSQL database.
     pub async fn postgres() -> Self {
-        let database = PostgresDatabase::create().await;
-        let store = PostgresJobStore::connect(&database.url, 8)
-            .await
-            .expect("connecting to the test database");
-        store.migrate().await.expect("migrating PostgreSQL");
+        Self::of(TestDatabase::postgres().await, StoreKind::Postgres)
+    }
+
+    /// A fresh SQLite file in a temporary folder.
+    pub async fn sqlite() -> Self {
+        Self::of(TestDatabase::sqlite().await, StoreKind::Sqlite)
+    }
+
+    fn of(database: TestDatabase, kind: StoreKind) -> Self {
         Self {
-            store: Arc::new(store),
-            kind: StoreKind::Postgres,
+            store: database.db,
+            kind,
+            _database: database._database,
+            _dir: database._dir,
+        }
+    }
+}
+
+/// A migrated database of its own, with every store.
+pub struct TestDatabase {
+    pub db: Arc<dyn Database>,
+    _database: Option<PostgresDatabase>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDatabase {
+    /// A fresh PostgreSQL database.
+    pub async fn postgres() -> Self {
+        let database = PostgresDatabase::create().await;
+        let store = PostgresJobStore::connect(&database.url, 8).await.unwrap();
+        store.migrate().await.unwrap();
+        Self {
+            db: Arc::new(store),
             _database: Some(database),
             _dir: None,
         }
@@ -107,15 +133,12 @@ impl TestJobStore {
 
     /// A fresh SQLite file in a temporary folder.
     pub async fn sqlite() -> Self {
-        let dir = tempfile::tempdir().expect("a temporary folder");
-        let url = format!("sqlite://{}", dir.path().join("jobs.db").display());
-        let store = SqliteJobStore::connect(&url, 4)
-            .await
-            .expect("opening the SQLite database");
-        store.migrate().await.expect("migrating SQLite");
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("stores.db").display());
+        let store = SqliteJobStore::connect(&url, 4).await.unwrap();
+        store.migrate().await.unwrap();
         Self {
-            store: Arc::new(store),
-            kind: StoreKind::Sqlite,
+            db: Arc::new(store),
             _database: None,
             _dir: Some(dir),
         }

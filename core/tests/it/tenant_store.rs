@@ -3,42 +3,8 @@
 use std::sync::Arc;
 
 use chrono::{TimeDelta, Utc};
-use medinform_core::db::{JobStore, PostgresJobStore, SqliteJobStore, TenantStore, create_api_key};
+use medinform_core::db::{TenantStore, create_api_key};
 use medinform_core::tenant::{Scope, TenantId};
-
-use crate::support::PostgresDatabase;
-
-/// A migrated store, and what must live as long as it.
-struct TestTenantStore {
-    store: Arc<dyn TenantStore>,
-    _database: Option<PostgresDatabase>,
-    _dir: Option<tempfile::TempDir>,
-}
-
-impl TestTenantStore {
-    async fn postgres() -> Self {
-        let database = PostgresDatabase::create().await;
-        let store = PostgresJobStore::connect(&database.url, 4).await.unwrap();
-        store.migrate().await.unwrap();
-        Self {
-            store: Arc::new(store),
-            _database: Some(database),
-            _dir: None,
-        }
-    }
-
-    async fn sqlite() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("tenants.db").display());
-        let store = SqliteJobStore::connect(&url, 2).await.unwrap();
-        store.migrate().await.unwrap();
-        Self {
-            store: Arc::new(store),
-            _database: None,
-            _dir: Some(dir),
-        }
-    }
-}
 
 macro_rules! each_tenant_store {
     ($($name:ident),* $(,)?) => {
@@ -46,7 +12,7 @@ macro_rules! each_tenant_store {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name(super::TestTenantStore::postgres().await.store).await;
+                    super::$name(crate::support::TestDatabase::postgres().await.db).await;
                 }
             )*
         }
@@ -54,7 +20,7 @@ macro_rules! each_tenant_store {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
-                    super::$name(super::TestTenantStore::sqlite().await.store).await;
+                    super::$name(crate::support::TestDatabase::sqlite().await.db).await;
                 }
             )*
         }
