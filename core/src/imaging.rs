@@ -18,6 +18,7 @@
 //! large uploads queues instead of taking the process's memory.
 
 mod budget;
+mod jpeg;
 
 use std::io::Cursor;
 
@@ -211,15 +212,25 @@ pub fn decode_with_info(
         Sniffed::Unknown => return Err(ImageRejection::NotAnImage),
     };
     let corrupt = |e: ImageError| classify(e, format);
+    let damaged = |detail: String| ImageRejection::CorruptImage {
+        format: format.name(),
+        detail,
+    };
 
     // The header alone: dimensions before a single pixel is allocated.
-    let decoder = reader(bytes, format, limits)
-        .into_decoder()
-        .map_err(corrupt)?;
-    let (width, height) = decoder.dimensions();
-    let decoded_bytes = decoder.total_bytes();
-    let bytes_per_pixel = decoder.color_type().bytes_per_pixel();
-    drop(decoder);
+    let (width, height, decoded_bytes, bytes_per_pixel, jpeg_header) =
+        if format == ImageFormat::Jpeg {
+            let header = jpeg::header(bytes).map_err(damaged)?;
+            let (w, h, size) = (header.width, header.height, header.decoded_bytes());
+            (w, h, size, header.components, Some(header))
+        } else {
+            let decoder = reader(bytes, format, limits)
+                .into_decoder()
+                .map_err(corrupt)?;
+            let (w, h) = decoder.dimensions();
+            let bytes_per_pixel = decoder.color_type().bytes_per_pixel().into();
+            (w, h, decoder.total_bytes(), bytes_per_pixel, None)
+        };
     if width == 0 || height == 0 {
         return Err(ImageRejection::CorruptImage {
             format: format.name(),
@@ -237,21 +248,24 @@ pub fn decode_with_info(
         return Err(ImageRejection::DecodedTooLarge {
             width,
             height,
-            bytes_per_pixel: bytes_per_pixel.into(),
+            bytes_per_pixel,
             bytes: decoded_bytes,
             max: limits.max_decoded_bytes,
         });
     }
 
     if format == ImageFormat::Jpeg && !jpeg_reaches_eoi(bytes) {
-        // The JPEG decoder fills a truncated scan with grey instead of failing: check first.
+        // libjpeg fills a truncated scan with grey and only warns: check first.
         return Err(ImageRejection::CorruptImage {
             format: format.name(),
             detail: "the file ends before the end-of-image marker".into(),
         });
     }
     let permit = decode_budget().acquire(decoded_bytes);
-    let img = reader(bytes, format, limits).decode().map_err(corrupt)?;
+    let img = match jpeg_header {
+        Some(header) => jpeg::decode(bytes, &header).map_err(damaged)?,
+        None => reader(bytes, format, limits).decode().map_err(corrupt)?,
+    };
     let img = Decoded {
         image: img,
         _permit: permit,

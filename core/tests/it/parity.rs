@@ -84,8 +84,8 @@ fn golden_tensors_of_the_original_malaria_pipeline_are_reproduced() {
 
 /// Eight real images for a model, spread over both ends of its `labels.csv` (which groups the
 /// classes): from `datasets/<id>`, else the data set of its modality, written as PNG into `out`
-/// (the test compares preprocessing and inference, not JPEG decoders, which differ between Pillow
-/// and the worker). A shipped model with no real images to test is a failure, not a skip.
+/// (JPEG files as they are are the next tests' subject). A shipped model with no real images to
+/// test is a failure, not a skip.
 fn sample_images(manifest: &Manifest, out: &Path) -> Vec<PathBuf> {
     let datasets = shared_dir().join("datasets");
     let by_modality = match manifest.modality {
@@ -290,6 +290,163 @@ fn original_keras_malaria_model_gives_its_recorded_probabilities() {
             diff < 1e-4,
             "{}: Rust and Python differ by {diff}",
             line.file
+        );
+    }
+}
+
+/// JPEG files spread over a data set's `labels.csv`: `count` of them, as the data set holds
+/// them (no re-encoding).
+fn dataset_jpegs(dataset: &str, count: usize) -> Vec<PathBuf> {
+    let dir = shared_dir().join("datasets").join(dataset);
+    let csv = std::fs::read_to_string(dir.join("labels.csv"))
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let files: Vec<PathBuf> = csv
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split(',').next())
+        .filter(|file| file.ends_with(".jpg") || file.ends_with(".jpeg"))
+        .map(|file| dir.join(file))
+        .collect();
+    assert!(
+        files.len() >= count,
+        "{} lists {} JPEG files, fewer than {count}",
+        dir.display(),
+        files.len()
+    );
+    (0..count)
+        .map(|i| files[i * (files.len() - 1) / (count - 1).max(1)].clone())
+        .collect()
+}
+
+/// Pillow's decoding (`preprocess.decode_image`, what training reads) of each file, as
+/// `(shape, pixels)`.
+fn pillow_pixels(files: &[PathBuf]) -> Vec<(Vec<usize>, Vec<u8>)> {
+    let out = tempfile::tempdir().unwrap();
+    let script = r#"
+import json, os, sys
+from medinform_train.preprocess import decode_image
+out = sys.argv[1]
+for n, path in enumerate(sys.argv[2:]):
+    pixels = decode_image(path)
+    raw = os.path.join(out, f"{n}.raw")
+    pixels.tofile(raw)
+    print(json.dumps({"shape": list(pixels.shape), "raw": raw}))
+"#;
+    let mut args = vec![
+        "-c".into(),
+        script.into(),
+        out.path().as_os_str().to_owned(),
+    ];
+    args.extend(files.iter().map(|f| f.as_os_str().to_owned()));
+    run_python(args)
+        .lines()
+        .map(|line| {
+            let line: serde_json::Value = serde_json::from_str(line).unwrap();
+            let shape = line["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap() as usize)
+                .collect();
+            (shape, std::fs::read(line["raw"].as_str().unwrap()).unwrap())
+        })
+        .collect()
+}
+
+/// Asserts that the service decodes each JPEG to exactly Pillow's pixels.
+fn assert_same_pixels_as_pillow(files: &[PathBuf]) {
+    let expected = pillow_pixels(files);
+    assert_eq!(expected.len(), files.len());
+    for (file, (shape, pillow)) in files.iter().zip(expected) {
+        let decoded = decode_file(file);
+        let channels = usize::from(decoded.color().channel_count());
+        let mut ours = vec![decoded.height() as usize, decoded.width() as usize];
+        if channels > 1 {
+            ours.push(channels);
+        }
+        assert_eq!(ours, shape, "{}: shape", file.display());
+        let pixels = decoded.as_bytes();
+        let differing = pixels.iter().zip(&pillow).filter(|(a, b)| a != b).count();
+        let max = pixels
+            .iter()
+            .zip(&pillow)
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap_or(0);
+        assert_eq!(
+            differing,
+            0,
+            "{}: {differing} of {} samples differ from Pillow's (by up to {max})",
+            file.display(),
+            pixels.len()
+        );
+    }
+}
+
+#[test]
+fn real_jpegs_decode_to_the_same_pixels_as_in_training() {
+    // Grey and colour chest X-rays from several sources, and colour dermoscopy photographs.
+    let mut files = dataset_jpegs("pneumonia", 12);
+    files.extend(dataset_jpegs("covid19", 24));
+    files.extend(dataset_jpegs("skin_cancer", 12));
+    assert_same_pixels_as_pillow(&files);
+    eprintln!("{} real JPEG files: the same pixels as Pillow", files.len());
+}
+
+#[test]
+fn every_kind_of_jpeg_decodes_to_the_same_pixels_as_in_training() {
+    // What encoders write besides the data sets' files: every chroma subsampling, progressive,
+    // restart markers, optimised tables, RGB without a colour transform, and Adobe CMYK.
+    let out = tempfile::tempdir().unwrap();
+    let script = r#"
+import os, sys
+import numpy as np
+from PIL import Image
+out = sys.argv[1]
+y, x = np.mgrid[0:67, 0:93]
+rgb = np.stack([(x * 2.7) % 256, (y * 3.1 + x) % 256, (x * y) % 256], axis=2).astype(np.uint8)
+rgb = Image.fromarray(rgb, "RGB")
+variants = {
+    "gray": (rgb.convert("L"), {}),
+    "444": (rgb, {"subsampling": 0}),
+    "422": (rgb, {"subsampling": 1}),
+    "420": (rgb, {"subsampling": 2, "quality": 60}),
+    "progressive": (rgb, {"progressive": True}),
+    "optimized_restarts": (rgb, {"optimize": True, "restart_marker_rows": 1}),
+    "cmyk": (rgb.convert("CMYK"), {}),
+}
+for name, (img, options) in variants.items():
+    path = os.path.join(out, name + ".jpg")
+    img.save(path, "JPEG", **options)
+    print(path)
+rgb.save(os.path.join(out, "rgb.jpg"), "JPEG", keep_rgb=True)
+print(os.path.join(out, "rgb.jpg"))
+"#;
+    let files: Vec<PathBuf> = run_python(["-c", script, out.path().to_str().unwrap()])
+        .lines()
+        .map(PathBuf::from)
+        .collect();
+    assert_eq!(files.len(), 8);
+    assert_same_pixels_as_pillow(&files);
+}
+
+#[test]
+fn models_give_the_training_pipelines_tensors_on_real_jpegs() {
+    // Every chest X-ray and dermoscopy image in the data sets is a JPEG: the tensor the service
+    // builds from the file must be the very one training built (assert_parity: a difference of
+    // 0), so the probabilities are ONNX Runtime's on the training pipeline's input.
+    let registry = Registry::load(&cpu_options(&repo_root().join("models"))).unwrap();
+    for (id, dataset) in [
+        ("pneumonia", "pneumonia"),
+        ("covid19", "covid19"),
+        ("skin_cancer", "skin_cancer"),
+    ] {
+        let model = registry.get(id).unwrap();
+        let files = dataset_jpegs(dataset, 8);
+        let worst = assert_parity(&registry, id, model.dir(), &files);
+        eprintln!(
+            "{id}: identical tensors on {} real JPEGs; max |p_rust - p_python| = {worst:.2e}",
+            files.len()
         );
     }
 }
