@@ -218,6 +218,7 @@ pub fn load_registry(config: &Config, load_sessions: bool) -> anyhow::Result<Reg
         thresholds: config.models.thresholds.clone(),
         execution_provider: config.inference.execution_provider,
         intra_threads: config.inference.threads,
+        spinning: config.inference.spinning,
         onnxruntime_library: (!library.as_os_str().is_empty()).then(|| library.clone()),
         only: if load_sessions {
             (!config.worker.models.is_empty()).then(|| config.worker.models.clone())

@@ -246,6 +246,10 @@ pub struct InferenceConfig {
     pub execution_provider: ExecutionProvider,
     /// ONNX Runtime intra-op threads per model (0: ONNX Runtime's default).
     pub threads: usize,
+    /// Whether ONNX Runtime's idle intra-op threads spin waiting for the next run (its own
+    /// default) instead of sleeping. Spinning makes each run a little faster and burns the CPU
+    /// between runs that the API, the decoders and the database need when they share the cores.
+    pub spinning: bool,
     /// Path of `libonnxruntime.so`; empty means `ORT_DYLIB_PATH` or the project's `.venv`.
     pub onnxruntime_library: PathBuf,
 }
@@ -255,6 +259,7 @@ impl Default for InferenceConfig {
         Self {
             execution_provider: ExecutionProvider::default(),
             threads: 0,
+            spinning: false,
             onnxruntime_library: PathBuf::new(),
         }
     }

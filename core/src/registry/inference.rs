@@ -192,6 +192,15 @@ fn find_in_venv(lib: &Path) -> Option<PathBuf> {
 // ---------------------------------------------------------------------------------------------
 // Sessions
 
+/// A session's intra-op thread pool.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Threads {
+    /// Threads per run; 0 lets ONNX Runtime choose (one per core).
+    pub intra: usize,
+    /// Whether idle threads spin waiting for the next run rather than sleep.
+    pub spinning: bool,
+}
+
 /// A loaded ONNX session, checked against its manifest.
 pub(crate) struct Runner {
     session: Mutex<Session>,
@@ -218,14 +227,16 @@ impl Runner {
         weights: &Path,
         manifest: &Manifest,
         requested: ExecutionProvider,
-        intra_threads: usize,
+        threads: Threads,
     ) -> anyhow::Result<Self> {
         let environment = environment().context("ONNX Runtime is not loaded")?;
         let build = |cuda: bool| -> anyhow::Result<Session> {
-            let mut builder = Session::builder(&environment)?;
-            if intra_threads > 0 {
+            let mut builder = Session::builder(&environment)?
+                .with_intra_op_spinning(threads.spinning)
+                .map_err(<ort::Error>::from)?;
+            if threads.intra > 0 {
                 builder = builder
-                    .with_intra_threads(intra_threads)
+                    .with_intra_threads(threads.intra)
                     .map_err(<ort::Error>::from)?;
             }
             if cuda {

@@ -23,7 +23,7 @@ use serde::Serialize;
 use crate::job::{Heatmap, ScreeningResult};
 
 use self::decision::Decision;
-use self::inference::Runner;
+use self::inference::{Runner, Threads};
 pub use self::inference::{ActiveProvider, ExecutionProvider, InferenceError, init_onnxruntime};
 pub use self::manifest::{Figure, Manifest, ManifestError, Stage};
 
@@ -37,6 +37,8 @@ pub struct RegistryOptions {
     pub execution_provider: ExecutionProvider,
     /// ONNX Runtime intra-op threads per session; 0 lets ONNX Runtime choose.
     pub intra_threads: usize,
+    /// Whether idle intra-op threads spin (ONNX Runtime's default) rather than sleep.
+    pub spinning: bool,
     /// The ONNX Runtime shared library; see [`init_onnxruntime`] for the search otherwise.
     pub onnxruntime_library: Option<PathBuf>,
     /// Load sessions only for these ids; the others are listed ([`ModelStatus::NotLoaded`])
@@ -52,6 +54,7 @@ impl RegistryOptions {
             thresholds: HashMap::new(),
             execution_provider: ExecutionProvider::default(),
             intra_threads: 0,
+            spinning: false,
             onnxruntime_library: None,
             only: None,
         }
@@ -399,7 +402,10 @@ fn load_model(
                     &weights,
                     &manifest,
                     options.execution_provider,
-                    options.intra_threads,
+                    Threads {
+                        intra: options.intra_threads,
+                        spinning: options.spinning,
+                    },
                 ) {
                     Ok(runner) => {
                         model.loaded = Some(Loaded {
