@@ -228,7 +228,7 @@ impl Processor {
         match written {
             Ok(true) => {
                 if matches!(outcome, Outcome::Succeeded(_)) {
-                    tracing::info!(job_id = %job.id, model = %job.model, "job succeeded");
+                    tracing::debug!(job_id = %job.id, model = %job.model, "job succeeded");
                 }
                 settle(delivery, settle_as).await;
             }

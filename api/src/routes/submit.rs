@@ -163,7 +163,7 @@ async fn record(
         // the re-publisher.
         return Ok(job);
     }
-    tracing::info!(job_id = %job.id, model = %job.model, "job queued");
+    tracing::debug!(job_id = %job.id, model = %job.model, "job queued");
 
     // The row is committed: from here the job cannot be lost. A failed publish is logged and
     // left to the re-publisher, which finds unconfirmed jobs.
