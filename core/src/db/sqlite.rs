@@ -4,6 +4,7 @@ mod batches;
 mod idempotency;
 mod tenants;
 mod webhooks;
+mod writer;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -11,7 +12,11 @@ use std::time::Duration;
 use anyhow::Context;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+};
+
+use self::writer::Writer;
 
 use super::{
     Cancel, Claim, DbError, JobFilter, JobStore, NewJob, Republish, deadline_failure,
@@ -20,10 +25,13 @@ use super::{
 use crate::job::{BatchId, FailureCode, Job, JobFailure, JobId, JobStatus, ScreeningResult};
 use crate::tenant::TenantId;
 
-/// Jobs in one SQLite file (write-ahead log, so readers never wait for the writer).
+/// Jobs in one SQLite file (write-ahead log, so readers never wait for the writer). A job's
+/// own writes (recorded, published, claimed, finished) are group-committed by one writer
+/// connection ([`writer`]); reads and the rarer writes use the pool.
 #[derive(Debug, Clone)]
 pub struct SqliteJobStore {
     pool: SqlitePool,
+    writer: Writer,
     description: String,
 }
 
@@ -130,11 +138,12 @@ impl SqliteJobStore {
             } else {
                 max_connections
             })
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .with_context(|| format!("opening SQLite database {url}"))?;
         Ok(Self {
             pool,
+            writer: Writer::start(options),
             description: format!("SQLite {url}"),
         })
     }
@@ -151,45 +160,10 @@ impl JobStore for SqliteJobStore {
     }
 
     async fn insert(&self, job: &NewJob) -> Result<Job, DbError> {
-        let now = millis(Utc::now());
-        let row: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "insert into jobs (id, model, model_version, status, image_key, image_sha256, \
-             image_content_type, image_bytes, client_reference, created_at, updated_at, \
-             tenant_id, batch_id, site, tags, deadline, webhook_url, submission_key) \
-             values (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13, ?14, \
-             ?15, ?16) on conflict (tenant_id, submission_key) do nothing \
-             returning {JOB_COLUMNS}"
-        )))
-        .bind(job.id.to_string())
-        .bind(&job.model)
-        .bind(&job.model_version)
-        .bind(&job.image_key)
-        .bind(&job.image_sha256)
-        .bind(&job.image_content_type)
-        .bind(job.image_bytes)
-        .bind(&job.client_reference)
-        .bind(now)
-        .bind(job.tenant_id.to_string())
-        .bind(job.batch_id.map(|b| b.to_string()))
-        .bind(&job.site)
-        .bind(serde_json::to_string(&job.tags).context("encoding tags")?)
-        .bind(job.deadline.map(millis))
-        .bind(&job.webhook_url)
-        .bind(&job.submission_key)
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(row) = row {
-            return row.try_into();
-        }
-        // The request that created it is being retried: answer the job it created.
-        let row: JobRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "select {JOB_COLUMNS} from jobs where tenant_id = ?1 and submission_key = ?2"
-        )))
-        .bind(job.tenant_id.to_string())
-        .bind(&job.submission_key)
-        .fetch_one(&self.pool)
-        .await?;
-        row.try_into()
+        let job = job.clone();
+        self.writer
+            .write(move |conn| Box::pin(async move { insert_job(conn, &job).await }))
+            .await
     }
 
     async fn get(&self, id: JobId) -> Result<Option<Job>, DbError> {
@@ -272,42 +246,30 @@ impl JobStore for SqliteJobStore {
     }
 
     async fn expire_deadlines(&self, now: DateTime<Utc>) -> Result<u64, DbError> {
-        self.cancel_past_deadline(None, now).await
+        self.cancel_past_deadline(now).await
     }
 
     async fn mark_published(&self, id: JobId) -> Result<(), DbError> {
-        sqlx::query("update jobs set published_at = ?2 where id = ?1 and status = 'queued'")
-            .bind(id.to_string())
-            .bind(millis(Utc::now()))
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    sqlx::query(
+                        "update jobs set published_at = ?2 where id = ?1 and status = 'queued'",
+                    )
+                    .bind(id.to_string())
+                    .bind(millis(Utc::now()))
+                    .execute(&mut *conn)
+                    .await?;
+                    Ok(())
+                })
+            })
+            .await
     }
 
     async fn claim(&self, id: JobId, lease: Duration, take_over: bool) -> Result<Claim, DbError> {
-        let now = Utc::now();
-        self.cancel_past_deadline(Some(id), now).await?;
-        let claimed: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "update jobs set status = 'processing', attempts = attempts + 1, \
-                 lease_expires_at = ?3, started_at = coalesce(started_at, ?2), updated_at = ?2 \
-             where id = ?1 and (status = 'queued' or (status = 'processing' \
-                 and (lease_expires_at < ?2 or ?4))) \
-             returning {JOB_COLUMNS}"
-        )))
-        .bind(id.to_string())
-        .bind(millis(now))
-        .bind(millis(now + lease_duration(lease)))
-        .bind(take_over)
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some(row) = claimed {
-            return Ok(Claim::Claimed(row.try_into()?));
-        }
-        Ok(match self.get(id).await? {
-            None => Claim::Missing,
-            Some(job) if job.status.is_final() => Claim::Finished(job),
-            Some(_) => Claim::Busy,
-        })
+        self.writer
+            .write(move |conn| Box::pin(async move { claim_job(conn, id, lease, take_over).await }))
+            .await
     }
 
     async fn succeed(
@@ -316,19 +278,26 @@ impl JobStore for SqliteJobStore {
         attempt: i32,
         result: &ScreeningResult,
     ) -> Result<bool, DbError> {
-        let done = sqlx::query(
-            "update jobs set status = 'succeeded', result = ?3, error_code = null, \
-                 error_message = null, lease_expires_at = null, finished_at = ?4, \
-                 updated_at = ?4 \
-             where id = ?1 and status = 'processing' and attempts = ?2",
-        )
-        .bind(id.to_string())
-        .bind(attempt)
-        .bind(serde_json::to_string(result).context("encoding the result")?)
-        .bind(millis(Utc::now()))
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let result = serde_json::to_string(result).context("encoding the result")?;
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    let done = sqlx::query(
+                        "update jobs set status = 'succeeded', result = ?3, error_code = null, \
+                             error_message = null, lease_expires_at = null, finished_at = ?4, \
+                             updated_at = ?4 \
+                         where id = ?1 and status = 'processing' and attempts = ?2",
+                    )
+                    .bind(id.to_string())
+                    .bind(attempt)
+                    .bind(result)
+                    .bind(millis(Utc::now()))
+                    .execute(&mut *conn)
+                    .await?;
+                    Ok(done.rows_affected() == 1)
+                })
+            })
+            .await
     }
 
     async fn fail(&self, id: JobId, attempt: i32, failure: &JobFailure) -> Result<bool, DbError> {
@@ -414,28 +383,11 @@ impl JobStore for SqliteJobStore {
 }
 
 impl SqliteJobStore {
-    /// Cancels never-started `queued` jobs (only `only`, when given) whose deadline is at or
-    /// before `now`.
-    async fn cancel_past_deadline(
-        &self,
-        only: Option<JobId>,
-        now: DateTime<Utc>,
-    ) -> Result<u64, DbError> {
-        let failure = deadline_failure();
-        let done = sqlx::query(
-            "update jobs set status = 'canceled', error_code = ?2, error_message = ?3, \
-                 finished_at = ?4, updated_at = ?4 \
-             where (?5 is null or id = ?5) and status = 'queued' \
-                 and started_at is null and deadline <= ?1",
-        )
-        .bind(millis(now))
-        .bind(failure.code.as_str())
-        .bind(&failure.message)
-        .bind(millis(Utc::now()))
-        .bind(only.map(|id| id.to_string()))
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
+    /// Cancels never-started `queued` jobs whose deadline is at or before `now`.
+    async fn cancel_past_deadline(&self, now: DateTime<Utc>) -> Result<u64, DbError> {
+        self.writer
+            .write(move |conn| Box::pin(async move { cancel_past_deadline(conn, None, now).await }))
+            .await
     }
 
     /// Ends a claim with an error: `failed` for good, or `queued` for another attempt.
@@ -446,23 +398,135 @@ impl SqliteJobStore {
         failure: &JobFailure,
         status: JobStatus,
     ) -> Result<bool, DbError> {
-        let now = millis(Utc::now());
-        let done = sqlx::query(
-            "update jobs set status = ?3, error_code = ?4, error_message = ?5, \
-                 lease_expires_at = null, \
-                 published_at = case when ?3 = 'queued' then ?6 else published_at end, \
-                 finished_at = case when ?3 = 'failed' then ?6 else null end, \
-                 updated_at = ?6 \
-             where id = ?1 and status = 'processing' and attempts = ?2",
-        )
-        .bind(id.to_string())
-        .bind(attempt)
-        .bind(status.as_str())
-        .bind(failure.code.as_str())
-        .bind(&failure.message)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        let failure = failure.clone();
+        self.writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    let now = millis(Utc::now());
+                    let done = sqlx::query(
+                        "update jobs set status = ?3, error_code = ?4, error_message = ?5, \
+                             lease_expires_at = null, \
+                             published_at = case when ?3 = 'queued' then ?6 else published_at end, \
+                             finished_at = case when ?3 = 'failed' then ?6 else null end, \
+                             updated_at = ?6 \
+                         where id = ?1 and status = 'processing' and attempts = ?2",
+                    )
+                    .bind(id.to_string())
+                    .bind(attempt)
+                    .bind(status.as_str())
+                    .bind(failure.code.as_str())
+                    .bind(&failure.message)
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await?;
+                    Ok(done.rows_affected() == 1)
+                })
+            })
+            .await
     }
+}
+
+/// Records a job, or answers the job its submission key already made.
+async fn insert_job(conn: &mut SqliteConnection, job: &NewJob) -> Result<Job, DbError> {
+    let now = millis(Utc::now());
+    let row: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "insert into jobs (id, model, model_version, status, image_key, image_sha256, \
+         image_content_type, image_bytes, client_reference, created_at, updated_at, \
+         tenant_id, batch_id, site, tags, deadline, webhook_url, submission_key) \
+         values (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13, ?14, \
+         ?15, ?16) on conflict (tenant_id, submission_key) do nothing \
+         returning {JOB_COLUMNS}"
+    )))
+    .bind(job.id.to_string())
+    .bind(&job.model)
+    .bind(&job.model_version)
+    .bind(&job.image_key)
+    .bind(&job.image_sha256)
+    .bind(&job.image_content_type)
+    .bind(job.image_bytes)
+    .bind(&job.client_reference)
+    .bind(now)
+    .bind(job.tenant_id.to_string())
+    .bind(job.batch_id.map(|b| b.to_string()))
+    .bind(&job.site)
+    .bind(serde_json::to_string(&job.tags).context("encoding tags")?)
+    .bind(job.deadline.map(millis))
+    .bind(&job.webhook_url)
+    .bind(&job.submission_key)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(row) = row {
+        return row.try_into();
+    }
+    // The request that created it is being retried: answer the job it created.
+    let row: JobRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {JOB_COLUMNS} from jobs where tenant_id = ?1 and submission_key = ?2"
+    )))
+    .bind(job.tenant_id.to_string())
+    .bind(&job.submission_key)
+    .fetch_one(&mut *conn)
+    .await?;
+    row.try_into()
+}
+
+/// Claims a job for `lease` (cancelling it first if its deadline has passed).
+async fn claim_job(
+    conn: &mut SqliteConnection,
+    id: JobId,
+    lease: Duration,
+    take_over: bool,
+) -> Result<Claim, DbError> {
+    let now = Utc::now();
+    cancel_past_deadline(conn, Some(id), now).await?;
+    let claimed: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "update jobs set status = 'processing', attempts = attempts + 1, \
+             lease_expires_at = ?3, started_at = coalesce(started_at, ?2), updated_at = ?2 \
+         where id = ?1 and (status = 'queued' or (status = 'processing' \
+             and (lease_expires_at < ?2 or ?4))) \
+         returning {JOB_COLUMNS}"
+    )))
+    .bind(id.to_string())
+    .bind(millis(now))
+    .bind(millis(now + lease_duration(lease)))
+    .bind(take_over)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(row) = claimed {
+        return Ok(Claim::Claimed(row.try_into()?));
+    }
+    let row: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "select {JOB_COLUMNS} from jobs where id = ?1"
+    )))
+    .bind(id.to_string())
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(match row.map(Job::try_from).transpose()? {
+        None => Claim::Missing,
+        Some(job) if job.status.is_final() => Claim::Finished(job),
+        Some(_) => Claim::Busy,
+    })
+}
+
+/// Cancels never-started `queued` jobs (only `only`, when given) whose deadline is at or
+/// before `now`.
+async fn cancel_past_deadline(
+    conn: &mut SqliteConnection,
+    only: Option<JobId>,
+    now: DateTime<Utc>,
+) -> Result<u64, DbError> {
+    let failure = deadline_failure();
+    let done = sqlx::query(
+        "update jobs set status = 'canceled', error_code = ?2, error_message = ?3, \
+             finished_at = ?4, updated_at = ?4 \
+         where (?5 is null or id = ?5) and status = 'queued' \
+             and started_at is null and deadline <= ?1",
+    )
+    .bind(millis(now))
+    .bind(failure.code.as_str())
+    .bind(&failure.message)
+    .bind(millis(Utc::now()))
+    .bind(only.map(|id| id.to_string()))
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
 }

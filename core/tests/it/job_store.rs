@@ -52,6 +52,7 @@ each_job_store!(
     concurrent_claims_of_one_job_have_one_winner,
     a_submission_key_creates_one_job,
     errors_say_whether_to_retry_refuse_or_investigate,
+    a_refused_write_among_concurrent_writes_fails_alone,
 );
 
 fn result() -> ScreeningResult {
@@ -585,4 +586,41 @@ async fn errors_say_whether_to_retry_refuse_or_investigate(db: TestJobStore) {
         }
         other => panic!("expected a conflict, got {other:?}"),
     }
+}
+
+async fn a_refused_write_among_concurrent_writes_fails_alone(db: TestJobStore) {
+    // Writes arriving together may share a transaction (SQLite commits them as a group): the
+    // one a constraint refuses must fail alone, and every other one must be committed.
+    let taken = new_job("malaria");
+    db.store.insert(&taken).await.unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..64 {
+        let store = db.store.clone();
+        let job = if n == 31 {
+            taken.clone()
+        } else {
+            new_job("malaria")
+        };
+        tasks.spawn(async move {
+            let inserted = store.insert(&job).await.map(|j| j.id);
+            let claimed = match &inserted {
+                Ok(id) => Some(store.claim(*id, LEASE, false).await.unwrap()),
+                Err(_) => None,
+            };
+            (n, job.id, inserted, claimed)
+        });
+    }
+    for (n, id, inserted, claimed) in tasks.join_all().await {
+        if n == 31 {
+            assert!(
+                matches!(inserted, Err(DbError::Conflict { .. })),
+                "{inserted:?}"
+            );
+            continue;
+        }
+        assert_eq!(inserted.unwrap(), id);
+        assert!(matches!(claimed, Some(Claim::Claimed(_))), "{claimed:?}");
+        assert_eq!(get(&*db.store, id).await.status, JobStatus::Processing);
+    }
+    assert_eq!(get(&*db.store, taken.id).await.status, JobStatus::Queued);
 }

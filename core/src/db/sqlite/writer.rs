@@ -1,0 +1,171 @@
+//! Group commit for the embedded store's hot writes.
+//!
+//! SQLite takes one writer at a time, and every commit syncs the write-ahead log and writes each
+//! page the transaction touched. A job is written four times (recorded, published, claimed,
+//! finished), so at a few hundred jobs a second one-transaction-per-write spends more CPU in
+//! SQLite than in the model. Instead, the job store's writes are sent to one task that owns one
+//! connection: it takes every write waiting at that moment (up to [`MAX_GROUP`]), runs each in
+//! a savepoint of its own (a write that fails is rolled back alone and reports its own error),
+//! and commits them in one transaction. Nobody hears back before that commit is durable, so a
+//! caller sees exactly what it saw before: its write committed, or an error.
+//!
+//! Under light load a group is one write, as before; under heavy load a commit carries the
+//! writes of every task that arrived meanwhile.
+
+use std::any::Any;
+
+use futures::future::BoxFuture;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use sqlx::{ConnectOptions, Connection, Executor};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::db::DbError;
+
+/// The most writes one transaction commits.
+const MAX_GROUP: usize = 256;
+
+type Output = Result<Box<dyn Any + Send>, DbError>;
+type Work = Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Output> + Send>;
+
+struct Op {
+    work: Work,
+    reply: oneshot::Sender<Output>,
+}
+
+/// The way into the writer task. Cloning shares the task; it stops when the last clone is
+/// dropped.
+#[derive(Debug, Clone)]
+pub(super) struct Writer {
+    ops: mpsc::Sender<Op>,
+}
+
+impl Writer {
+    /// Starts the writer task on the current runtime, with its own connection.
+    pub(super) fn start(options: SqliteConnectOptions) -> Self {
+        let (ops, queue) = mpsc::channel(4 * MAX_GROUP);
+        tokio::spawn(serve(options, queue));
+        Self { ops }
+    }
+
+    /// Runs `work` in the next group and returns its result once the group is committed.
+    pub(super) async fn write<R, F>(&self, work: F) -> Result<R, DbError>
+    where
+        R: Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<R, DbError>>
+            + Send
+            + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let work: Work = Box::new(move |conn| {
+            Box::pin(async move {
+                let out = work(conn).await?;
+                Ok(Box::new(out) as Box<dyn Any + Send>)
+            })
+        });
+        self.ops
+            .send(Op { work, reply })
+            .await
+            .map_err(|_| stopped())?;
+        let out = answer.await.map_err(|_| stopped())??;
+        Ok(*out
+            .downcast::<R>()
+            .expect("a write answers with the type it was asked for"))
+    }
+}
+
+fn stopped() -> DbError {
+    DbError::Unavailable(anyhow::anyhow!("the SQLite writer has stopped"))
+}
+
+async fn serve(options: SqliteConnectOptions, mut queue: mpsc::Receiver<Op>) {
+    let mut conn: Option<SqliteConnection> = None;
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while queue.recv_many(&mut group, MAX_GROUP).await > 0 {
+        if conn.is_none() {
+            match options.connect().await {
+                Ok(fresh) => conn = Some(fresh),
+                Err(e) => {
+                    let message = format!("cannot open the database for writing: {e}");
+                    fail_all(group.drain(..), &message);
+                    continue;
+                }
+            }
+        }
+        let healthy = commit(conn.as_mut().expect("opened above"), group.drain(..)).await;
+        if !healthy {
+            // Whatever went wrong, the next group starts on a fresh connection.
+            conn = None;
+        }
+    }
+    if let Some(conn) = conn {
+        let _ = conn.close().await;
+    }
+}
+
+/// Runs the group in one transaction and answers every write; false when the connection
+/// should be replaced.
+async fn commit(conn: &mut SqliteConnection, group: impl Iterator<Item = Op>) -> bool {
+    let group: Vec<Op> = group.collect();
+    if let Err(e) = conn.execute("begin immediate").await {
+        fail_all(group, &format!("cannot start a transaction: {e}"));
+        return false;
+    }
+    let mut done = Vec::with_capacity(group.len());
+    for Op { work, reply } in group {
+        if let Err(e) = conn.execute("savepoint write").await {
+            let _ = conn.execute("rollback").await;
+            let _ = reply.send(Err(unavailable(format!("cannot make a savepoint: {e}"))));
+            fail_all(done.into_iter().map(|(op, _)| op), "the transaction failed");
+            return false;
+        }
+        let out = work(conn).await;
+        let closed = if out.is_err() {
+            conn.execute("rollback to write; release write").await
+        } else {
+            conn.execute("release write").await
+        };
+        if let Err(e) = closed {
+            let _ = conn.execute("rollback").await;
+            let _ = reply.send(Err(unavailable(format!("cannot end a savepoint: {e}"))));
+            fail_all(done.into_iter().map(|(op, _)| op), "the transaction failed");
+            return false;
+        }
+        done.push((reply, out));
+    }
+    match conn.execute("commit").await {
+        Ok(_) => {
+            for (reply, out) in done {
+                let _ = reply.send(out);
+            }
+            true
+        }
+        Err(e) => {
+            let _ = conn.execute("rollback").await;
+            let message = format!("the transaction could not be committed: {e}");
+            for (reply, _) in done {
+                let _ = reply.send(Err(unavailable(message.clone())));
+            }
+            false
+        }
+    }
+}
+
+fn unavailable(message: String) -> DbError {
+    DbError::Unavailable(anyhow::Error::msg(message))
+}
+
+/// Answers writes that never ran.
+fn fail_all<S>(replies: impl IntoIterator<Item = S>, message: &str)
+where
+    S: Into<oneshot::Sender<Output>>,
+{
+    for reply in replies {
+        let _ = reply.into().send(Err(unavailable(message.to_owned())));
+    }
+}
+
+impl From<Op> for oneshot::Sender<Output> {
+    fn from(op: Op) -> Self {
+        op.reply
+    }
+}
