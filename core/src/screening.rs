@@ -4,6 +4,8 @@
 //! same result whether it was uploaded or screened locally. This is CPU work: call it from a
 //! blocking thread, never from the async runtime.
 
+use ndarray::Array3;
+
 use crate::imaging::{self, ImageLimits, ImageRejection};
 use crate::job::{FailureCode, JobFailure, ScreeningResult};
 use crate::registry::{InferenceError, Model};
@@ -48,14 +50,34 @@ pub fn screen<B: AsRef<[u8]>>(
     images: &[B],
     limits: &ImageLimits,
 ) -> Vec<Result<ScreeningResult, ScreenError>> {
+    let inputs = images
+        .iter()
+        .map(|bytes| prepare(model, bytes.as_ref(), limits))
+        .collect();
+    screen_prepared(model, inputs)
+}
+
+/// The model's input for an encoded image: decoded, then preprocessed.
+pub fn prepare(
+    model: &Model,
+    bytes: &[u8],
+    limits: &ImageLimits,
+) -> Result<Array3<f32>, ScreenError> {
+    let img = imaging::decode(bytes, limits)?;
+    Ok(model.preprocess(&img)?)
+}
+
+/// Screens inputs already prepared (or the reason each could not be), returning one outcome
+/// per input, in order, as [`screen`] does.
+pub fn screen_prepared(
+    model: &Model,
+    prepared: Vec<Result<Array3<f32>, ScreenError>>,
+) -> Vec<Result<ScreeningResult, ScreenError>> {
     let mut outcomes: Vec<Option<Result<ScreeningResult, ScreenError>>> =
-        Vec::with_capacity(images.len());
-    let mut inputs = Vec::with_capacity(images.len());
-    let mut slots = Vec::with_capacity(images.len());
-    for (slot, bytes) in images.iter().enumerate() {
-        let input = imaging::decode(bytes.as_ref(), limits)
-            .map_err(ScreenError::from)
-            .and_then(|img| model.preprocess(&img).map_err(ScreenError::from));
+        Vec::with_capacity(prepared.len());
+    let mut inputs = Vec::with_capacity(prepared.len());
+    let mut slots = Vec::with_capacity(prepared.len());
+    for (slot, input) in prepared.into_iter().enumerate() {
         match input {
             Ok(input) => {
                 outcomes.push(None);

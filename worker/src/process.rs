@@ -25,6 +25,7 @@ use medinform_core::queue::Delivery;
 use medinform_core::registry::Registry;
 use medinform_core::screening::{self, ScreenError};
 use medinform_core::storage::StorageError;
+use ndarray::Array3;
 
 use crate::WorkerSettings;
 
@@ -38,6 +39,12 @@ pub(crate) struct Processor {
 struct Claimed {
     job: Job,
     delivery: Delivery,
+}
+
+/// A claimed job's image: as stored, or already the model's input.
+enum Source {
+    Encoded(Bytes),
+    Prepared(Array3<f32>),
 }
 
 /// What became of one claimed job.
@@ -69,25 +76,39 @@ impl Processor {
             return;
         }
 
-        let images = join_all(claimed.iter().map(|c| self.fetch(&c.job))).await;
+        // An image uploaded to this process is already the model's input; the others are
+        // read from storage.
+        let model = self.registry.get(model_id);
+        let sources = join_all(claimed.iter().map(|c| {
+            let prepared = model
+                .as_ref()
+                .and_then(|m| m.take_prepared(&c.job.image_sha256));
+            async move {
+                match prepared {
+                    Some(input) => Ok(Source::Prepared(input)),
+                    None => self.fetch(&c.job).await.map(Source::Encoded),
+                }
+            }
+        }))
+        .await;
         let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(claimed.len());
         let mut to_screen = Vec::new();
-        for (index, image) in images.into_iter().enumerate() {
-            match image {
-                Ok(bytes) => {
+        let mut slots = Vec::new();
+        for (index, source) in sources.into_iter().enumerate() {
+            match source {
+                Ok(source) => {
                     outcomes.push(None);
-                    to_screen.push((index, bytes));
+                    to_screen.push(source);
+                    slots.push(index);
                 }
                 Err(outcome) => outcomes.push(Some(outcome)),
             }
         }
 
         if !to_screen.is_empty() {
-            let screened = self
-                .screen(model_id, to_screen.iter().map(|(_, b)| b.clone()).collect())
-                .await;
-            for ((index, _), outcome) in to_screen.iter().zip(screened) {
-                outcomes[*index] = Some(outcome);
+            let screened = self.screen(model_id, to_screen).await;
+            for (index, outcome) in slots.into_iter().zip(screened) {
+                outcomes[index] = Some(outcome);
             }
         }
 
@@ -148,8 +169,9 @@ impl Processor {
         }
     }
 
-    /// Decodes, preprocesses and runs the model on a blocking thread.
-    async fn screen(&self, model_id: &str, images: Vec<Bytes>) -> Vec<Outcome> {
+    /// Decodes and preprocesses what is not prepared yet, and runs the model, on a blocking
+    /// thread.
+    async fn screen(&self, model_id: &str, images: Vec<Source>) -> Vec<Outcome> {
         let count = images.len();
         let Some(model) = self.registry.get(model_id) else {
             let failure = JobFailure::new(
@@ -162,8 +184,17 @@ impl Processor {
         };
         let limits = self.settings.limits;
         let started = std::time::Instant::now();
-        let screened =
-            tokio::task::spawn_blocking(move || screening::screen(&model, &images, &limits)).await;
+        let screened = tokio::task::spawn_blocking(move || {
+            let inputs = images
+                .into_iter()
+                .map(|image| match image {
+                    Source::Prepared(input) => Ok(input),
+                    Source::Encoded(bytes) => screening::prepare(&model, &bytes, &limits),
+                })
+                .collect();
+            screening::screen_prepared(&model, inputs)
+        })
+        .await;
         match screened {
             Ok(results) => {
                 tracing::debug!(

@@ -80,8 +80,8 @@ pub fn ready_model(state: &AppState, id: &str) -> Result<(Arc<Model>, String), A
     Ok((model, version))
 }
 
-/// Validates the image, stores it under its content address, records a `queued` job and
-/// publishes it. Nothing is stored for an image that is refused. With a `submission_key`
+/// Validates the image (and, where the model runs in this process, prepares its input for the
+/// worker), stores it under its content address, records a `queued` job and publishes it. Nothing is stored for an image that is refused. With a `submission_key`
 /// ([`crate::idempotency::SubmissionKey`]) that a job already carries, that job is answered
 /// and nothing new is created.
 pub async fn accept(
@@ -93,12 +93,19 @@ pub async fn accept(
     metadata: Metadata,
     submission_key: Option<String>,
 ) -> Result<Job, ApiError> {
-    // Decoding is CPU work: off the async runtime.
+    // Decoding and hashing are CPU work: off the async runtime. Where the model runs in this
+    // process, the decoded image becomes its input now, so the worker does not decode it again.
     let limits = state.limits;
     let checked = image.clone();
-    let info = tokio::task::spawn_blocking(move || imaging::validate(&checked, &limits))
-        .await
-        .map_err(|e| ApiError::Internal(e.into()))??;
+    let runs_here = model.clone();
+    let (info, sha256) = tokio::task::spawn_blocking(move || {
+        let (info, img) = imaging::decode_with_info(&checked, &limits)?;
+        let sha256 = sha256_hex(&checked);
+        runs_here.prepare_ahead(&sha256, &img);
+        Ok::<_, imaging::ImageRejection>((info, sha256))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))??;
 
     // From the first write on, the work runs in a task of its own: a client that goes away
     // mid-request drops this handler, never the task, so an image is never left stored without
@@ -110,6 +117,7 @@ pub async fn accept(
         model_version.clone(),
         batch_id,
         image,
+        sha256,
         info.content_type,
         metadata,
         submission_key,
@@ -128,11 +136,11 @@ async fn record(
     model_version: String,
     batch_id: Option<BatchId>,
     image: Bytes,
+    sha256: String,
     content_type: &'static str,
     metadata: Metadata,
     submission_key: Option<String>,
 ) -> Result<Job, ApiError> {
-    let sha256 = sha256_hex(&image);
     let key = image_key(&sha256);
     let image_bytes = i64::try_from(image.len()).unwrap_or(i64::MAX);
     state.backends.blobs.put(&key, image, content_type).await?;

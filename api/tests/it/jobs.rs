@@ -1,11 +1,12 @@
 //! The job path end to end: upload → storage → queue → worker → store → `GET /v1/jobs/{id}`.
 
 use medinform_core::imaging::ImageLimits;
+use medinform_core::queue::JobMessage;
 use medinform_core::screening;
 use medinform_core::storage::{image_key, sha256_hex};
 use serde_json::Value;
 
-use crate::support::{Kind, Options, TestApp, cell_images};
+use crate::support::{Kind, Options, TestApp, cell_images, queued_job};
 
 async fn upload_is_screened_like_the_model_screens_it(kind: Kind) {
     let app = TestApp::start(kind).await;
@@ -176,34 +177,59 @@ async fn a_job_accepted_while_the_broker_is_down_is_screened_later() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn a_job_whose_image_cannot_be_read_fails_after_bounded_attempts() {
+fn unreadable_storage(max_attempts: i32) -> Options {
     let mut options = Options::new(Kind::Embedded);
-    options.jobs.max_attempts = 2;
+    options.jobs.max_attempts = max_attempts;
     options.wrap_blobs = Some(Box::new(|inner| {
         std::sync::Arc::new(crate::support::UnreadableBlobs { inner })
     }));
-    let app = TestApp::start_with(options).await;
+    options
+}
+
+#[tokio::test]
+async fn an_upload_to_the_process_that_screens_it_is_not_read_back() {
+    // `serve` decodes an upload once: the input made when it was checked goes to the worker,
+    // which does not read the image back from storage (here: storage that cannot be read).
+    let app = TestApp::start_with(unreadable_storage(1)).await;
     let (name, bytes) = cell_images().remove(2);
-    let (status, body) = app.submit("malaria", &name, bytes).await;
+    let (status, body) = app.submit("malaria", &name, bytes.clone()).await;
     assert_eq!(status, 202, "{body}");
-    let id = body["id"].as_str().unwrap().to_owned();
-    let job = app.wait_finished(&id).await;
+    let job = app.wait_finished(body["id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    // The same result as the model gives on the file.
+    let model = app.registry.get("malaria").unwrap();
+    let expected = screening::screen(&model, &[bytes], &ImageLimits::default())
+        .pop()
+        .unwrap()
+        .unwrap();
+    let p = job["result"]["probabilities"][1]["probability"]
+        .as_f64()
+        .unwrap();
+    assert_eq!(p, expected.probabilities[1].probability, "{job}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_job_whose_image_cannot_be_read_fails_after_bounded_attempts() {
+    let app = TestApp::start_with(unreadable_storage(2)).await;
+    // Uploaded through another API process: this worker must read the image from storage.
+    let (_, bytes) = cell_images().remove(2);
+    let id = queued_job(&app, bytes).await;
+    app.backends
+        .queue
+        .publish(&JobMessage::screen(id, "malaria"))
+        .await
+        .unwrap();
+    let job = app.wait_finished(&id.to_string()).await;
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["error"]["code"], "storage_unavailable", "{job}");
     let message = job["error"]["message"].as_str().unwrap();
     assert!(message.contains("gave up after 2 attempts"), "{message}");
-    let stored = app
-        .backends
-        .jobs
-        .get(id.parse().unwrap())
-        .await
-        .unwrap()
-        .unwrap();
+    let stored = app.backends.jobs.get(id).await.unwrap().unwrap();
     assert_eq!(stored.attempts, 2);
     // No endless redelivery: the message ended in the dead-letter queue.
     let dead = app.memory_queue.as_ref().unwrap().dead_letters();
     assert_eq!(dead.len(), 1);
-    assert_eq!(dead[0].job_id().to_string(), id);
+    assert_eq!(dead[0].job_id(), id);
     app.stop().await;
 }

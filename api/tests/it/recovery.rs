@@ -10,42 +10,7 @@ use medinform_core::storage::sweep::OrphanSweeper;
 use medinform_core::storage::{image_key, sha256_hex};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{Kind, Options, TestApp, cell_images};
-
-/// Stores `bytes` and records a queued job for them, as the API would, without publishing.
-async fn queued_job(app: &TestApp, bytes: Vec<u8>) -> JobId {
-    let sha = sha256_hex(&bytes);
-    let key = image_key(&sha);
-    let size = bytes.len() as i64;
-    app.backends
-        .blobs
-        .put(&key, bytes.into(), "image/png")
-        .await
-        .unwrap();
-    let model = app.registry.get("malaria").unwrap();
-    app.backends
-        .jobs
-        .insert(&NewJob {
-            id: JobId::new(),
-            tenant_id: medinform_core::tenant::TenantId::LOCAL,
-            batch_id: None,
-            model: "malaria".into(),
-            model_version: model.version().unwrap().into(),
-            image_key: key,
-            image_sha256: sha,
-            image_content_type: "image/png".into(),
-            image_bytes: size,
-            client_reference: None,
-            site: None,
-            tags: Vec::new(),
-            deadline: None,
-            webhook_url: None,
-            submission_key: None,
-        })
-        .await
-        .unwrap()
-        .id
-}
+use crate::support::{Kind, Options, TestApp, cell_images, queued_job};
 
 /// A worker on `backends` with the test jobs settings of `kind`, until `shutdown`.
 fn spawn_worker(

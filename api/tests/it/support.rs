@@ -16,13 +16,16 @@ use medinform_api::{App, AuthMode, Authenticator, Overrides, RateLimit, Role};
 use medinform_core::app::Backends;
 use medinform_core::config::{Config, JobsConfig, S3Config, StorageBackend, WebhooksConfig};
 use medinform_core::db::{
-    Begin, DbError, IdempotencyStore, NewIdempotencyKey, SqliteJobStore, StoredResponse,
+    Begin, DbError, IdempotencyStore, NewIdempotencyKey, NewJob, SqliteJobStore, StoredResponse,
     create_api_key,
 };
 use medinform_core::imaging::ImageLimits;
+use medinform_core::job::JobId;
 use medinform_core::queue::{JobMessage, JobQueue, MemoryQueue, QueueError, Subscription};
 use medinform_core::registry::{Registry, RegistryOptions, Stage};
-use medinform_core::storage::{BlobStore, LocalBlobStore, StorageError, StoredObject};
+use medinform_core::storage::{
+    BlobStore, LocalBlobStore, StorageError, StoredObject, image_key, sha256_hex,
+};
 use medinform_core::tenant::Scope;
 use medinform_core::webhooks::install_crypto_provider;
 use serde_json::Value;
@@ -811,4 +814,40 @@ impl IdempotencyStore for DiesBeforeAnswering {
     ) -> Result<u64, DbError> {
         self.inner.purge_idempotency_keys(now).await
     }
+}
+
+/// Stores `bytes` and records a queued `malaria` job for them, as an API process would,
+/// without publishing.
+pub async fn queued_job(app: &TestApp, bytes: Vec<u8>) -> JobId {
+    let sha = sha256_hex(&bytes);
+    let key = image_key(&sha);
+    let size = bytes.len() as i64;
+    app.backends
+        .blobs
+        .put(&key, bytes.into(), "image/png")
+        .await
+        .unwrap();
+    let model = app.registry.get("malaria").unwrap();
+    app.backends
+        .jobs
+        .insert(&NewJob {
+            id: JobId::new(),
+            tenant_id: medinform_core::tenant::TenantId::LOCAL,
+            batch_id: None,
+            model: "malaria".into(),
+            model_version: model.version().unwrap().into(),
+            image_key: key,
+            image_sha256: sha,
+            image_content_type: "image/png".into(),
+            image_bytes: size,
+            client_reference: None,
+            site: None,
+            tags: Vec::new(),
+            deadline: None,
+            webhook_url: None,
+            submission_key: None,
+        })
+        .await
+        .unwrap()
+        .id
 }

@@ -9,6 +9,7 @@
 mod decision;
 pub mod inference;
 pub mod manifest;
+mod prepared;
 pub mod preprocess;
 
 use std::collections::HashMap;
@@ -23,9 +24,10 @@ use serde::Serialize;
 use crate::job::{Heatmap, ScreeningResult};
 
 use self::decision::Decision;
-use self::inference::{Runner, Threads};
 pub use self::inference::{ActiveProvider, ExecutionProvider, InferenceError, init_onnxruntime};
+use self::inference::{Runner, Threads};
 pub use self::manifest::{Figure, Manifest, ManifestError, Stage};
+use self::prepared::Prepared;
 
 /// How to load the registry.
 #[derive(Debug, Clone)]
@@ -96,6 +98,8 @@ pub struct Model {
     threshold_override: Option<f64>,
     status: ModelStatus,
     loaded: Option<Loaded>,
+    /// Inputs prepared at upload for this process's worker.
+    prepared: Prepared,
 }
 
 struct Loaded {
@@ -186,6 +190,24 @@ impl Model {
     pub fn preprocess(&self, img: &DynamicImage) -> Result<Array3<f32>, InferenceError> {
         let manifest = self.manifest.as_ref().ok_or_else(|| self.unavailable())?;
         Ok(preprocess::preprocess(img, &manifest.input))
+    }
+
+    /// Turns an image decoded at upload into this model's input and leaves it, under the
+    /// image's SHA-256, for this process's worker ([`Model::take_prepared`]). Does nothing
+    /// where the model does not run in this process.
+    pub fn prepare_ahead(&self, sha256: &str, img: &DynamicImage) {
+        if self.loaded.is_none() {
+            return;
+        }
+        if let Ok(input) = self.preprocess(img) {
+            self.prepared.put(sha256, input);
+        }
+    }
+
+    /// The input [`Model::prepare_ahead`] left for the image `sha256`, if it is still there
+    /// (it is taken once; the oldest are dropped when the worker falls far behind).
+    pub fn take_prepared(&self, sha256: &str) -> Option<Array3<f32>> {
+        self.prepared.take(sha256)
     }
 
     /// Screens a batch of preprocessed images in one ONNX Runtime run (several only if the
@@ -344,6 +366,7 @@ fn load_model(
         figures: Vec::new(),
         status: ModelStatus::NotLoaded,
         loaded: None,
+        prepared: Prepared::default(),
     };
     let unavailable = |reason: String| ModelStatus::Unavailable { reason };
 
