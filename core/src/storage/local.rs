@@ -40,25 +40,10 @@ impl LocalBlobStore {
 impl BlobStore for LocalBlobStore {
     async fn put(&self, key: &str, bytes: Bytes, _content_type: &str) -> Result<(), StorageError> {
         let path = self.path_of(key)?;
-        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
-            // The same bytes are there. Writing them again restarts the orphan sweep's grace
-            // period, as an S3 put would: the job about to refer to them is not yet recorded.
-            touch(&path).await?;
-            return Ok(());
-        }
-        let dir = path.parent().context("object key without a folder")?;
-        tokio::fs::create_dir_all(dir)
+        // One trip to a blocking thread for the whole write, not one per file operation.
+        tokio::task::spawn_blocking(move || write_once(&path, &bytes))
             .await
-            .with_context(|| format!("creating {}", dir.display()))?;
-        let tmp = dir.join(format!(".{}.tmp", uuid::Uuid::new_v4()));
-        tokio::fs::write(&tmp, &bytes)
-            .await
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        let file = tokio::fs::File::open(&tmp).await.context("reopening")?;
-        file.sync_all().await.context("syncing image to disk")?;
-        tokio::fs::rename(&tmp, &path)
-            .await
-            .with_context(|| format!("moving image into place at {}", path.display()))?;
+            .context("storing an image")??;
         Ok(())
     }
 
@@ -124,17 +109,34 @@ impl BlobStore for LocalBlobStore {
 }
 
 /// Sets the file's modification time to now.
-async fn touch(path: &Path) -> anyhow::Result<()> {
-    let path = path.to_owned();
-    tokio::task::spawn_blocking(move || {
-        std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .and_then(|file| file.set_modified(std::time::SystemTime::now()))
-            .with_context(|| format!("touching {}", path.display()))
-    })
-    .await
-    .context("touching an image")?
+/// Writes `bytes` at `path` durably unless the file is there already (the same bytes: keys are
+/// content addresses), in which case its time is renewed, as an S3 put would renew it, so the
+/// orphan sweep's grace period restarts for the job about to refer to it.
+fn write_once(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+
+    match std::fs::File::options().write(true).open(path) {
+        Ok(file) => {
+            return file
+                .set_modified(std::time::SystemTime::now())
+                .with_context(|| format!("touching {}", path.display()));
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("opening {}", path.display())),
+    }
+    let dir = path.parent().context("object key without a folder")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = dir.join(format!(".{}.tmp", uuid::Uuid::new_v4()));
+    let written = std::fs::File::create(&tmp).and_then(|mut file| {
+        file.write_all(bytes)?;
+        file.sync_data()
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("writing {}", tmp.display()));
+    }
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("moving image into place at {}", path.display()))
 }
 
 /// Adds the files under `dir` (whose keys start with `rel`) that start with `prefix` and sort
