@@ -469,7 +469,9 @@ async fn insert_job(conn: &mut SqliteConnection, job: &NewJob) -> Result<Job, Db
     row.try_into()
 }
 
-/// Claims a job for `lease` (cancelling it first if its deadline has passed).
+/// Claims a job for `lease`; a never-started job whose deadline has passed is cancelled
+/// instead. One statement changes the job either way (the cancel follows only a claim that
+/// changed nothing), as [`Writer::write`] needs.
 async fn claim_job(
     conn: &mut SqliteConnection,
     id: JobId,
@@ -477,12 +479,12 @@ async fn claim_job(
     take_over: bool,
 ) -> Result<Claim, DbError> {
     let now = Utc::now();
-    cancel_past_deadline(conn, Some(id), now).await?;
     let claimed: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "update jobs set status = 'processing', attempts = attempts + 1, \
              lease_expires_at = ?3, started_at = coalesce(started_at, ?2), updated_at = ?2 \
-         where id = ?1 and (status = 'queued' or (status = 'processing' \
-             and (lease_expires_at < ?2 or ?4))) \
+         where id = ?1 and ((status = 'queued' \
+                 and (deadline is null or deadline > ?2 or started_at is not null)) \
+             or (status = 'processing' and (lease_expires_at < ?2 or ?4))) \
          returning {JOB_COLUMNS}"
     )))
     .bind(id.to_string())
@@ -494,6 +496,7 @@ async fn claim_job(
     if let Some(row) = claimed {
         return Ok(Claim::Claimed(row.try_into()?));
     }
+    cancel_past_deadline(conn, Some(id), now).await?;
     let row: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "select {JOB_COLUMNS} from jobs where id = ?1"
     )))

@@ -4,10 +4,13 @@
 //! page the transaction touched. A job is written four times (recorded, published, claimed,
 //! finished), so at a few hundred jobs a second one-transaction-per-write spends more CPU in
 //! SQLite than in the model. Instead, the job store's writes are sent to one task that owns one
-//! connection: it takes every write waiting at that moment (up to [`MAX_GROUP`]), runs each in
-//! a savepoint of its own (a write that fails is rolled back alone and reports its own error),
-//! and commits them in one transaction. Nobody hears back before that commit is durable, so a
-//! caller sees exactly what it saw before: its write committed, or an error.
+//! connection: it takes every write waiting at that moment (up to [`MAX_GROUP`]), runs them one
+//! after the other and commits them in one transaction. Nobody hears back before that commit is
+//! durable, so a caller sees exactly what it saw before: its write committed, or an error.
+//!
+//! Each write changes the database with one statement at most (it may read besides): SQLite
+//! applies a statement whole or not at all, so a write that fails (a constraint) is undone alone
+//! and reports its own error, and its neighbours in the group commit.
 //!
 //! Under light load a group is one write, as before; under heavy load a commit carries the
 //! writes of every task that arrived meanwhile.
@@ -48,6 +51,7 @@ impl Writer {
     }
 
     /// Runs `work` in the next group and returns its result once the group is committed.
+    /// `work` changes the database with one statement at most (see the module's documentation).
     pub(super) async fn write<R, F>(&self, work: F) -> Result<R, DbError>
     where
         R: Send + 'static,
@@ -112,24 +116,7 @@ async fn commit(conn: &mut SqliteConnection, group: impl Iterator<Item = Op>) ->
     }
     let mut done = Vec::with_capacity(group.len());
     for Op { work, reply } in group {
-        if let Err(e) = conn.execute("savepoint write").await {
-            let _ = conn.execute("rollback").await;
-            let _ = reply.send(Err(unavailable(format!("cannot make a savepoint: {e}"))));
-            fail_all(done.into_iter().map(|(op, _)| op), "the transaction failed");
-            return false;
-        }
         let out = work(conn).await;
-        let closed = if out.is_err() {
-            conn.execute("rollback to write; release write").await
-        } else {
-            conn.execute("release write").await
-        };
-        if let Err(e) = closed {
-            let _ = conn.execute("rollback").await;
-            let _ = reply.send(Err(unavailable(format!("cannot end a savepoint: {e}"))));
-            fail_all(done.into_iter().map(|(op, _)| op), "the transaction failed");
-            return false;
-        }
         done.push((reply, out));
     }
     match conn.execute("commit").await {
