@@ -22,7 +22,7 @@ use medinform_core::app::Backends;
 use medinform_core::db::Claim;
 use medinform_core::job::{FailureCode, Job, JobFailure, ScreeningResult};
 use medinform_core::queue::Delivery;
-use medinform_core::registry::Registry;
+use medinform_core::registry::{Model, Registry};
 use medinform_core::screening::{self, ScreenError};
 use medinform_core::storage::StorageError;
 use ndarray::Array3;
@@ -106,7 +106,7 @@ impl Processor {
         }
 
         if !to_screen.is_empty() {
-            let screened = self.screen(model_id, to_screen).await;
+            let screened = self.screen(model_id, model, to_screen).await;
             for (index, outcome) in slots.into_iter().zip(screened) {
                 outcomes[index] = Some(outcome);
             }
@@ -171,9 +171,14 @@ impl Processor {
 
     /// Decodes and preprocesses what is not prepared yet, and runs the model, on a blocking
     /// thread.
-    async fn screen(&self, model_id: &str, images: Vec<Source>) -> Vec<Outcome> {
+    async fn screen(
+        &self,
+        model_id: &str,
+        model: Option<Arc<Model>>,
+        images: Vec<Source>,
+    ) -> Vec<Outcome> {
         let count = images.len();
-        let Some(model) = self.registry.get(model_id) else {
+        let Some(model) = model else {
             let failure = JobFailure::new(
                 FailureCode::UnknownModel,
                 format!("model {model_id} is not in this worker's registry"),

@@ -246,7 +246,9 @@ impl JobStore for SqliteJobStore {
     }
 
     async fn expire_deadlines(&self, now: DateTime<Utc>) -> Result<u64, DbError> {
-        self.cancel_past_deadline(now).await
+        self.writer
+            .write(move |conn| Box::pin(async move { cancel_past_deadline(conn, None, now).await }))
+            .await
     }
 
     async fn mark_published(&self, id: JobId) -> Result<(), DbError> {
@@ -383,13 +385,6 @@ impl JobStore for SqliteJobStore {
 }
 
 impl SqliteJobStore {
-    /// Cancels never-started `queued` jobs whose deadline is at or before `now`.
-    async fn cancel_past_deadline(&self, now: DateTime<Utc>) -> Result<u64, DbError> {
-        self.writer
-            .write(move |conn| Box::pin(async move { cancel_past_deadline(conn, None, now).await }))
-            .await
-    }
-
     /// Ends a claim with an error: `failed` for good, or `queued` for another attempt.
     async fn finish_attempt(
         &self,

@@ -142,17 +142,8 @@ fn unavailable(message: String) -> DbError {
 }
 
 /// Answers writes that never ran.
-fn fail_all<S>(replies: impl IntoIterator<Item = S>, message: &str)
-where
-    S: Into<oneshot::Sender<Output>>,
-{
-    for reply in replies {
-        let _ = reply.into().send(Err(unavailable(message.to_owned())));
-    }
-}
-
-impl From<Op> for oneshot::Sender<Output> {
-    fn from(op: Op) -> Self {
-        op.reply
+fn fail_all(ops: impl IntoIterator<Item = Op>, message: &str) {
+    for op in ops {
+        let _ = op.reply.send(Err(unavailable(message.to_owned())));
     }
 }
