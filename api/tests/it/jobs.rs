@@ -1,12 +1,11 @@
 //! The job path end to end: upload → storage → queue → worker → store → `GET /v1/jobs/{id}`.
 
 use medinform_core::imaging::ImageLimits;
-use medinform_core::queue::JobMessage;
 use medinform_core::screening;
 use medinform_core::storage::{image_key, sha256_hex};
 use serde_json::Value;
 
-use crate::support::{Kind, Options, TestApp, cell_images, queued_job};
+use crate::support::{Kind, Options, TestApp, cell_images, published_job};
 
 async fn upload_is_screened_like_the_model_screens_it(kind: Kind) {
     let app = TestApp::start(kind).await;
@@ -214,12 +213,7 @@ async fn a_job_whose_image_cannot_be_read_fails_after_bounded_attempts() {
     let app = TestApp::start_with(unreadable_storage(2)).await;
     // Uploaded through another API process: this worker must read the image from storage.
     let (_, bytes) = cell_images().remove(2);
-    let id = queued_job(&app, bytes).await;
-    app.backends
-        .queue
-        .publish(&JobMessage::screen(id, "malaria"))
-        .await
-        .unwrap();
+    let id = published_job(&app, bytes).await;
     let job = app.wait_finished(&id.to_string()).await;
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["error"]["code"], "storage_unavailable", "{job}");

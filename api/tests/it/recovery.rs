@@ -3,14 +3,14 @@
 use std::time::Duration;
 
 use medinform_core::app::Backends;
-use medinform_core::db::{Claim, NewJob};
+use medinform_core::db::Claim;
 use medinform_core::job::{Job, JobId, JobStatus};
 use medinform_core::queue::JobMessage;
 use medinform_core::storage::sweep::OrphanSweeper;
 use medinform_core::storage::{image_key, sha256_hex};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{Kind, Options, TestApp, cell_images, queued_job};
+use crate::support::{Kind, Options, TestApp, cell_images, malaria_job, published_job};
 
 /// A worker on `backends` with the test jobs settings of `kind`, until `shutdown`.
 fn spawn_worker(
@@ -83,12 +83,7 @@ async fn a_corrupt_image_fails_at_once_and_is_dead_lettered(kind: Kind) {
     // A PNG cut in half: its header is fine, its pixels are not.
     let (_, bytes) = cell_images().remove(0);
     let truncated = bytes[..bytes.len() / 2].to_vec();
-    let id = queued_job(&app, truncated).await;
-    app.backends
-        .queue
-        .publish(&JobMessage::screen(id, "malaria"))
-        .await
-        .unwrap();
+    let id = published_job(&app, truncated).await;
     let job = app.wait_finished(&id.to_string()).await;
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(job["error"]["code"], "corrupt_image", "{job}");
@@ -125,12 +120,7 @@ async fn a_job_left_by_a_dead_worker_is_taken_over() {
     options.worker = false;
     let idle = TestApp::start_with(options).await;
     let (_, bytes) = cell_images().remove(3);
-    let id = queued_job(&idle, bytes).await;
-    idle.backends
-        .queue
-        .publish(&JobMessage::screen(id, "malaria"))
-        .await
-        .unwrap();
+    let id = published_job(&idle, bytes).await;
 
     // The doomed worker: receives the message, claims the job, and dies holding both.
     {
@@ -201,23 +191,11 @@ async fn jobs_queued_before_a_restart_are_screened_after_it() {
     let registry = std::sync::Arc::new(crate::support::load_registry(registry_dir.path()));
     let id = before
         .jobs
-        .insert(&NewJob {
-            id: JobId::new(),
-            tenant_id: medinform_core::tenant::TenantId::LOCAL,
-            batch_id: None,
-            model: "malaria".into(),
-            model_version: registry.get("malaria").unwrap().version().unwrap().into(),
-            image_key: image_key(&sha),
-            image_sha256: sha,
-            image_content_type: "image/png".into(),
-            image_bytes: 1,
-            client_reference: None,
-            site: None,
-            tags: Vec::new(),
-            deadline: None,
-            webhook_url: None,
-            submission_key: None,
-        })
+        .insert(&malaria_job(
+            registry.get("malaria").unwrap().version().unwrap(),
+            sha,
+            1,
+        ))
         .await
         .unwrap()
         .id;

@@ -816,38 +816,56 @@ impl IdempotencyStore for DiesBeforeAnswering {
     }
 }
 
-/// Stores `bytes` and records a queued `malaria` job for them, as an API process would,
-/// without publishing.
-pub async fn queued_job(app: &TestApp, bytes: Vec<u8>) -> JobId {
+/// A `malaria` job of tenant `local` for the image `sha256` (`image_bytes` long), as the API
+/// records it.
+pub fn malaria_job(model_version: &str, sha256: String, image_bytes: i64) -> NewJob {
+    NewJob {
+        id: JobId::new(),
+        tenant_id: medinform_core::tenant::TenantId::LOCAL,
+        batch_id: None,
+        model: "malaria".into(),
+        model_version: model_version.into(),
+        image_key: image_key(&sha256),
+        image_sha256: sha256,
+        image_content_type: "image/png".into(),
+        image_bytes,
+        client_reference: None,
+        site: None,
+        tags: Vec::new(),
+        deadline: None,
+        webhook_url: None,
+        submission_key: None,
+    }
+}
+
+/// Stores `bytes`, records a queued `malaria` job for them and publishes it, as another API
+/// process would (nothing is prepared for this process's worker).
+pub async fn published_job(app: &TestApp, bytes: Vec<u8>) -> JobId {
     let sha = sha256_hex(&bytes);
-    let key = image_key(&sha);
     let size = bytes.len() as i64;
     app.backends
         .blobs
-        .put(&key, bytes.into(), "image/png")
+        .put(&image_key(&sha), bytes.into(), "image/png")
         .await
         .unwrap();
-    let model = app.registry.get("malaria").unwrap();
-    app.backends
+    let version = app
+        .registry
+        .get("malaria")
+        .unwrap()
+        .version()
+        .unwrap()
+        .to_owned();
+    let id = app
+        .backends
         .jobs
-        .insert(&NewJob {
-            id: JobId::new(),
-            tenant_id: medinform_core::tenant::TenantId::LOCAL,
-            batch_id: None,
-            model: "malaria".into(),
-            model_version: model.version().unwrap().into(),
-            image_key: key,
-            image_sha256: sha,
-            image_content_type: "image/png".into(),
-            image_bytes: size,
-            client_reference: None,
-            site: None,
-            tags: Vec::new(),
-            deadline: None,
-            webhook_url: None,
-            submission_key: None,
-        })
+        .insert(&malaria_job(&version, sha, size))
         .await
         .unwrap()
-        .id
+        .id;
+    app.backends
+        .queue
+        .publish(&JobMessage::screen(id, "malaria"))
+        .await
+        .unwrap();
+    id
 }
