@@ -81,9 +81,10 @@ pub fn ready_model(state: &AppState, id: &str) -> Result<(Arc<Model>, String), A
 }
 
 /// Validates the image (and, where the model runs in this process, prepares its input for the
-/// worker), stores it under its content address, records a `queued` job and publishes it. Nothing is stored for an image that is refused. With a `submission_key`
-/// ([`crate::idempotency::SubmissionKey`]) that a job already carries, that job is answered
-/// and nothing new is created.
+/// worker), stores it under its content address, records a `queued` job and publishes it.
+/// Nothing is stored for an image that is refused. With a `submission_key`
+/// ([`crate::idempotency::SubmissionKey`]) that a job already carries, that job is answered and
+/// nothing new is created.
 pub async fn accept(
     state: &AppState,
     caller: &Caller,
