@@ -20,7 +20,7 @@ use bytes::Bytes;
 use futures::future::join_all;
 use medinform_core::app::Backends;
 use medinform_core::db::Claim;
-use medinform_core::job::{FailureCode, Job, JobFailure, ScreeningResult};
+use medinform_core::job::{FailureCode, Job, JobFailure, JobId, ScreeningResult};
 use medinform_core::queue::Delivery;
 use medinform_core::registry::{Model, Registry};
 use medinform_core::screening::{self, ScreenError};
@@ -70,8 +70,7 @@ impl Processor {
     }
 
     pub(crate) async fn process(&self, model_id: &str, deliveries: Vec<Delivery>) {
-        let claims = join_all(deliveries.into_iter().map(|d| self.claim(d))).await;
-        let claimed: Vec<Claimed> = claims.into_iter().flatten().collect();
+        let claimed = self.claim(deliveries).await;
         if claimed.is_empty() {
             return;
         }
@@ -112,47 +111,53 @@ impl Processor {
             }
         }
 
-        let finishing = claimed.into_iter().zip(outcomes).map(|(claimed, outcome)| {
-            self.finish(claimed, outcome.expect("every job has an outcome"))
-        });
-        join_all(finishing).await;
+        let outcomes = claimed
+            .into_iter()
+            .zip(outcomes)
+            .map(|(claimed, outcome)| (claimed, outcome.expect("every job has an outcome")));
+        self.finish(outcomes.collect()).await;
     }
 
-    /// Claims the delivery's job; `None` when there is nothing to do (the message is settled).
-    async fn claim(&self, delivery: Delivery) -> Option<Claimed> {
-        let job_id = delivery.message.job_id();
+    /// Claims the deliveries' jobs in one round trip; those with nothing to do are settled
+    /// here and left out.
+    async fn claim(&self, deliveries: Vec<Delivery>) -> Vec<Claimed> {
+        let asked: Vec<(JobId, bool)> = deliveries
+            .iter()
+            .map(|d| (d.message.job_id(), d.redelivered))
+            .collect();
         let lease = Duration::from_secs(self.settings.jobs.lease_secs);
-        let claim = match self
-            .backends
-            .jobs
-            .claim(job_id, lease, delivery.redelivered)
-            .await
-        {
-            Ok(claim) => claim,
+        let claims = match self.backends.jobs.claim_many(&asked, lease).await {
+            Ok(claims) => claims,
             Err(e) => {
-                tracing::warn!(%job_id, error = %e, "could not claim a job; handing it back");
-                settle(delivery, Settle::RequeueLater(Duration::from_secs(1))).await;
-                return None;
+                tracing::warn!(jobs = asked.len(), error = %e, "could not claim jobs; handing them back");
+                let later = Settle::RequeueLater(Duration::from_secs(1));
+                join_all(deliveries.into_iter().map(|d| settle(d, later))).await;
+                return Vec::new();
             }
         };
-        match claim {
-            Claim::Claimed(job) => Some(Claimed { job, delivery }),
-            Claim::Finished(job) => {
-                tracing::info!(%job_id, status = %job.status, "job already finished; message acknowledged");
-                settle(delivery, Settle::Ack).await;
+        let claimed = join_all(deliveries.into_iter().zip(claims).map(
+            |(delivery, claim)| async move {
+                let job_id = delivery.message.job_id();
+                match claim {
+                    Claim::Claimed(job) => return Some(Claimed { job, delivery }),
+                    Claim::Finished(job) => {
+                        tracing::info!(%job_id, status = %job.status, "job already finished; message acknowledged");
+                        settle(delivery, Settle::Ack).await;
+                    }
+                    Claim::Busy => {
+                        tracing::info!(%job_id, "job held by another worker; duplicate message acknowledged");
+                        settle(delivery, Settle::Ack).await;
+                    }
+                    Claim::Missing => {
+                        tracing::error!(%job_id, "message for a job that does not exist; dead-lettered");
+                        settle(delivery, Settle::DeadLetter).await;
+                    }
+                }
                 None
-            }
-            Claim::Busy => {
-                tracing::info!(%job_id, "job held by another worker; duplicate message acknowledged");
-                settle(delivery, Settle::Ack).await;
-                None
-            }
-            Claim::Missing => {
-                tracing::error!(%job_id, "message for a job that does not exist; dead-lettered");
-                settle(delivery, Settle::DeadLetter).await;
-                None
-            }
-        }
+            },
+        ))
+        .await;
+        claimed.into_iter().flatten().collect()
     }
 
     async fn fetch(&self, job: &Job) -> Result<Bytes, Outcome> {
@@ -222,62 +227,88 @@ impl Processor {
         }
     }
 
-    /// Records the outcome, then settles the message.
-    async fn finish(&self, claimed: Claimed, outcome: Outcome) {
-        let Claimed { job, delivery } = claimed;
-        let jobs = &self.backends.jobs;
-        let (written, settle_as) = match &outcome {
-            Outcome::Succeeded(result) => (
-                jobs.succeed(job.id, job.attempts, result).await,
-                Settle::Ack,
-            ),
-            Outcome::Failed(failure) => {
-                tracing::warn!(job_id = %job.id, code = %failure.code, reason = %failure.message, "job failed");
-                (
-                    jobs.fail(job.id, job.attempts, failure).await,
-                    Settle::DeadLetter,
-                )
+    /// Records each outcome (the results in one round trip), then settles each message.
+    async fn finish(&self, outcomes: Vec<(Claimed, Outcome)>) {
+        let mut succeeded = Vec::new();
+        let mut unsuccessful = Vec::new();
+        for (claimed, outcome) in outcomes {
+            match outcome {
+                Outcome::Succeeded(result) => succeeded.push((claimed, result)),
+                Outcome::Failed(failure) => unsuccessful.push((claimed, failure, false)),
+                Outcome::Retry(failure) => unsuccessful.push((claimed, failure, true)),
             }
-            Outcome::Retry(failure) if job.attempts >= self.settings.jobs.max_attempts => {
-                let failure = JobFailure::new(
+        }
+        let results: Vec<(JobId, i32, &ScreeningResult)> = succeeded
+            .iter()
+            .map(|(claimed, result)| (claimed.job.id, claimed.job.attempts, result))
+            .collect();
+        let written: Vec<Result<bool, String>> = if results.is_empty() {
+            Vec::new()
+        } else {
+            match self.backends.jobs.succeed_many(&results).await {
+                Ok(written) => written.into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(e.to_string()); results.len()],
+            }
+        };
+        let succeeded = succeeded
+            .into_iter()
+            .zip(written)
+            .map(|((claimed, _), written)| settle_written(claimed, written, Settle::Ack));
+        let unsuccessful = unsuccessful
+            .into_iter()
+            .map(|(claimed, failure, retry)| self.finish_unsuccessful(claimed, failure, retry));
+        join_all(succeeded).await;
+        join_all(unsuccessful).await;
+    }
+
+    /// Records a failure for good, or a failed attempt to retry (until `jobs.max_attempts`),
+    /// then settles the message.
+    async fn finish_unsuccessful(&self, claimed: Claimed, failure: JobFailure, retry: bool) {
+        let job = &claimed.job;
+        let jobs = &self.backends.jobs;
+        let (written, settle_as) = if retry && job.attempts < self.settings.jobs.max_attempts {
+            tracing::warn!(job_id = %job.id, attempt = job.attempts, code = %failure.code, reason = %failure.message, "attempt failed; will retry");
+            let backoff = Duration::from_secs(1 << job.attempts.clamp(0, 5));
+            (
+                jobs.release(job.id, job.attempts, &failure).await,
+                Settle::RequeueLater(backoff),
+            )
+        } else {
+            let failure = if retry {
+                JobFailure::new(
                     failure.code.clone(),
                     format!(
                         "gave up after {} attempts: {}",
                         job.attempts, failure.message
                     ),
-                );
-                tracing::warn!(job_id = %job.id, code = %failure.code, reason = %failure.message, "job failed");
-                (
-                    jobs.fail(job.id, job.attempts, &failure).await,
-                    Settle::DeadLetter,
                 )
-            }
-            Outcome::Retry(failure) => {
-                tracing::warn!(job_id = %job.id, attempt = job.attempts, code = %failure.code, reason = %failure.message, "attempt failed; will retry");
-                let backoff = Duration::from_secs(1 << job.attempts.clamp(0, 5));
-                (
-                    jobs.release(job.id, job.attempts, failure).await,
-                    Settle::RequeueLater(backoff),
-                )
-            }
+            } else {
+                failure
+            };
+            tracing::warn!(job_id = %job.id, code = %failure.code, reason = %failure.message, "job failed");
+            (
+                jobs.fail(job.id, job.attempts, &failure).await,
+                Settle::DeadLetter,
+            )
         };
-        match written {
-            Ok(true) => {
-                if matches!(outcome, Outcome::Succeeded(_)) {
-                    tracing::debug!(job_id = %job.id, model = %job.model, "job succeeded");
-                }
-                settle(delivery, settle_as).await;
-            }
-            // Fenced out: the lease was taken over and the new holder finishes the job.
-            Ok(false) => {
-                tracing::warn!(job_id = %job.id, "lease taken over by another worker; leaving the job to it");
-                settle(delivery, Settle::Ack).await;
-            }
-            // The database is unreachable: leave the message unsettled for redelivery.
-            Err(e) => {
-                tracing::error!(job_id = %job.id, error = %e, "could not record the outcome; handing the job back");
-                settle(delivery, Settle::RequeueLater(Duration::from_secs(1))).await;
-            }
+        settle_written(claimed, written.map_err(|e| e.to_string()), settle_as).await;
+    }
+}
+
+/// Settles a claimed job's message once its outcome is written (or could not be).
+async fn settle_written(claimed: Claimed, written: Result<bool, String>, settle_as: Settle) {
+    let Claimed { job, delivery } = claimed;
+    match written {
+        Ok(true) => settle(delivery, settle_as).await,
+        // Fenced out: the lease was taken over and the new holder finishes the job.
+        Ok(false) => {
+            tracing::warn!(job_id = %job.id, "lease taken over by another worker; leaving the job to it");
+            settle(delivery, Settle::Ack).await;
+        }
+        // The database is unreachable: leave the message unsettled for redelivery.
+        Err(e) => {
+            tracing::error!(job_id = %job.id, error = %e, "could not record the outcome; handing the job back");
+            settle(delivery, Settle::RequeueLater(Duration::from_secs(1))).await;
         }
     }
 }
@@ -290,6 +321,7 @@ fn outcome_of(result: Result<ScreeningResult, ScreenError>) -> Outcome {
     }
 }
 
+#[derive(Clone, Copy)]
 enum Settle {
     Ack,
     DeadLetter,

@@ -189,6 +189,20 @@ pub trait JobStore: Send + Sync + 'static {
     /// or when `take_over` is set (the message was redelivered: its previous holder is gone).
     /// A `queued` job whose deadline has passed is canceled instead ([`Claim::Finished`]).
     async fn claim(&self, id: JobId, lease: Duration, take_over: bool) -> Result<Claim, DbError>;
+    /// Claims a worker's batch, each job as [`JobStore::claim`] would (`(id, take_over)`), in
+    /// one round trip for the jobs that can simply be taken; the answers are in the order of
+    /// `jobs`. An error answers for the whole batch.
+    async fn claim_many(
+        &self,
+        jobs: &[(JobId, bool)],
+        lease: Duration,
+    ) -> Result<Vec<Claim>, DbError>;
+    /// Writes a batch's results, each as [`JobStore::succeed`] would (`(id, attempt, result)`),
+    /// in one round trip; the answers are in the order of `results`.
+    async fn succeed_many(
+        &self,
+        results: &[(JobId, i32, &ScreeningResult)],
+    ) -> Result<Vec<bool>, DbError>;
     /// Writes the result, if the claim `attempt` still holds. False: someone else took over.
     async fn succeed(
         &self,
@@ -221,6 +235,27 @@ pub trait JobStore: Send + Sync + 'static {
     async fn check(&self) -> Result<(), DbError>;
     /// A short description for logs, without secrets.
     fn describe(&self) -> String;
+}
+
+/// The answers of [`JobStore::claim_many`] in the order asked: the jobs one bulk statement took
+/// (`taken`), and for the others (finished, held, missing, past their deadline) what a claim of
+/// their own answers, which is rare enough to be done one by one.
+async fn claims_in_order(
+    store: &(impl JobStore + ?Sized),
+    jobs: &[(JobId, bool)],
+    taken: Vec<Job>,
+    lease: Duration,
+) -> Result<Vec<Claim>, DbError> {
+    let mut taken: std::collections::HashMap<JobId, Job> =
+        taken.into_iter().map(|job| (job.id, job)).collect();
+    let mut claims = Vec::with_capacity(jobs.len());
+    for &(id, take_over) in jobs {
+        claims.push(match taken.remove(&id) {
+            Some(job) => Claim::Claimed(job),
+            None => store.claim(id, lease, take_over).await?,
+        });
+    }
+    Ok(claims)
 }
 
 /// The longest lease a claim takes: a longer one is a setting gone wrong, and is cut to this

@@ -15,8 +15,8 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::{
-    Cancel, Claim, DbError, JobFilter, JobStore, NewJob, Republish, deadline_failure,
-    lease_duration,
+    Cancel, Claim, DbError, JobFilter, JobStore, NewJob, Republish, claims_in_order,
+    deadline_failure, lease_duration,
 };
 use crate::job::{BatchId, FailureCode, Job, JobFailure, JobId, JobStatus, ScreeningResult};
 use crate::tenant::TenantId;
@@ -292,6 +292,72 @@ impl JobStore for PostgresJobStore {
             Some(job) if job.status.is_final() => Claim::Finished(job),
             Some(_) => Claim::Busy,
         })
+    }
+
+    async fn claim_many(
+        &self,
+        jobs: &[(JobId, bool)],
+        lease: Duration,
+    ) -> Result<Vec<Claim>, DbError> {
+        let (ids, take_overs): (Vec<Uuid>, Vec<bool>) =
+            jobs.iter().map(|&(id, take_over)| (id.0, take_over)).unzip();
+        let now = Utc::now();
+        let rows: Vec<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "update jobs set status = 'processing', attempts = attempts + 1, \
+                 lease_expires_at = $4 + $3, started_at = coalesce(started_at, $4), \
+                 updated_at = $4 \
+             from unnest($1::uuid[], $2::bool[]) as asked (asked_id, asked_take_over) \
+             where id = asked_id and ((status = 'queued' \
+                     and (deadline is null or deadline > $4 or started_at is not null)) \
+                 or (status = 'processing' and (lease_expires_at < $4 or asked_take_over))) \
+             returning {JOB_COLUMNS}"
+        )))
+        .bind(ids)
+        .bind(take_overs)
+        .bind(lease_duration(lease))
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        let taken = rows
+            .into_iter()
+            .map(Job::try_from)
+            .collect::<Result<Vec<_>, _>>()?;
+        claims_in_order(self, jobs, taken, lease).await
+    }
+
+    async fn succeed_many(
+        &self,
+        results: &[(JobId, i32, &ScreeningResult)],
+    ) -> Result<Vec<bool>, DbError> {
+        let mut ids = Vec::with_capacity(results.len());
+        let mut attempts = Vec::with_capacity(results.len());
+        let mut values = Vec::with_capacity(results.len());
+        for &(id, attempt, result) in results {
+            ids.push(id.0);
+            attempts.push(attempt);
+            values.push(Json(result));
+        }
+        let written: Vec<(Uuid,)> = sqlx::query_as(
+            "update jobs set status = 'succeeded', result = done_result, error_code = null, \
+                 error_message = null, lease_expires_at = null, finished_at = $4, \
+                 updated_at = $4 \
+             from unnest($1::uuid[], $2::int4[], $3::jsonb[]) \
+                 as done (done_id, done_attempt, done_result) \
+             where id = done_id and status = 'processing' and attempts = done_attempt \
+             returning id",
+        )
+        .bind(ids)
+        .bind(attempts)
+        .bind(values)
+        .bind(Utc::now())
+        .fetch_all(&self.pool)
+        .await?;
+        let written: std::collections::HashSet<Uuid> =
+            written.into_iter().map(|(id,)| id).collect();
+        Ok(results
+            .iter()
+            .map(|(id, _, _)| written.contains(&id.0))
+            .collect())
     }
 
     async fn succeed(

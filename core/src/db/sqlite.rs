@@ -19,8 +19,8 @@ use sqlx::sqlite::{
 use self::writer::Writer;
 
 use super::{
-    Cancel, Claim, DbError, JobFilter, JobStore, NewJob, Republish, deadline_failure,
-    lease_duration,
+    Cancel, Claim, DbError, JobFilter, JobStore, NewJob, Republish, claims_in_order,
+    deadline_failure, lease_duration,
 };
 use crate::job::{BatchId, FailureCode, Job, JobFailure, JobId, JobStatus, ScreeningResult};
 use crate::tenant::TenantId;
@@ -272,6 +272,88 @@ impl JobStore for SqliteJobStore {
         self.writer
             .write(move |conn| Box::pin(async move { claim_job(conn, id, lease, take_over).await }))
             .await
+    }
+
+    async fn claim_many(
+        &self,
+        jobs: &[(JobId, bool)],
+        lease: Duration,
+    ) -> Result<Vec<Claim>, DbError> {
+        let asked: Vec<(String, bool)> = jobs
+            .iter()
+            .map(|&(id, take_over)| (id.to_string(), take_over))
+            .collect();
+        let asked = serde_json::to_string(&asked).context("encoding job ids")?;
+        let taken = self
+            .writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    let now = Utc::now();
+                    let rows: Vec<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                        "update jobs set status = 'processing', attempts = attempts + 1, \
+                             lease_expires_at = ?3, started_at = coalesce(started_at, ?2), \
+                             updated_at = ?2 \
+                         from (select value ->> 0 as asked_id, value ->> 1 as asked_take_over \
+                               from json_each(?1)) as asked \
+                         where id = asked_id and ((status = 'queued' \
+                                 and (deadline is null or deadline > ?2 \
+                                     or started_at is not null)) \
+                             or (status = 'processing' \
+                                 and (lease_expires_at < ?2 or asked_take_over))) \
+                         returning {JOB_COLUMNS}"
+                    )))
+                    .bind(asked)
+                    .bind(millis(now))
+                    .bind(millis(now + lease_duration(lease)))
+                    .fetch_all(&mut *conn)
+                    .await?;
+                    rows.into_iter().map(Job::try_from).collect::<Result<Vec<_>, _>>()
+                })
+            })
+            .await?;
+        claims_in_order(self, jobs, taken, lease).await
+    }
+
+    async fn succeed_many(
+        &self,
+        results: &[(JobId, i32, &ScreeningResult)],
+    ) -> Result<Vec<bool>, DbError> {
+        let done = results
+            .iter()
+            .map(|&(id, attempt, result)| {
+                Ok((id.to_string(), attempt, serde_json::to_string(result)?))
+            })
+            .collect::<Result<Vec<_>, serde_json::Error>>()
+            .context("encoding the results")?;
+        let done = serde_json::to_string(&done).context("encoding the results")?;
+        let written: Vec<(String,)> = self
+            .writer
+            .write(move |conn| {
+                Box::pin(async move {
+                    Ok(sqlx::query_as(
+                        "update jobs set status = 'succeeded', result = done_result, \
+                             error_code = null, error_message = null, lease_expires_at = null, \
+                             finished_at = ?2, updated_at = ?2 \
+                         from (select value ->> 0 as done_id, value ->> 1 as done_attempt, \
+                                   value ->> 2 as done_result \
+                               from json_each(?1)) as done \
+                         where id = done_id and status = 'processing' \
+                             and attempts = done_attempt \
+                         returning id",
+                    )
+                    .bind(done)
+                    .bind(millis(Utc::now()))
+                    .fetch_all(&mut *conn)
+                    .await?)
+                })
+            })
+            .await?;
+        let written: std::collections::HashSet<String> =
+            written.into_iter().map(|(id,)| id).collect();
+        Ok(results
+            .iter()
+            .map(|(id, _, _)| written.contains(&id.to_string()))
+            .collect())
     }
 
     async fn succeed(

@@ -53,6 +53,8 @@ each_job_store!(
     a_submission_key_creates_one_job,
     errors_say_whether_to_retry_refuse_or_investigate,
     a_refused_write_among_concurrent_writes_fails_alone,
+    a_batch_claim_answers_each_job_as_its_own_claim_would,
+    a_batch_of_results_is_written_once_each_under_its_own_attempt,
 );
 
 fn result() -> ScreeningResult {
@@ -624,3 +626,127 @@ async fn a_refused_write_among_concurrent_writes_fails_alone(db: TestJobStore) {
     }
     assert_eq!(get(&*db.store, taken.id).await.status, JobStatus::Queued);
 }
+
+/// A worker claims its whole batch at once; every kind of job a batch can meet gets the answer
+/// a claim of its own would give, in the order asked.
+async fn a_batch_claim_answers_each_job_as_its_own_claim_would(db: TestJobStore) {
+    let store = &*db.store;
+    let fresh = store.insert(&new_job("malaria")).await.unwrap().id;
+    let held = store.insert(&new_job("malaria")).await.unwrap().id;
+    let held_job = claimed(store, held, false).await;
+    let redelivered = store.insert(&new_job("malaria")).await.unwrap().id;
+    let first_attempt = claimed(store, redelivered, false).await;
+    let done = store.insert(&new_job("malaria")).await.unwrap().id;
+    let done_job = claimed(store, done, false).await;
+    assert!(store.succeed(done, done_job.attempts, &result()).await.unwrap());
+    let late = store
+        .insert(&NewJob {
+            deadline: Some(Utc::now() - TimeDelta::seconds(1)),
+            ..new_job("malaria")
+        })
+        .await
+        .unwrap()
+        .id;
+    let unknown = JobId::new();
+
+    let claims = store
+        .claim_many(
+            &[
+                (fresh, false),
+                (held, false),
+                (redelivered, true),
+                (done, false),
+                (late, false),
+                (unknown, false),
+            ],
+            LEASE,
+        )
+        .await
+        .unwrap();
+    assert_eq!(claims.len(), 6);
+    match &claims[0] {
+        Claim::Claimed(job) => {
+            assert_eq!(job.id, fresh);
+            assert_eq!(job.status, JobStatus::Processing);
+            assert_eq!(job.attempts, 1);
+            assert_recent(job.started_at.expect("started"));
+            assert_eq!(&get(store, fresh).await, job);
+        }
+        other => panic!("expected the fresh job Claimed, got {other:?}"),
+    }
+    assert_eq!(claims[1], Claim::Busy, "a live lease is not taken over");
+    assert_eq!(get(store, held).await.attempts, held_job.attempts);
+    match &claims[2] {
+        Claim::Claimed(job) => {
+            assert_eq!(job.id, redelivered);
+            assert_eq!(job.attempts, first_attempt.attempts + 1);
+            assert_eq!(job.started_at, first_attempt.started_at);
+        }
+        other => panic!("expected the redelivered job taken over, got {other:?}"),
+    }
+    match &claims[3] {
+        Claim::Finished(job) => {
+            assert_eq!(job.id, done);
+            assert_eq!(job.status, JobStatus::Succeeded);
+            assert_eq!(job.attempts, done_job.attempts, "no new attempt");
+        }
+        other => panic!("expected the finished job Finished, got {other:?}"),
+    }
+    match &claims[4] {
+        Claim::Finished(job) => {
+            assert_eq!(job.id, late);
+            assert_eq!(job.status, JobStatus::Canceled);
+            assert_eq!(
+                job.error.as_ref().map(|e| e.code.clone()),
+                Some(FailureCode::DeadlineExceeded)
+            );
+            assert_eq!(job.attempts, 0, "never run");
+        }
+        other => panic!("expected the late job canceled, got {other:?}"),
+    }
+    assert_eq!(claims[5], Claim::Missing);
+}
+
+/// A batch's results are written in one call, each fenced by its own attempt, each once.
+async fn a_batch_of_results_is_written_once_each_under_its_own_attempt(db: TestJobStore) {
+    let store = &*db.store;
+    let kept = store.insert(&new_job("malaria")).await.unwrap().id;
+    let kept_job = claimed(store, kept, false).await;
+    let lost = store.insert(&new_job("malaria")).await.unwrap().id;
+    let lost_job = claimed(store, lost, false).await;
+    // Another worker took the second job over: the first holder's result must not land.
+    let taken_over = claimed(store, lost, true).await;
+
+    let mut other = result();
+    other.label = "Uninfected".into();
+    let written = store
+        .succeed_many(&[
+            (kept, kept_job.attempts, &result()),
+            (lost, lost_job.attempts, &other),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(written, vec![true, false]);
+
+    let job = get(store, kept).await;
+    assert_eq!(job.status, JobStatus::Succeeded);
+    assert_eq!(job.result, Some(result()));
+    assert_eq!(job.error, None);
+    assert_recent(job.finished_at.expect("finished"));
+    let job = get(store, lost).await;
+    assert_eq!(job.status, JobStatus::Processing);
+    assert_eq!(job.result, None);
+
+    // Written once: a second delivery of the same results changes nothing.
+    let written = store
+        .succeed_many(&[
+            (kept, kept_job.attempts, &other),
+            (lost, taken_over.attempts, &result()),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(written, vec![false, true]);
+    assert_eq!(get(store, kept).await.result, Some(result()));
+    assert_eq!(get(store, lost).await.result, Some(result()));
+}
+
