@@ -273,7 +273,10 @@ pub async fn create(
         }
     }
     let batch = match open {
-        Some((batch, _)) => batch,
+        Some((batch, mut images)) => {
+            images.finish(&mut submitted).await?;
+            batch
+        }
         None => open_batch(&state, &caller, fields, submission).await?.0,
     };
     let view = view(&state, batch).await?;

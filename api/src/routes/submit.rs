@@ -182,10 +182,16 @@ async fn record(
         .publish(&JobMessage::screen(job.id, &job.model))
         .await
     {
+        // Recording the publish only spares the re-publisher a duplicate message: the answer
+        // does not wait for it.
         Ok(()) => {
-            if let Err(e) = state.backends.jobs.mark_published(job.id).await {
-                tracing::warn!(job_id = %job.id, error = %e, "could not record the publish");
-            }
+            let jobs = state.backends.jobs.clone();
+            let id = job.id;
+            tokio::spawn(async move {
+                if let Err(e) = jobs.mark_published(id).await {
+                    tracing::warn!(job_id = %id, error = %e, "could not record the publish");
+                }
+            });
         }
         Err(e) => {
             tracing::warn!(job_id = %job.id, error = %e, "publish failed; the re-publisher will retry");

@@ -1,9 +1,16 @@
 //! The images of one multi-image request, accepted one at a time into one batch: a refused
 //! image is listed and the others still go in.
 
+use std::sync::Arc;
+
 use axum::extract::Multipart;
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesOrdered;
 use medinform_core::batch::Batch;
-use medinform_core::job::BatchId;
+use medinform_core::job::{BatchId, Job};
+use medinform_core::registry::Model;
 use medinform_core::view::JobView;
 use serde::Serialize;
 
@@ -32,20 +39,37 @@ pub struct Rejected {
     pub error: crate::ErrorDetail,
 }
 
-/// Accepts the images of one request into one batch, one at a time (memory holds one image).
+/// Images of one request accepted at once: each waits on its image file's and its job's
+/// durable writes, so a few in flight keep the request moving, while memory holds no more than
+/// these images.
+const IMAGES_IN_FLIGHT: usize = 4;
+
+/// Accepts the images of one request into one batch, a few at a time ([`IMAGES_IN_FLIGHT`]),
+/// answering them in the request's order.
 pub(super) struct Images {
-    model: (std::sync::Arc<medinform_core::registry::Model>, String),
+    model: (Arc<Model>, String),
     batch: BatchId,
     /// The batch's site, which its jobs take.
     site: Option<String>,
     index: usize,
     /// The request's, when it has an `Idempotency-Key`: each image's job is keyed by its index.
     submission: Option<SubmissionKey>,
+    in_flight: FuturesOrdered<BoxFuture<'static, Taken>>,
 }
+
+/// An image of the request once it is read: where it stands in the request, and its outcome.
+struct Taken {
+    index: usize,
+    file_name: Option<String>,
+    outcome: Result<Job, ApiError>,
+}
+
+/// An image as read from the form, with its client reference, or why it cannot be taken.
+type Read = Result<(Bytes, Option<String>), ApiError>;
 
 impl Images {
     pub(super) fn new(
-        model: (std::sync::Arc<medinform_core::registry::Model>, String),
+        model: (Arc<Model>, String),
         batch: &Batch,
         submission: Option<SubmissionKey>,
     ) -> Self {
@@ -55,6 +79,7 @@ impl Images {
             site: batch.site.clone(),
             index: 0,
             submission,
+            in_flight: FuturesOrdered::new(),
         }
     }
 
@@ -80,11 +105,12 @@ impl Images {
                 _ => {}
             }
         }
-        Ok(())
+        self.finish(out).await
     }
 
-    /// One image: a job, or a rejection that leaves the others alone. Errors of the service
-    /// itself (database, storage down) end the request.
+    /// Reads one image and starts accepting it, once fewer than [`IMAGES_IN_FLIGHT`] are in
+    /// flight (those that finish are listed in `out`). Errors of the service itself (database,
+    /// storage down) end the request.
     pub(super) async fn take(
         &mut self,
         state: &AppState,
@@ -93,6 +119,11 @@ impl Images {
         reference: Option<String>,
         out: &mut Submitted,
     ) -> Result<(), ApiError> {
+        if self.in_flight.len() >= IMAGES_IN_FLIGHT
+            && let Some(taken) = self.in_flight.next().await
+        {
+            list(taken, out)?;
+        }
         let index = self.index;
         self.index += 1;
         let file_name = field.file_name().map(str::to_owned);
@@ -106,49 +137,87 @@ impl Images {
             }
             (None, None) => Ok(None),
         };
-        let outcome = match image.and_then(|image| reference.map(|r| (image, r))) {
-            Ok(_) if index >= MAX_IMAGES_PER_REQUEST => Err(ApiError::new(
-                ErrorCode::InvalidField,
-                format!(
-                    "A request carries at most {MAX_IMAGES_PER_REQUEST} images; send the rest in \
-                     another request."
-                ),
-            )),
-            // A full backlog refuses this image (listed in `rejected`), not those before it.
-            Ok((image, reference)) => match crate::admission::check_backlog(state, 1).await {
-                Ok(()) => {
-                    let metadata = Metadata {
-                        client_reference: reference,
-                        site: self.site.clone(),
-                        ..Metadata::default()
-                    };
-                    submit::accept(
-                        state,
-                        caller,
-                        &self.model,
-                        Some(self.batch),
-                        image,
-                        metadata,
-                        self.submission.as_ref().map(|key| key.part(index)),
-                    )
-                    .await
-                }
-                Err(e) => Err(e),
-            },
-            Err(e) => Err(e),
-        };
-        match outcome {
-            Ok(job) => out.jobs.push(job.into()),
-            Err(ApiError::Client { code, message, .. }) => out.rejected.push(Rejected {
+        let read = image.and_then(|image| reference.map(|r| (image, r)));
+        // A task of its own, so that it goes on while the next image is read.
+        let accepting = tokio::spawn(self.accept(state.clone(), caller.clone(), index, read));
+        self.in_flight.push_back(Box::pin(async move {
+            Taken {
                 index,
                 file_name,
-                error: crate::ErrorDetail {
-                    code: code.as_str(),
-                    message,
-                },
-            }),
-            Err(e) => return Err(e),
+                outcome: accepting
+                    .await
+                    .unwrap_or_else(|e| Err(ApiError::Internal(e.into()))),
+            }
+        }));
+        Ok(())
+    }
+
+    /// Waits for the images still in flight and lists them in `out`.
+    pub(super) async fn finish(&mut self, out: &mut Submitted) -> Result<(), ApiError> {
+        while let Some(taken) = self.in_flight.next().await {
+            list(taken, out)?;
         }
         Ok(())
     }
+
+    /// One image's job, or why it was refused.
+    fn accept(
+        &self,
+        state: AppState,
+        caller: Caller,
+        index: usize,
+        read: Read,
+    ) -> impl Future<Output = Result<Job, ApiError>> + Send + 'static {
+        let model = self.model.clone();
+        let batch = self.batch;
+        let site = self.site.clone();
+        let submission_key = self.submission.as_ref().map(|key| key.part(index));
+        async move {
+            let (image, reference) = read?;
+            if index >= MAX_IMAGES_PER_REQUEST {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidField,
+                    format!(
+                        "A request carries at most {MAX_IMAGES_PER_REQUEST} images; send the \
+                         rest in another request."
+                    ),
+                ));
+            }
+            // A full backlog refuses this image (listed in `rejected`), not those before it.
+            crate::admission::check_backlog(&state, 1).await?;
+            let metadata = Metadata {
+                client_reference: reference,
+                site,
+                ..Metadata::default()
+            };
+            submit::accept(
+                &state,
+                &caller,
+                &model,
+                Some(batch),
+                image,
+                metadata,
+                submission_key,
+            )
+            .await
+        }
+    }
+}
+
+/// Lists an image's job, or its refusal; errors of the service itself (database, storage down)
+/// end the request.
+fn list(taken: Taken, out: &mut Submitted) -> Result<(), ApiError> {
+    match taken.outcome {
+        Ok(job) => out.jobs.push(job.into()),
+        Err(ApiError::Client { code, message, .. }) => out.rejected.push(Rejected {
+            index: taken.index,
+            file_name: taken.file_name,
+            error: crate::ErrorDetail {
+                code: code.as_str(),
+                message,
+            },
+        }),
+        Err(e) => return Err(e),
+    }
+    Ok(())
 }
