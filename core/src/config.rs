@@ -36,6 +36,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
     pub webhooks: WebhooksConfig,
+    pub metrics: MetricsConfig,
 }
 
 impl Default for Config {
@@ -53,6 +54,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
             webhooks: WebhooksConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -432,6 +434,34 @@ impl WebhooksConfig {
             bail!("webhooks.max_concurrent_sends must be between 1 and 1024");
         }
         Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// A separate address for `GET /metrics` (and `/healthz`), such as `0.0.0.0:9090`; empty:
+    /// `/metrics` is served on `server.listen` by the processes that have the API, and a
+    /// `medinform worker` exports none.
+    pub listen: String,
+    /// Label the job counters with the tenant as well as the model: one series per tenant and
+    /// model, for deployments with tens of tenants, not thousands.
+    pub per_tenant: bool,
+}
+
+impl MetricsConfig {
+    /// The separate metrics address, if one is set.
+    pub fn listen_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        if self.listen.is_empty() {
+            return Ok(None);
+        }
+        match self.listen.parse() {
+            Ok(addr) => Ok(Some(addr)),
+            Err(_) => bail!(
+                "metrics.listen must be empty or an address such as 0.0.0.0:9090, got {:?}",
+                self.listen
+            ),
+        }
     }
 }
 

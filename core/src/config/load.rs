@@ -8,16 +8,35 @@ use anyhow::{Context, bail};
 use super::{Config, ENV_PREFIX, StorageBackend};
 
 impl Config {
-    /// Defaults, then the TOML file (if any), then `MEDINFORM_*` variables from `env`.
+    /// Defaults, then the TOML file (if any), then `MEDINFORM_*` variables from `env`. A
+    /// variable that names no setting and resembles none is logged and ignored
+    /// ([`Config::load_noting`]).
     pub fn load(
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> anyhow::Result<Self> {
+        let (config, ignored) = Self::load_noting(file, env)?;
+        for note in ignored {
+            tracing::warn!("{note}");
+        }
+        Ok(config)
+    }
+
+    /// [`Config::load`], with what it says of each `MEDINFORM_*` variable it ignored: one that
+    /// names no setting, is no likely typo of one and is not of a section (another program's
+    /// variable, or a Kubernetes service link such as `MEDINFORM_SERVICE_HOST`). A likely typo
+    /// (`MEDINFORM_LIMITS_MAX_UPLOD_BYTES`, `MEDINFORM_QUEUE_ULR`) is an error that names the
+    /// setting it resembles: a setting silently left at its default is worse than a refusal.
+    pub fn load_noting(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<(Self, Vec<String>)> {
         let toml::Value::Table(mut tree) =
             toml::Value::try_from(Config::default()).context("default configuration")?
         else {
             bail!("the default configuration is not a table");
         };
+        let settings = setting_names(&tree);
         if let Some(file) = file {
             let text = std::fs::read_to_string(file)
                 .with_context(|| format!("reading configuration file {}", file.display()))?;
@@ -34,15 +53,19 @@ impl Config {
             })
             .collect();
         env.sort();
+        let mut ignored = Vec::new();
         for (name, value) in env {
-            apply_env(&mut tree, &name[ENV_PREFIX.len()..], &value)
+            let applied = apply_env(&mut tree, &name[ENV_PREFIX.len()..], &value)
                 .with_context(|| format!("environment variable {name}"))?;
+            if !applied {
+                ignored.push(unknown_variable(&name, &settings)?);
+            }
         }
         let config: Config = toml::Value::Table(tree)
             .try_into()
             .map_err(|e: toml::de::Error| anyhow::anyhow!("invalid configuration: {e}"))?;
         config.validate()?;
-        Ok(config)
+        Ok((config, ignored))
     }
 
     /// Checks what serde cannot, naming the setting at fault.
@@ -104,6 +127,7 @@ impl Config {
                 bail!("models.thresholds.{model} must be between 0 and 1, got {threshold}");
             }
         }
+        self.metrics.listen_addr()?;
         self.webhooks.validate()
     }
 
@@ -167,9 +191,22 @@ fn is_process_variable(name: &str) -> bool {
 /// `LIMITS_MAX_UPLOAD_BYTES`) names in `tree`, the defaults and file as a TOML table: the name is
 /// matched against the table's keys, longest first, descending into sections at each `_`; the
 /// value is parsed to the type the setting has (a string stays a string, a list splits on
-/// commas). A name that matches no setting is an error, except inside a map section such as
-/// `models.thresholds`, which takes any key.
-pub(super) fn apply_env(tree: &mut toml::Table, name: &str, value: &str) -> anyhow::Result<()> {
+/// commas). False: the name matches no setting (a map section such as `models.thresholds`
+/// takes any key); an error: it names a setting but not as one (a value as a section).
+pub(super) fn apply_env(tree: &mut toml::Table, name: &str, value: &str) -> anyhow::Result<bool> {
+    apply_env_in(tree, "", name, value)
+}
+
+/// The sections that take any key: a model id.
+const MAP_SECTIONS: &[&str] = &["models.thresholds"];
+
+/// [`apply_env`] in the table at `path` (`models`, `storage.s3`; empty: the root).
+fn apply_env_in(
+    tree: &mut toml::Table,
+    path: &str,
+    name: &str,
+    value: &str,
+) -> anyhow::Result<bool> {
     let lower = name.to_ascii_lowercase();
     let mut keys: Vec<&String> = tree.keys().collect();
     // Longest key first, so `max_upload_bytes` wins over a shorter key that is its prefix.
@@ -179,23 +216,111 @@ pub(super) fn apply_env(tree: &mut toml::Table, name: &str, value: &str) -> anyh
             let key = key.clone();
             let parsed = parse_env_value(tree.get(&key), value);
             tree.insert(key, parsed);
-            return Ok(());
+            return Ok(true);
         }
         if let Some(rest) = lower.strip_prefix(&format!("{key}_")) {
             let key = key.clone();
             let rest_upper = rest.to_ascii_uppercase();
             return match tree.get_mut(&key) {
-                Some(toml::Value::Table(inner)) => apply_env(inner, &rest_upper, value),
+                Some(toml::Value::Table(inner)) => {
+                    let path = if path.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{path}.{key}")
+                    };
+                    apply_env_in(inner, &path, &rest_upper, value)
+                }
                 _ => bail!("{key} is not a section"),
             };
         }
     }
-    // A map section (such as models.thresholds) takes any key.
-    if tree.is_empty() || tree.values().all(|v| !v.is_table()) {
+    if MAP_SECTIONS.contains(&path) {
         tree.insert(lower, parse_env_value(None, value));
-        return Ok(());
+        return Ok(true);
     }
-    bail!("no such setting")
+    Ok(false)
+}
+
+/// The variable of every setting of `tree` (the defaults), such as `LIMITS_MAX_UPLOAD_BYTES`;
+/// a map section (`models.thresholds`) counts as one name.
+fn setting_names(tree: &toml::Table) -> Vec<String> {
+    let mut names = Vec::new();
+    for (key, value) in tree {
+        let name = key.to_ascii_uppercase();
+        match value {
+            toml::Value::Table(inner) if !inner.is_empty() => names.extend(
+                setting_names(inner)
+                    .into_iter()
+                    .map(|rest| format!("{name}_{rest}")),
+            ),
+            _ => names.push(name),
+        }
+    }
+    names
+}
+
+/// Why a `MEDINFORM_*` variable that names no setting is ignored (the note logged), or the
+/// error that refuses it: a likely typo of a setting, or a name in a section of the settings.
+fn unknown_variable(variable: &str, settings: &[String]) -> anyhow::Result<String> {
+    let name = &variable[ENV_PREFIX.len()..];
+    if is_service_link(name) {
+        return Ok(format!(
+            "environment variable {variable} ignored: it looks like a Kubernetes service link, \
+             not a setting (set enableServiceLinks: false on the pod)"
+        ));
+    }
+    let closest = settings
+        .iter()
+        .map(|setting| (strsim::damerau_levenshtein(name, setting), setting))
+        .min();
+    if let Some((distance, setting)) = closest
+        && distance <= (setting.len() / 6).max(2)
+    {
+        bail!(
+            "environment variable {variable}: no such setting; did you mean {ENV_PREFIX}{setting}? \
+             (medinform.example.toml lists every setting)"
+        );
+    }
+    let section = name.split('_').next().unwrap_or_default();
+    let in_section: Vec<&String> = settings
+        .iter()
+        .filter(|s| s.split('_').next() == Some(section) && s.contains('_'))
+        .collect();
+    if !in_section.is_empty() {
+        bail!(
+            "environment variable {variable}: no such setting in [{}]; its settings are {}",
+            section.to_ascii_lowercase(),
+            in_section
+                .iter()
+                .map(|s| format!("{ENV_PREFIX}{s}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    Ok(format!(
+        "environment variable {variable} ignored: it names no setting and resembles none \
+         (another program's variable?)"
+    ))
+}
+
+/// Whether `name` (after `MEDINFORM_`) has the shape of the variables Kubernetes gives a pod
+/// for a Service named `medinform` or `medinform-*`: `SERVICE_HOST`, `SERVICE_PORT`,
+/// `SERVICE_PORT_HTTP`, `PORT`, `PORT_8080_TCP`, `PORT_8080_TCP_ADDR`, `API_SERVICE_HOST`, ...
+fn is_service_link(name: &str) -> bool {
+    let parts: Vec<&str> = name.split('_').collect();
+    let service = parts
+        .iter()
+        .position(|p| *p == "SERVICE" || *p == "PORT")
+        .map(|at| &parts[at..]);
+    match service {
+        Some(["SERVICE", "HOST"] | ["SERVICE", "PORT", ..] | ["PORT"]) => true,
+        Some(["PORT", port, protocol, rest @ ..]) => {
+            port.chars().all(|c| c.is_ascii_digit())
+                && matches!(*protocol, "TCP" | "UDP" | "SCTP")
+                && matches!(rest, [] | ["PROTO" | "PORT" | "ADDR"])
+        }
+        _ => false,
+    }
 }
 
 fn parse_env_value(current: Option<&toml::Value>, value: &str) -> toml::Value {

@@ -100,11 +100,6 @@ fn the_example_file_documents_every_setting_with_its_default() {
 fn errors_name_the_setting() {
     let err = Config::load(None, env(&[("MEDINFORM_QUEUE_URL", "redis://x")])).unwrap_err();
     assert!(format!("{err:#}").contains("queue.url"), "{err:#}");
-    let err = Config::load(None, env(&[("MEDINFORM_NO_SUCH_THING", "1")])).unwrap_err();
-    assert!(
-        format!("{err:#}").contains("MEDINFORM_NO_SUCH_THING"),
-        "{err:#}"
-    );
     let err = Config::load(None, env(&[("MEDINFORM_WORKER_PREFETCH", "lots")])).unwrap_err();
     assert!(format!("{err:#}").contains("prefetch"), "{err:#}");
     let err = Config::load(None, env(&[("MEDINFORM_AUTH_RATE_LIMIT_BURST", "0")])).unwrap_err();
@@ -125,6 +120,87 @@ fn errors_name_the_setting() {
     assert!(!config.auth.allow_anonymous);
     assert_eq!(config.auth.rate_limit_per_minute, 0);
     assert_eq!(config.jobs.max_backlog, 25);
+}
+
+#[test]
+fn a_mistyped_variable_is_refused_with_the_setting_it_resembles() {
+    for (typo, meant) in [
+        ("MEDINFORM_QUEUE_ULR", "MEDINFORM_QUEUE_URL"),
+        (
+            "MEDINFORM_LIMITS_MAX_UPLOD_BYTES",
+            "MEDINFORM_LIMITS_MAX_UPLOAD_BYTES",
+        ),
+        (
+            "MEDINFORM_DATABASE_MAX_CONECTIONS",
+            "MEDINFORM_DATABASE_MAX_CONNECTIONS",
+        ),
+        ("MEDINFORM_WORKER_MODEL", "MEDINFORM_WORKER_MODELS"),
+        ("MEDINFORM_METRICS_LISTN", "MEDINFORM_METRICS_LISTEN"),
+    ] {
+        let err = Config::load(None, env(&[(typo, "1")])).unwrap_err();
+        let shown = format!("{err:#}");
+        assert!(
+            shown.contains(typo) && shown.contains(&format!("did you mean {meant}?")),
+            "{typo}: {shown}"
+        );
+    }
+    // Nothing like any one setting, but in a section of the settings: a mistake all the same.
+    let err = Config::load(None, env(&[("MEDINFORM_WORKER_GPU_COUNT", "2")])).unwrap_err();
+    let shown = format!("{err:#}");
+    assert!(
+        shown.contains("MEDINFORM_WORKER_GPU_COUNT")
+            && shown.contains("no such setting in [worker]")
+            && shown.contains("MEDINFORM_WORKER_MAX_BATCH"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn foreign_variables_and_kubernetes_service_links_are_ignored_with_a_note() {
+    let links = [
+        "MEDINFORM_SERVICE_HOST",
+        "MEDINFORM_SERVICE_PORT",
+        "MEDINFORM_SERVICE_PORT_HTTP",
+        "MEDINFORM_PORT",
+        "MEDINFORM_PORT_8080_TCP",
+        "MEDINFORM_PORT_8080_TCP_PROTO",
+        "MEDINFORM_PORT_8080_TCP_PORT",
+        "MEDINFORM_PORT_8080_TCP_ADDR",
+        "MEDINFORM_API_SERVICE_HOST",
+        "MEDINFORM_WORKER_SERVICE_PORT",
+    ];
+    let mut vars: Vec<(&str, &str)> = links.iter().map(|name| (*name, "10.0.0.1")).collect();
+    vars.push(("MEDINFORM_BIN", "target/release/medinform"));
+    vars.push(("MEDINFORM_SERVER_LISTEN", "0.0.0.0:8080"));
+    let (config, notes) = Config::load_noting(None, env(&vars)).unwrap();
+    assert_eq!(config.server.listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(notes.len(), links.len() + 1, "{notes:#?}");
+    for link in links {
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains(&format!("{link} ignored")) && n.contains("service link")),
+            "{link}: {notes:#?}"
+        );
+    }
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("MEDINFORM_BIN ignored") && n.contains("names no setting")),
+        "{notes:#?}"
+    );
+}
+
+#[test]
+fn metrics_listen_is_an_address_or_empty() {
+    let config = Config::load(None, env(&[("MEDINFORM_METRICS_LISTEN", "0.0.0.0:9090")])).unwrap();
+    assert_eq!(
+        config.metrics.listen_addr().unwrap(),
+        Some("0.0.0.0:9090".parse().unwrap())
+    );
+    assert_eq!(Config::default().metrics.listen_addr().unwrap(), None);
+    let err = Config::load(None, env(&[("MEDINFORM_METRICS_LISTEN", "9090")])).unwrap_err();
+    assert!(format!("{err:#}").contains("metrics.listen"), "{err:#}");
 }
 
 #[test]
