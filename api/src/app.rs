@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::http::HttpTimeouts;
 use crate::idempotency::IdempotencySettings;
+use crate::telemetry::MetricsServer;
 use crate::{Admission, ApiServer, AppState, Authenticator};
 
 /// What a process runs.
@@ -68,6 +69,7 @@ pub struct App {
     pub backends: Backends,
     pub registry: Arc<Registry>,
     addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     tasks: JoinSet<anyhow::Result<()>>,
 }
@@ -84,6 +86,8 @@ impl App {
             }
         };
         backends.migrate().await?;
+        // Before the registry loads: its models' metrics are recorded as they load.
+        medinform_core::metrics::install(config.metrics.per_tenant);
         let registry = match overrides.registry {
             Some(registry) => registry,
             None => Arc::new(load_registry(config, role.has_worker())?),
@@ -122,6 +126,13 @@ impl App {
                 .with_batches(backends.batches.clone(), registry.clone());
             tasks.spawn(ok_when_done(dispatcher.run(shutdown.clone())));
         }
+        let mut metrics_addr = None;
+        if let Some(listen) = config.metrics.listen_addr()? {
+            let server = MetricsServer::bind(listen, backends.clone()).await?;
+            metrics_addr = Some(server.local_addr()?);
+            let stop = shutdown.clone();
+            tasks.spawn(async move { server.serve(stop).await.context("metrics") });
+        }
         let mut addr = None;
         if role.has_api() {
             let authenticator = overrides
@@ -138,6 +149,7 @@ impl App {
             backends,
             registry,
             addr,
+            metrics_addr,
             shutdown,
             tasks,
         })
@@ -146,6 +158,11 @@ impl App {
     /// Where the API listens (`None` for a worker).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.addr
+    }
+
+    /// Where `/metrics` listens when `metrics.listen` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// Cancelling it stops the process: the API finishes what is in flight, the worker hands
@@ -207,6 +224,7 @@ fn app_state(
             header_read: Duration::from_secs(config.server.header_read_timeout_secs),
             body_read: Duration::from_secs(config.server.body_read_timeout_secs),
         },
+        metrics_here: config.metrics.listen.is_empty(),
     }
 }
 

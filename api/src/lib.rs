@@ -19,6 +19,7 @@ pub mod idempotency;
 pub mod openapi;
 pub mod rate_limit;
 mod routes;
+pub mod telemetry;
 mod web;
 
 use std::net::SocketAddr;
@@ -71,16 +72,28 @@ pub struct AppState {
     pub webhooks: WebhooksConfig,
     /// How long a connection may take over headers and body (`server.*_timeout_secs`).
     pub timeouts: HttpTimeouts,
+    /// Whether `GET /metrics` is served here (not when `metrics.listen` names its own address).
+    pub metrics_here: bool,
+}
+
+impl axum::extract::FromRef<AppState> for Backends {
+    fn from_ref(state: &AppState) -> Self {
+        state.backends.clone()
+    }
 }
 
 /// Builds the router (tests call this too).
 pub fn router(state: AppState) -> Router {
     let body_limit = state.limits.max_bytes + FORM_OVERHEAD_BYTES;
-    // Layers run outermost (last) first: trace, JSON errors, header count, body timeout, body
-    // limit, authentication, idempotency.
-    routes::router(state.max_request_bytes)
+    let mut routes = routes::router(state.max_request_bytes)
         .route("/openapi.json", get(openapi::openapi_json))
-        .route("/docs", get(docs::page))
+        .route("/docs", get(docs::page));
+    if state.metrics_here {
+        routes = routes.route("/metrics", get(telemetry::metrics));
+    }
+    // Layers run outermost (last) first: metrics, trace, JSON errors, header count, body
+    // timeout, body limit, authentication, idempotency.
+    routes
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             idempotency::layer,
@@ -97,6 +110,7 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(http::limit_headers))
         .layer(axum::middleware::from_fn(http::json_errors))
         .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::from_fn(telemetry::layer))
         .with_state(state)
 }
 

@@ -55,6 +55,7 @@ use crate::routes;
         routes::webhooks::replay,
         routes::health::healthz,
         routes::health::readyz,
+        crate::telemetry::metrics,
     ),
     components(schemas(crate::ErrorBody, crate::ErrorDetail)),
     modifiers(&Security, &ErrorCodes, &CommonResponses),

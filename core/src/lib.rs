@@ -13,6 +13,7 @@ pub mod heatmap;
 mod id;
 pub mod imaging;
 pub mod job;
+pub mod metrics;
 pub mod queue;
 pub mod registry;
 pub mod republish;

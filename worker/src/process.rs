@@ -20,7 +20,8 @@ use bytes::Bytes;
 use futures::future::join_all;
 use medinform_core::app::Backends;
 use medinform_core::db::Claim;
-use medinform_core::job::{FailureCode, Job, JobFailure, JobId, ScreeningResult};
+use medinform_core::job::{FailureCode, Job, JobFailure, JobId, JobStatus, ScreeningResult};
+use medinform_core::metrics;
 use medinform_core::queue::Delivery;
 use medinform_core::registry::{Model, Registry};
 use medinform_core::screening::{self, ScreenError};
@@ -139,7 +140,10 @@ impl Processor {
             |(delivery, claim)| async move {
                 let job_id = delivery.message.job_id();
                 match claim {
-                    Claim::Claimed(job) => return Some(Claimed { job, delivery }),
+                    Claim::Claimed(job) => {
+                        metrics::job_claimed(&job);
+                        return Some(Claimed { job, delivery });
+                    }
                     Claim::Finished(job) => {
                         tracing::info!(%job_id, status = %job.status, "job already finished; message acknowledged");
                         settle(delivery, Settle::Ack).await;
@@ -253,7 +257,9 @@ impl Processor {
         let succeeded = succeeded
             .into_iter()
             .zip(written)
-            .map(|((claimed, _), written)| settle_written(claimed, written, Settle::Ack));
+            .map(|((claimed, _), written)| {
+                settle_written(claimed, written, Settle::Ack, Some(JobStatus::Succeeded))
+            });
         let unsuccessful = unsuccessful
             .into_iter()
             .map(|(claimed, failure, retry)| self.finish_unsuccessful(claimed, failure, retry));
@@ -266,12 +272,15 @@ impl Processor {
     async fn finish_unsuccessful(&self, claimed: Claimed, failure: JobFailure, retry: bool) {
         let job = &claimed.job;
         let jobs = &self.backends.jobs;
-        let (written, settle_as) = if retry && job.attempts < self.settings.jobs.max_attempts {
+        let (written, settle_as, status) = if retry
+            && job.attempts < self.settings.jobs.max_attempts
+        {
             tracing::warn!(job_id = %job.id, attempt = job.attempts, code = %failure.code, reason = %failure.message, "attempt failed; will retry");
             let backoff = Duration::from_secs(1 << job.attempts.clamp(0, 5));
             (
                 jobs.release(job.id, job.attempts, &failure).await,
                 Settle::RequeueLater(backoff),
+                None,
             )
         } else {
             let failure = if retry {
@@ -289,17 +298,35 @@ impl Processor {
             (
                 jobs.fail(job.id, job.attempts, &failure).await,
                 Settle::DeadLetter,
+                Some(JobStatus::Failed),
             )
         };
-        settle_written(claimed, written.map_err(|e| e.to_string()), settle_as).await;
+        settle_written(
+            claimed,
+            written.map_err(|e| e.to_string()),
+            settle_as,
+            status,
+        )
+        .await;
     }
 }
 
-/// Settles a claimed job's message once its outcome is written (or could not be).
-async fn settle_written(claimed: Claimed, written: Result<bool, String>, settle_as: Settle) {
+/// Settles a claimed job's message once its outcome is written (or could not be); `status`:
+/// the final status the outcome gave the job, if it was final.
+async fn settle_written(
+    claimed: Claimed,
+    written: Result<bool, String>,
+    settle_as: Settle,
+    status: Option<JobStatus>,
+) {
     let Claimed { job, delivery } = claimed;
     match written {
-        Ok(true) => settle(delivery, settle_as).await,
+        Ok(true) => {
+            if let Some(status) = status {
+                metrics::job_finished(&job, status);
+            }
+            settle(delivery, settle_as).await;
+        }
         // Fenced out: the lease was taken over and the new holder finishes the job.
         Ok(false) => {
             tracing::warn!(job_id = %job.id, "lease taken over by another worker; leaving the job to it");

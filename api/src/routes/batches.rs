@@ -482,5 +482,6 @@ pub async fn cancel(
         .cancel_batch(caller.tenant, batch.id, &JobFailure::canceled_by_client())
         .await?;
     tracing::info!(batch_id = %batch.id, jobs = canceled, "batch canceled");
+    medinform_core::metrics::jobs_canceled(&batch.model, batch.tenant_id, canceled);
     Ok(Json(view(&state, batch).await?))
 }

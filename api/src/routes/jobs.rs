@@ -318,6 +318,7 @@ pub async fn cancel(
     {
         Cancel::Canceled(job) => {
             tracing::info!(job_id = %id, "job canceled");
+            medinform_core::metrics::job_finished(&job, JobStatus::Canceled);
             Ok(Json(job.into()))
         }
         Cancel::NotCancelable(job) => Err(ApiError::new(

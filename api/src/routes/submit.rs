@@ -173,6 +173,7 @@ async fn record(
         return Ok(job);
     }
     tracing::debug!(job_id = %job.id, model = %job.model, "job queued");
+    medinform_core::metrics::job_accepted(&job);
 
     // The row is committed: from here the job cannot be lost. A failed publish is logged and
     // left to the re-publisher, which finds unconfirmed jobs.

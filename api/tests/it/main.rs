@@ -6,6 +6,7 @@ mod connections;
 mod explain;
 mod jobs;
 mod listing;
+mod metrics;
 mod models;
 mod recovery;
 mod support;

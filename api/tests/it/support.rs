@@ -180,6 +180,8 @@ pub struct Options {
     pub registry_dir: Option<tempfile::TempDir>,
     /// Connection timeouts (the production defaults unless a test sets them).
     pub timeouts: HttpTimeouts,
+    /// Serve `/metrics` on a port of its own (`metrics.listen`) instead of the API's.
+    pub metrics_listener: bool,
 }
 
 /// The database, images and queue names of a stopped app, for the next one.
@@ -227,6 +229,7 @@ impl Options {
             allow_research: true,
             registry_dir: None,
             timeouts: HttpTimeouts::default(),
+            metrics_listener: false,
         }
     }
 }
@@ -254,6 +257,8 @@ macro_rules! on_both_backends {
 
 pub struct TestApp {
     pub base: String,
+    /// `http://<metrics.listen>` when [`Options::metrics_listener`] is set.
+    pub metrics_base: Option<String>,
     pub http: reqwest::Client,
     pub backends: Backends,
     /// The in-process queue of an embedded app.
@@ -332,6 +337,9 @@ impl TestApp {
         config.worker.batch_window_ms = 5;
         config.models.allow_research = options.allow_research;
         config.webhooks = options.webhooks.clone().unwrap_or_default();
+        if options.metrics_listener {
+            config.metrics.listen = "127.0.0.1:0".into();
+        }
         let overrides = Overrides {
             backends: Some(backends.clone()),
             registry: Some(registry.clone()),
@@ -350,8 +358,10 @@ impl TestApp {
         };
         let app = App::build(&config, Role::Both, overrides).await.unwrap();
         let base = format!("http://{}", app.local_addr().unwrap());
+        let metrics_base = app.metrics_addr().map(|addr| format!("http://{addr}"));
         Self {
             base,
+            metrics_base,
             http: reqwest::Client::new(),
             backends,
             memory_queue,

@@ -229,12 +229,22 @@ pub trait JobStore: Send + Sync + 'static {
     /// How many jobs wait for a worker (`queued`), over every tenant: the backlog that
     /// `jobs.max_backlog` bounds.
     async fn count_queued(&self) -> Result<i64, DbError>;
+    /// The jobs waiting for a worker per model, with when the oldest was accepted (metrics).
+    async fn queued_by_model(&self) -> Result<Vec<QueuedModel>, DbError>;
     /// Which of the image `keys` some job refers to (the orphan sweep keeps those).
     async fn referenced_images(&self, keys: &[String]) -> Result<Vec<String>, DbError>;
     /// Answers whether the database is reachable (readiness).
     async fn check(&self) -> Result<(), DbError>;
     /// A short description for logs, without secrets.
     fn describe(&self) -> String;
+}
+
+/// One model's backlog: its `queued` jobs, and when the oldest of them was accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuedModel {
+    pub model: String,
+    pub jobs: i64,
+    pub oldest: DateTime<Utc>,
 }
 
 /// The answers of [`JobStore::claim_many`] in the order asked: the jobs one bulk statement took

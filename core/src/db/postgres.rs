@@ -15,7 +15,7 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::{
-    Cancel, Claim, DbError, JobFilter, JobStore, NewJob, Republish, claims_in_order,
+    Cancel, Claim, DbError, JobFilter, JobStore, NewJob, QueuedModel, Republish, claims_in_order,
     deadline_failure, lease_duration,
 };
 use crate::job::{BatchId, FailureCode, Job, JobFailure, JobId, JobStatus, ScreeningResult};
@@ -299,8 +299,10 @@ impl JobStore for PostgresJobStore {
         jobs: &[(JobId, bool)],
         lease: Duration,
     ) -> Result<Vec<Claim>, DbError> {
-        let (ids, take_overs): (Vec<Uuid>, Vec<bool>) =
-            jobs.iter().map(|&(id, take_over)| (id.0, take_over)).unzip();
+        let (ids, take_overs): (Vec<Uuid>, Vec<bool>) = jobs
+            .iter()
+            .map(|&(id, take_over)| (id.0, take_over))
+            .unzip();
         let now = Utc::now();
         let rows: Vec<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "update jobs set status = 'processing', attempts = attempts + 1, \
@@ -439,6 +441,23 @@ impl JobStore for PostgresJobStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(count)
+    }
+
+    async fn queued_by_model(&self) -> Result<Vec<QueuedModel>, DbError> {
+        let rows: Vec<(String, i64, DateTime<Utc>)> = sqlx::query_as(
+            "select model, count(*), min(created_at) from jobs where status = 'queued' \
+             group by model order by model",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(model, jobs, oldest)| QueuedModel {
+                model,
+                jobs,
+                oldest,
+            })
+            .collect())
     }
 
     async fn referenced_images(&self, keys: &[String]) -> Result<Vec<String>, DbError> {

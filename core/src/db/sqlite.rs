@@ -19,7 +19,7 @@ use sqlx::sqlite::{
 use self::writer::Writer;
 
 use super::{
-    Cancel, Claim, DbError, JobFilter, JobStore, NewJob, Republish, claims_in_order,
+    Cancel, Claim, DbError, JobFilter, JobStore, NewJob, QueuedModel, Republish, claims_in_order,
     deadline_failure, lease_duration,
 };
 use crate::job::{BatchId, FailureCode, Job, JobFailure, JobId, JobStatus, ScreeningResult};
@@ -307,7 +307,9 @@ impl JobStore for SqliteJobStore {
                     .bind(millis(now + lease_duration(lease)))
                     .fetch_all(&mut *conn)
                     .await?;
-                    rows.into_iter().map(Job::try_from).collect::<Result<Vec<_>, _>>()
+                    rows.into_iter()
+                        .map(Job::try_from)
+                        .collect::<Result<Vec<_>, _>>()
                 })
             })
             .await?;
@@ -443,6 +445,24 @@ impl JobStore for SqliteJobStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(count)
+    }
+
+    async fn queued_by_model(&self) -> Result<Vec<QueuedModel>, DbError> {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "select model, count(*), min(created_at) from jobs where status = 'queued' \
+             group by model order by model",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(model, jobs, oldest)| {
+                Ok(QueuedModel {
+                    model,
+                    jobs,
+                    oldest: time(oldest)?,
+                })
+            })
+            .collect()
     }
 
     async fn referenced_images(&self, keys: &[String]) -> Result<Vec<String>, DbError> {

@@ -153,4 +153,6 @@ pub trait WebhookStore: Send + Sync + 'static {
     async fn attempts(&self, id: &DeliveryId) -> Result<Vec<Attempt>, DbError>;
     /// Makes a failed delivery pending again, due now, with the same id and payload.
     async fn replay_delivery(&self, tenant: TenantId, id: &DeliveryId) -> Result<Replay, DbError>;
+    /// Deliveries not yet answered for good (`pending`), over every tenant (metrics).
+    async fn count_pending_deliveries(&self) -> Result<i64, DbError>;
 }

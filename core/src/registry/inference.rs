@@ -117,12 +117,40 @@ pub fn init_onnxruntime(library: Option<&Path>) -> anyhow::Result<PathBuf> {
         .with_name("medinform")
         .build()
         .map_err(|e| anyhow!("cannot start ONNX Runtime from {}: {e}", path.display()))?;
-    tracing::info!(library = %path.display(), "ONNX Runtime loaded");
+    let version = runtime_version(ort::info(), &path);
+    tracing::info!(library = %path.display(), %version, "ONNX Runtime loaded");
+    crate::metrics::onnxruntime_loaded(&version);
     *runtime = Some(Runtime {
         library: path.clone(),
         environment,
     });
     Ok(path)
+}
+
+/// The loaded library's version: the release branch its build info names
+/// (`git-branch=rel-1.31.1`), else the version its file name ends with
+/// (`libonnxruntime.so.1.31.1`), else `unknown`.
+fn runtime_version(build_info: &str, library: &Path) -> String {
+    let from_branch = build_info
+        .split("git-branch=rel-")
+        .nth(1)
+        .map(|rest| rest.split([',', ' ']).next().unwrap_or_default());
+    let from_name = || {
+        let name = library.file_name()?.to_str()?;
+        let (_, version) = name
+            .split_once(".so.")
+            .or(name.split_once("onnxruntime."))?;
+        let version = version.trim_end_matches(".dylib");
+        version
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '.')
+            .then_some(version)
+    };
+    from_branch
+        .filter(|v| !v.is_empty())
+        .or_else(from_name)
+        .unwrap_or("unknown")
+        .to_owned()
 }
 
 fn environment() -> Option<Environment> {
@@ -507,6 +535,27 @@ mod tests {
         assert!(
             text.contains("/nowhere/libonnxruntime.so") && text.contains("onnxruntime_library"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn the_runtime_version_comes_from_the_build_info_or_the_file_name() {
+        let library = Path::new("/venv/onnxruntime/capi/libonnxruntime.so.1.31.1");
+        assert_eq!(
+            runtime_version(
+                "ORT Build Info: git-branch=rel-1.30.0, git-commit-id=abc, build type=Release",
+                library
+            ),
+            "1.30.0"
+        );
+        assert_eq!(runtime_version("ORT Build Info: none", library), "1.31.1");
+        assert_eq!(
+            runtime_version("", Path::new("/opt/ort/libonnxruntime.1.31.1.dylib")),
+            "1.31.1"
+        );
+        assert_eq!(
+            runtime_version("", Path::new("/opt/libonnxruntime.so")),
+            "unknown"
         );
     }
 

@@ -77,6 +77,15 @@ pub enum ModelStatus {
 }
 
 impl ModelStatus {
+    /// `ready`, `not_loaded` or `unavailable`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::NotLoaded => "not_loaded",
+            Self::Unavailable { .. } => "unavailable",
+        }
+    }
+
     /// Why the model cannot screen images in this process; `None` when it is ready.
     pub fn reason(&self) -> Option<&str> {
         match self {
@@ -238,9 +247,11 @@ impl Model {
             }
         }
         let per_image = loaded.decision.outputs_per_image();
+        let started = std::time::Instant::now();
         let raw = loaded
             .runner
             .run(&self.id, &data, inputs.len(), shape, per_image)?;
+        crate::metrics::inference(&self.id, inputs.len(), started.elapsed());
         let mut maps = raw.maps.as_ref().map(|(values, [h, w])| {
             values.chunks_exact(h * w).map(|map| Heatmap {
                 width: *w as u32,
@@ -315,7 +326,17 @@ impl Registry {
         let mut runtime: Option<Result<PathBuf, String>> = None;
         let mut models = Vec::with_capacity(folders.len());
         for dir in folders {
+            let started = std::time::Instant::now();
             let model = load_model(dir, options, &mut runtime);
+            crate::metrics::model_registered(
+                &model.id,
+                model.version().unwrap_or("unknown"),
+                model
+                    .execution_provider()
+                    .map_or("none", ActiveProvider::as_str),
+                model.status.as_str(),
+                model.loaded.is_some().then(|| started.elapsed()),
+            );
             match &model.status {
                 ModelStatus::Unavailable { reason } => {
                     tracing::warn!(model = %model.id, %reason, "model unavailable");

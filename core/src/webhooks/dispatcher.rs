@@ -301,6 +301,18 @@ impl Dispatcher {
             tracing::warn!("another dispatcher recorded this attempt first");
             return Ok(());
         }
+        match (outcome, status) {
+            (AttemptOutcome::Succeeded, _) => {
+                crate::metrics::webhook_attempt("delivered", Some(delivery.created_at));
+            }
+            (AttemptOutcome::Failed, _) => crate::metrics::webhook_attempt("gave_up", None),
+            (AttemptOutcome::Retry(_), Some(_)) => {
+                crate::metrics::webhook_attempt("rejected", None);
+            }
+            (AttemptOutcome::Retry(_), None) => {
+                crate::metrics::webhook_attempt("unreachable", None);
+            }
+        }
         tracing::info!(
             status = ?status,
             latency_ms = attempt.latency_ms,
@@ -328,6 +340,7 @@ impl Dispatcher {
                 AttemptOutcome::Failed,
             )
             .await?;
+        crate::metrics::webhook_attempt("disabled", None);
         tracing::info!(
             error = attempt.error.as_deref(),
             "webhook delivery given up"

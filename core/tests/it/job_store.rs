@@ -55,6 +55,7 @@ each_job_store!(
     a_refused_write_among_concurrent_writes_fails_alone,
     a_batch_claim_answers_each_job_as_its_own_claim_would,
     a_batch_of_results_is_written_once_each_under_its_own_attempt,
+    the_backlog_is_counted_per_model_with_its_oldest_job,
 );
 
 fn result() -> ScreeningResult {
@@ -638,7 +639,12 @@ async fn a_batch_claim_answers_each_job_as_its_own_claim_would(db: TestJobStore)
     let first_attempt = claimed(store, redelivered, false).await;
     let done = store.insert(&new_job("malaria")).await.unwrap().id;
     let done_job = claimed(store, done, false).await;
-    assert!(store.succeed(done, done_job.attempts, &result()).await.unwrap());
+    assert!(
+        store
+            .succeed(done, done_job.attempts, &result())
+            .await
+            .unwrap()
+    );
     let late = store
         .insert(&NewJob {
             deadline: Some(Utc::now() - TimeDelta::seconds(1)),
@@ -750,3 +756,17 @@ async fn a_batch_of_results_is_written_once_each_under_its_own_attempt(db: TestJ
     assert_eq!(get(store, lost).await.result, Some(result()));
 }
 
+async fn the_backlog_is_counted_per_model_with_its_oldest_job(db: TestJobStore) {
+    let store = &*db.store;
+    assert!(store.queued_by_model().await.unwrap().is_empty());
+    let first = store.insert(&new_job("malaria")).await.unwrap();
+    store.insert(&new_job("malaria")).await.unwrap();
+    let taken = store.insert(&new_job("malaria")).await.unwrap().id;
+    store.insert(&new_job("tuberculosis")).await.unwrap();
+    claimed(store, taken, false).await;
+    let backlog = store.queued_by_model().await.unwrap();
+    let summary: Vec<(&str, i64)> = backlog.iter().map(|q| (q.model.as_str(), q.jobs)).collect();
+    // The claimed job is no longer waiting.
+    assert_eq!(summary, [("malaria", 2), ("tuberculosis", 1)]);
+    assert_eq!(backlog[0].oldest, first.created_at);
+}

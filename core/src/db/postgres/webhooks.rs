@@ -463,6 +463,14 @@ impl WebhookStore for PostgresJobStore {
             None => Replay::NotFound,
         })
     }
+
+    async fn count_pending_deliveries(&self) -> Result<i64, DbError> {
+        let (count,): (i64,) =
+            sqlx::query_as("select count(*) from webhook_deliveries where status = 'pending'")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(count)
+    }
 }
 
 /// Stores `deliveries` of one event, about a job or a batch, due now (in the caller's
