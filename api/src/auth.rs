@@ -15,11 +15,11 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use medinform_core::config::Config;
-use medinform_core::db::{KEY_USE_RESOLUTION, TenantStore};
+use medinform_core::db::{DbError, KEY_USE_RESOLUTION, TenantStore};
 use medinform_core::tenant::keys::ApiKeySecret;
 use medinform_core::tenant::{self, ApiKey, Scope, TenantId};
 
-use crate::rate_limit::{RateLimit, RateLimiter};
+use crate::rate_limit::{RateLimit, RateLimiter, SharedRateLimiter};
 use crate::{ApiError, ErrorCode};
 
 /// The tenant and scopes a request acts with.
@@ -120,7 +120,16 @@ impl AuthMode {
 pub struct Authenticator {
     mode: AuthMode,
     store: Arc<dyn TenantStore>,
-    limiter: Option<RateLimiter>,
+    limiter: Option<Limiter>,
+}
+
+/// Where the keys' buckets are kept.
+#[derive(Debug)]
+enum Limiter {
+    /// In this process: the embedded mode, where it is the only one.
+    Local(RateLimiter),
+    /// In the database, for every API process.
+    Shared(SharedRateLimiter),
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -136,22 +145,51 @@ impl std::fmt::Debug for Authenticator {
 const ANONYMOUS_BUCKET: &str = "anonymous";
 
 impl Authenticator {
-    /// An authenticator in `mode`, checking keys against `store`, limiting each to `limit`.
+    /// An authenticator in `mode`, checking keys against `store`, limiting each to `limit` in
+    /// this process's memory.
     pub fn new(mode: AuthMode, store: Arc<dyn TenantStore>, limit: RateLimit) -> Self {
         Self {
             mode,
             store,
-            limiter: RateLimiter::new(limit),
+            limiter: RateLimiter::new(limit).map(Limiter::Local),
         }
     }
 
-    /// The authenticator of a configuration (see [`AuthMode::for_config`]).
+    /// Like [`Authenticator::new`], with the keys' buckets in `store`, shared by every API
+    /// process on the same database.
+    pub fn with_shared_limit(
+        mode: AuthMode,
+        store: Arc<dyn TenantStore>,
+        limit: RateLimit,
+    ) -> Self {
+        Self {
+            limiter: SharedRateLimiter::new(limit, store.clone()).map(Limiter::Shared),
+            mode,
+            store,
+        }
+    }
+
+    /// The authenticator of a configuration (see [`AuthMode::for_config`]): on PostgreSQL,
+    /// which several API processes share, the rate limit is kept there.
     pub fn from_config(config: &Config, store: Arc<dyn TenantStore>) -> Self {
         let limit = RateLimit {
             per_minute: config.auth.rate_limit_per_minute,
             burst: config.auth.rate_limit_burst,
         };
-        Self::new(AuthMode::for_config(config), store, limit)
+        let mode = AuthMode::for_config(config);
+        if config.database_url().starts_with("sqlite:") {
+            Self::new(mode, store, limit)
+        } else {
+            Self::with_shared_limit(mode, store, limit)
+        }
+    }
+
+    /// Deletes the shared buckets that are full again (nothing to do for local ones).
+    pub async fn purge_rate_buckets(&self) -> Result<u64, DbError> {
+        match &self.limiter {
+            Some(Limiter::Shared(shared)) => shared.purge().await,
+            _ => Ok(0),
+        }
     }
 
     /// The caller of a request, from its `Authorization: Bearer` or `X-API-Key` header.
@@ -159,7 +197,7 @@ impl Authenticator {
         let Some(sent) = sent_key(headers)? else {
             return match self.mode {
                 AuthMode::Anonymous => {
-                    self.rate_limit(ANONYMOUS_BUCKET)?;
+                    self.rate_limit(ANONYMOUS_BUCKET).await?;
                     Ok(Caller::local())
                 }
                 AuthMode::KeysRequired => Err(unauthorized(
@@ -199,7 +237,7 @@ impl Authenticator {
             ));
         }
         self.record_use(&key).await;
-        self.rate_limit(&key.prefix)?;
+        self.rate_limit(&key.prefix).await?;
         Ok(Caller {
             tenant: key.tenant_id,
             scopes: key.scopes,
@@ -224,11 +262,13 @@ impl Authenticator {
         }
     }
 
-    fn rate_limit(&self, bucket: &str) -> Result<(), ApiError> {
-        let Some(limiter) = &self.limiter else {
-            return Ok(());
+    async fn rate_limit(&self, bucket: &str) -> Result<(), ApiError> {
+        let checked = match &self.limiter {
+            None => return Ok(()),
+            Some(Limiter::Local(local)) => local.check(bucket),
+            Some(Limiter::Shared(shared)) => shared.check(bucket).await?,
         };
-        limiter.check(bucket).map_err(|seconds| {
+        checked.map_err(|seconds| {
             tracing::info!(key = bucket, retry_after = seconds, "rate limited");
             ApiError::retry_after(
                 ErrorCode::RateLimited,

@@ -163,5 +163,10 @@ async fn purge_idempotency_keys(state: AppState, shutdown: CancellationToken) {
             Ok(n) => tracing::debug!(keys = n, "expired idempotency keys deleted"),
             Err(e) => tracing::warn!(error = %e, "could not delete expired idempotency keys"),
         }
+        match state.auth.purge_rate_buckets().await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(buckets = n, "full rate-limit buckets deleted"),
+            Err(e) => tracing::warn!(error = %e, "could not delete full rate-limit buckets"),
+        }
     }
 }

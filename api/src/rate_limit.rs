@@ -1,13 +1,17 @@
-//! A per-key token bucket, in the memory of one API process.
+//! A per-key token bucket: in the database, shared by every API process (PostgreSQL), or in
+//! the memory of the one process there is (the embedded mode).
 //!
 //! Each key's bucket holds up to `burst` tokens and refills at `per_minute / 60` tokens a
 //! second; a request takes one. Buckets exist only for keys that authenticated (unknown keys
 //! are refused before), and a bucket that has refilled completely is the same as no bucket:
-//! those are dropped once a minute, so memory follows the keys in use.
+//! those are dropped (once a minute in memory; in the database by the API's hourly purge), so
+//! what is kept follows the keys in use.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use medinform_core::db::{DbError, TenantStore, TokenBucket};
 
 /// How often full (idle) buckets are dropped.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -27,6 +31,62 @@ impl RateLimit {
         per_minute: 0,
         burst: 0,
     };
+}
+
+impl RateLimit {
+    fn bucket(self) -> TokenBucket {
+        TokenBucket {
+            per_second: f64::from(self.per_minute) / 60.0,
+            capacity: f64::from(self.burst.max(1)),
+        }
+    }
+}
+
+/// The limit of every key, kept in the database: with several API processes a key gets its
+/// limit once, not once per process.
+pub struct SharedRateLimiter {
+    bucket: TokenBucket,
+    store: Arc<dyn TenantStore>,
+}
+
+impl std::fmt::Debug for SharedRateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedRateLimiter")
+            .field("bucket", &self.bucket)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedRateLimiter {
+    /// A limiter on `store`'s buckets, or `None` when `limit` disables limiting.
+    pub fn new(limit: RateLimit, store: Arc<dyn TenantStore>) -> Option<Self> {
+        (limit.per_minute > 0).then(|| Self {
+            bucket: limit.bucket(),
+            store,
+        })
+    }
+
+    /// Takes a token from `key`'s bucket. `Ok(Err(seconds))`: none left, retry after that long.
+    pub async fn check(&self, key: &str) -> Result<Result<(), u64>, DbError> {
+        let wait = self
+            .store
+            .take_token(key, self.bucket, chrono::Utc::now())
+            .await?;
+        Ok(match wait {
+            None => Ok(()),
+            Some(wait) => Err((wait.as_secs_f64().ceil() as u64).max(1)),
+        })
+    }
+
+    /// Deletes the buckets that are full again (untouched for an hour, or for as long as one
+    /// takes to refill if that is longer).
+    pub async fn purge(&self) -> Result<u64, DbError> {
+        let refill = self.bucket.capacity / self.bucket.per_second;
+        let idle = chrono::TimeDelta::seconds((refill.ceil() as i64).max(3600));
+        self.store
+            .purge_token_buckets(chrono::Utc::now() - idle)
+            .await
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -54,8 +114,8 @@ impl RateLimiter {
     /// A limiter, or `None` when `limit` disables limiting.
     pub fn new(limit: RateLimit) -> Option<Self> {
         (limit.per_minute > 0).then(|| Self {
-            rate: f64::from(limit.per_minute) / 60.0,
-            capacity: f64::from(limit.burst.max(1)),
+            rate: limit.bucket().per_second,
+            capacity: limit.bucket().capacity,
             state: Mutex::new(Buckets {
                 by_key: HashMap::new(),
                 swept: Instant::now(),

@@ -39,6 +39,7 @@ each_kind!(
     anonymous_mode_serves_keyless_requests_and_still_checks_sent_keys,
     a_key_over_its_rate_limit_gets_429_with_retry_after,
     submissions_past_max_backlog_get_503_and_store_nothing,
+    one_tenants_backlog_is_bounded_without_refusing_another,
 );
 
 /// An app that requires keys, with no worker (jobs stay queued).
@@ -510,6 +511,46 @@ async fn a_key_over_its_rate_limit_gets_429_with_retry_after(kind: Kind) {
     app.stop().await;
 }
 
+/// Two API processes on one database: a key gets its limit once, not once per process.
+#[tokio::test]
+async fn the_rate_limit_holds_across_api_processes() {
+    let limited = || {
+        let mut options = Options::new(Kind::Distributed);
+        options.require_keys = true;
+        options.worker = false;
+        options.shared_rate_limit = true;
+        options.rate_limit = medinform_api::RateLimit {
+            per_minute: 6,
+            burst: 4,
+        };
+        options
+    };
+    let first = TestApp::start_with(limited()).await;
+    let second = TestApp::start_with(Options {
+        data: Some(first.another_process()),
+        ..limited()
+    })
+    .await;
+    let key = first.create_key("clinic-a", &[Scope::Read]).await;
+    // The burst of 4, two requests through each process.
+    for app in [&first, &second, &first, &second] {
+        let (status, body) = app.get_as(&key, "/v1/auth/whoami").await;
+        assert_eq!(status, 200, "{body}");
+    }
+    for app in [&first, &second] {
+        let (status, headers, body) =
+            call(app.request_as(&key, reqwest::Method::GET, "/v1/auth/whoami")).await;
+        assert_error(status, &body, 429, "rate_limited");
+        let retry_after: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!(
+            (1..=10).contains(&retry_after),
+            "Retry-After: {retry_after}"
+        );
+    }
+    second.stop().await;
+    first.stop().await;
+}
+
 async fn submissions_past_max_backlog_get_503_and_store_nothing(kind: Kind) {
     let mut options = Options::new(kind);
     options.worker = false;
@@ -545,5 +586,37 @@ async fn submissions_past_max_backlog_get_503_and_store_nothing(kind: Kind) {
             .is_err(),
         "the refused image was stored"
     );
+    app.stop().await;
+}
+
+async fn one_tenants_backlog_is_bounded_without_refusing_another(kind: Kind) {
+    let mut options = Options::new(kind);
+    options.require_keys = true;
+    options.worker = false;
+    options.jobs.max_backlog = 100;
+    options.jobs.max_backlog_per_tenant = 2;
+    let app = TestApp::start_with(options).await;
+    let drive = app.create_key("national-drive", &[Scope::Submit]).await;
+    let clinic = app.create_key("district-clinic", &[Scope::Submit]).await;
+    let images = cell_images();
+    for (name, bytes) in &images[..2] {
+        let (status, body) = app.submit_as(&drive, "malaria", name, bytes.clone()).await;
+        assert_eq!(status, 202, "{body}");
+    }
+    let (name, bytes) = images[2].clone();
+    let (status, body) = app.submit_as(&drive, "malaria", &name, bytes).await;
+    assert_error(status, &body, 503, "queue_full");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("per tenant"),
+        "{body}"
+    );
+    // The other tenant's upload goes in: the bound is the drive's, not everyone's.
+    let (name, bytes) = images[3].clone();
+    let (status, body) = app.submit_as(&clinic, "malaria", &name, bytes).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(app.backends.jobs.count_queued().await.unwrap(), 3);
     app.stop().await;
 }

@@ -182,6 +182,9 @@ pub struct Options {
     pub timeouts: HttpTimeouts,
     /// Serve `/metrics` on a port of its own (`metrics.listen`) instead of the API's.
     pub metrics_listener: bool,
+    /// Keep the rate limit's buckets in the database (as `medinform api` on PostgreSQL does),
+    /// not in the process.
+    pub shared_rate_limit: bool,
 }
 
 /// The database, images and queue names of a stopped app, for the next one.
@@ -214,6 +217,7 @@ impl Options {
                 sweep_interval_secs: 1,
                 // No bound unless a test sets one.
                 max_backlog: 0,
+                max_backlog_per_tenant: 0,
             },
             wrap_blobs: None,
             wrap_queue: None,
@@ -230,6 +234,7 @@ impl Options {
             registry_dir: None,
             timeouts: HttpTimeouts::default(),
             metrics_listener: false,
+            shared_rate_limit: false,
         }
     }
 }
@@ -344,15 +349,19 @@ impl TestApp {
             backends: Some(backends.clone()),
             registry: Some(registry.clone()),
             // The mode is passed, not derived from the address: every test app is on loopback.
-            authenticator: Some(Authenticator::new(
-                if options.require_keys {
+            authenticator: Some({
+                let mode = if options.require_keys {
                     AuthMode::KeysRequired
                 } else {
                     AuthMode::Anonymous
-                },
-                backends.tenants.clone(),
-                options.rate_limit,
-            )),
+                };
+                let tenants = backends.tenants.clone();
+                if options.shared_rate_limit {
+                    Authenticator::with_shared_limit(mode, tenants, options.rate_limit)
+                } else {
+                    Authenticator::new(mode, tenants, options.rate_limit)
+                }
+            }),
             without_worker: !options.worker,
             without_dispatcher: options.webhooks.is_none(),
         };
@@ -504,6 +513,12 @@ impl TestApp {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// What a second process of this (distributed) deployment starts on, for
+    /// [`Options::data`]: the same database, queue prefix and S3 prefix, while this one runs.
+    pub fn another_process(&self) -> AppData {
+        AppData::Distributed(self.distributed.clone().expect("a distributed app"))
     }
 
     /// Stops API, worker and re-publisher and returns what each ended with.

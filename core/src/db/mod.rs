@@ -23,7 +23,9 @@ pub use batches::BatchStore;
 pub use idempotency::{Begin, IdempotencyStore, NewIdempotencyKey, StoredResponse};
 pub use postgres::PostgresJobStore;
 pub use sqlite::SqliteJobStore;
-pub use tenants::{CreatedKey, KEY_USE_RESOLUTION, NewApiKey, TenantStore, create_api_key};
+pub use tenants::{
+    CreatedKey, KEY_USE_RESOLUTION, NewApiKey, TenantStore, TokenBucket, create_api_key,
+};
 pub use webhooks::{
     AttemptOutcome, EndpointUpdate, NewDelivery, NewEndpoint, Replay, WebhookStore,
 };
@@ -229,6 +231,8 @@ pub trait JobStore: Send + Sync + 'static {
     /// How many jobs wait for a worker (`queued`), over every tenant: the backlog that
     /// `jobs.max_backlog` bounds.
     async fn count_queued(&self) -> Result<i64, DbError>;
+    /// How many of `tenant`'s jobs wait for a worker (`jobs.max_backlog_per_tenant`).
+    async fn count_queued_for(&self, tenant: TenantId) -> Result<i64, DbError>;
     /// The jobs waiting for a worker per model, with when the oldest was accepted (metrics).
     async fn queued_by_model(&self) -> Result<Vec<QueuedModel>, DbError>;
     /// Which of the image `keys` some job refers to (the orphan sweep keeps those).

@@ -447,6 +447,15 @@ impl JobStore for SqliteJobStore {
         Ok(count)
     }
 
+    async fn count_queued_for(&self, tenant: TenantId) -> Result<i64, DbError> {
+        let (count,): (i64,) =
+            sqlx::query_as("select count(*) from jobs where status = 'queued' and tenant_id = ?1")
+                .bind(tenant.to_string())
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(count)
+    }
+
     async fn queued_by_model(&self) -> Result<Vec<QueuedModel>, DbError> {
         let rows: Vec<(String, i64, i64)> = sqlx::query_as(
             "select model, count(*), min(created_at) from jobs where status = 'queued' \

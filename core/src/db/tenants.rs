@@ -51,6 +51,31 @@ pub trait TenantStore: Send + Sync + 'static {
     /// Records that the key was used `at`, unless a use less than [`KEY_USE_RESOLUTION`]
     /// before is recorded already.
     async fn record_key_use(&self, id: Uuid, at: DateTime<Utc>) -> Result<(), DbError>;
+    /// Takes a token from the shared bucket `name` at `now` (one statement, so concurrent
+    /// processes take each token once). `None`: taken; `Some(wait)`: the bucket is empty and
+    /// its next token comes after `wait`.
+    async fn take_token(
+        &self,
+        name: &str,
+        bucket: TokenBucket,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Duration>, DbError>;
+    /// Deletes the buckets untouched since `before` (full again, the same as none).
+    async fn purge_token_buckets(&self, before: DateTime<Utc>) -> Result<u64, DbError>;
+}
+
+/// A token bucket: holds up to `capacity` tokens, refilled at `per_second`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TokenBucket {
+    pub per_second: f64,
+    pub capacity: f64,
+}
+
+impl TokenBucket {
+    /// The wait for the next token of a bucket that holds `tokens` (< 1).
+    pub fn wait_for_token(&self, tokens: f64) -> Duration {
+        Duration::from_secs_f64(((1.0 - tokens) / self.per_second).max(0.0))
+    }
 }
 
 /// A key just made: its record, and the whole key, which exists only here.

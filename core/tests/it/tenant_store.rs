@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use chrono::{TimeDelta, Utc};
-use medinform_core::db::{TenantStore, create_api_key};
+use medinform_core::db::{TenantStore, TokenBucket, create_api_key};
 use medinform_core::tenant::{Scope, TenantId};
 
 macro_rules! each_tenant_store {
@@ -33,6 +33,8 @@ each_tenant_store!(
     revoking_keeps_the_key_and_its_first_revocation_time,
     keys_are_listed_per_tenant_or_all,
     a_use_is_written_at_most_once_a_minute,
+    a_token_bucket_empties_then_refills_at_its_rate,
+    concurrent_takes_get_each_token_once,
 );
 
 async fn the_local_tenant_exists_and_tenants_are_created_once(store: Arc<dyn TenantStore>) {
@@ -157,4 +159,88 @@ async fn a_use_is_written_at_most_once_a_minute(store: Arc<dyn TenantStore>) {
         (second - later).num_milliseconds().abs() <= 1,
         "{second} vs {later}"
     );
+}
+
+const BUCKET: TokenBucket = TokenBucket {
+    per_second: 2.0,
+    capacity: 3.0,
+};
+
+async fn a_token_bucket_empties_then_refills_at_its_rate(store: Arc<dyn TenantStore>) {
+    let start = Utc::now();
+    for _ in 0..3 {
+        assert_eq!(
+            store.take_token("mik_a", BUCKET, start).await.unwrap(),
+            None
+        );
+    }
+    // Empty: the next token comes in half a second (two a second).
+    let wait = store
+        .take_token("mik_a", BUCKET, start)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!((450..=500).contains(&wait.as_millis()), "{wait:?}");
+    // Another bucket is full.
+    assert_eq!(
+        store.take_token("mik_b", BUCKET, start).await.unwrap(),
+        None
+    );
+    // 0.75 s later one token came back (and a half): one take, then a quarter second's wait.
+    let later = start + TimeDelta::milliseconds(750);
+    assert_eq!(
+        store.take_token("mik_a", BUCKET, later).await.unwrap(),
+        None
+    );
+    let wait = store
+        .take_token("mik_a", BUCKET, later)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!((200..=250).contains(&wait.as_millis()), "{wait:?}");
+    // A clock a little behind (another process) neither refills nor breaks the bucket.
+    let behind = start + TimeDelta::milliseconds(500);
+    assert!(
+        store
+            .take_token("mik_a", BUCKET, behind)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // Long idle: full again, never more than full; purging idle buckets forgets them.
+    let idle = start + TimeDelta::hours(2);
+    for _ in 0..3 {
+        assert_eq!(store.take_token("mik_a", BUCKET, idle).await.unwrap(), None);
+    }
+    assert!(
+        store
+            .take_token("mik_a", BUCKET, idle)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let purged = store
+        .purge_token_buckets(start + TimeDelta::hours(1))
+        .await
+        .unwrap();
+    assert_eq!(purged, 1, "mik_b was idle, mik_a was not");
+}
+
+async fn concurrent_takes_get_each_token_once(store: Arc<dyn TenantStore>) {
+    let now = Utc::now();
+    let bucket = TokenBucket {
+        per_second: 0.001,
+        capacity: 5.0,
+    };
+    let takes = (0..40).map(|_| {
+        let store = store.clone();
+        tokio::spawn(async move { store.take_token("mik_busy", bucket, now).await.unwrap() })
+    });
+    let mut taken = 0;
+    for take in takes {
+        if take.await.unwrap().is_none() {
+            taken += 1;
+        }
+    }
+    assert_eq!(taken, 5);
 }

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::PostgresJobStore;
 use crate::db::tenants::{decode_scopes, encode_scopes};
-use crate::db::{DbError, KEY_USE_RESOLUTION, NewApiKey, TenantStore};
+use crate::db::{DbError, KEY_USE_RESOLUTION, NewApiKey, TenantStore, TokenBucket};
 use crate::tenant::{ApiKey, Tenant, TenantId};
 
 const KEY_SELECT: &str = "select k.id, k.tenant_id, t.name as tenant_name, k.name, k.prefix, \
@@ -163,5 +163,52 @@ impl TenantStore for PostgresJobStore {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn take_token(
+        &self,
+        name: &str,
+        bucket: TokenBucket,
+        now: DateTime<Utc>,
+    ) -> Result<Option<std::time::Duration>, DbError> {
+        // The bucket as it stands at `now`: refilled since its last use (never backwards: the
+        // processes' clocks may differ a little), at most full.
+        const REFILLED: &str = "least($3, b.tokens + greatest(0, \
+             extract(epoch from ($4 - b.updated_at))::float8) * $2)";
+        let taken: Option<(f64,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "insert into rate_limit_buckets as b (name, tokens, updated_at) \
+             values ($1, $3 - 1, $4) \
+             on conflict (name) do update \
+                 set tokens = {REFILLED} - 1, updated_at = greatest(b.updated_at, $4) \
+                 where {REFILLED} >= 1 \
+             returning tokens"
+        )))
+        .bind(name)
+        .bind(bucket.per_second)
+        .bind(bucket.capacity)
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        if taken.is_some() {
+            return Ok(None);
+        }
+        let (tokens,): (f64,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "select {REFILLED} from rate_limit_buckets b where name = $1"
+        )))
+        .bind(name)
+        .bind(bucket.per_second)
+        .bind(bucket.capacity)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Some(bucket.wait_for_token(tokens)))
+    }
+
+    async fn purge_token_buckets(&self, before: DateTime<Utc>) -> Result<u64, DbError> {
+        let done = sqlx::query("delete from rate_limit_buckets where updated_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 }
