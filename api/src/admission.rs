@@ -1,12 +1,15 @@
-//! The bounded backlog: past `jobs.max_backlog` queued jobs, submissions are refused with 503
-//! `queue_full` and `Retry-After` before anything is stored, instead of piling up.
+//! The bounded backlog: past `jobs.max_backlog` queued jobs, or `jobs.max_backlog_per_tenant`
+//! of the caller's tenant, submissions are refused with 503 `queue_full` and `Retry-After`
+//! before anything is stored, instead of piling up.
 //!
-//! The count is read from the job store at most once a second; jobs this process admits in
-//! between are added to it, so that a burst cannot overshoot the bound by more than what other
+//! Each count is read from the job store at most once a second; jobs this process admits in
+//! between are added to it, so that a burst cannot overshoot a bound by more than what other
 //! API processes admit in that second.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use medinform_core::tenant::TenantId;
 use tokio::sync::Mutex;
 
 use crate::{ApiError, AppState, ErrorCode};
@@ -17,40 +20,92 @@ const COUNT_TTL: Duration = Duration::from_secs(1);
 /// backlog.
 const RETRY_AFTER_SECS: u64 = 10;
 
-/// The backlog bound and the last count of queued jobs.
+/// The backlog bounds and the last counts of queued jobs.
 #[derive(Debug)]
 pub struct Admission {
     max_backlog: u64,
-    /// The count, when it was read, plus what was admitted since.
-    count: Mutex<Option<(Instant, u64)>>,
+    max_per_tenant: u64,
+    /// The count of every tenant's jobs, when it was read, plus what was admitted since.
+    count: Mutex<Option<Count>>,
+    /// The same per tenant (only with a per-tenant bound); stale entries are dropped.
+    by_tenant: Mutex<HashMap<TenantId, Count>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Count {
+    read_at: Instant,
+    queued: u64,
 }
 
 impl Admission {
-    /// A bound of `max_backlog` queued jobs; 0: no bound.
-    pub fn new(max_backlog: u64) -> Self {
+    /// At most `max_backlog` queued jobs, and `max_per_tenant` of one tenant; 0: no bound.
+    pub fn new(max_backlog: u64, max_per_tenant: u64) -> Self {
         Self {
             max_backlog,
+            max_per_tenant,
             count: Mutex::new(None),
+            by_tenant: Mutex::new(HashMap::new()),
         }
     }
 }
 
-/// Refuses `new_jobs` more jobs with 503 `queue_full` when the backlog would pass
-/// `jobs.max_backlog`. Submission handlers call it before they store anything.
-pub async fn check_backlog(state: &AppState, new_jobs: usize) -> Result<(), ApiError> {
+/// Refuses `new_jobs` more jobs of `tenant` with 503 `queue_full` when the backlog would pass
+/// `jobs.max_backlog`, or the tenant's `jobs.max_backlog_per_tenant`. Submission handlers call
+/// it before they store anything.
+pub async fn check_backlog(
+    state: &AppState,
+    tenant: TenantId,
+    new_jobs: usize,
+) -> Result<(), ApiError> {
     let admission = &state.admission;
+    let new_jobs = u64::try_from(new_jobs).unwrap_or(u64::MAX);
+    if admission.max_per_tenant > 0 {
+        let mut counts = admission.by_tenant.lock().await;
+        counts.retain(|_, count| count.read_at.elapsed() < COUNT_TTL);
+        let count = match counts.get(&tenant) {
+            Some(count) => *count,
+            None => Count {
+                read_at: Instant::now(),
+                queued: u64::try_from(state.backends.jobs.count_queued_for(tenant).await?)
+                    .unwrap_or(0),
+            },
+        };
+        if count.queued.saturating_add(new_jobs) > admission.max_per_tenant {
+            tracing::warn!(
+                %tenant,
+                queued = count.queued,
+                new_jobs,
+                max_backlog_per_tenant = admission.max_per_tenant,
+                "tenant's backlog full: submission refused"
+            );
+            return Err(queue_full(format!(
+                "This tenant's queue is full ({} jobs waiting, at most {} allowed per tenant); \
+                 nothing was stored. Retry in {RETRY_AFTER_SECS} seconds.",
+                count.queued, admission.max_per_tenant
+            )));
+        }
+        counts.insert(
+            tenant,
+            Count {
+                queued: count.queued.saturating_add(new_jobs),
+                ..count
+            },
+        );
+    }
     if admission.max_backlog == 0 {
         return Ok(());
     }
-    let new_jobs = u64::try_from(new_jobs).unwrap_or(u64::MAX);
     // One refresh at a time: a burst waits for one count instead of making one each.
     let mut count = admission.count.lock().await;
     let queued = match *count {
-        Some((read_at, queued)) if read_at.elapsed() < COUNT_TTL => queued,
+        Some(count) if count.read_at.elapsed() < COUNT_TTL => count.queued,
         _ => {
             let queued = state.backends.jobs.count_queued().await?;
             let queued = u64::try_from(queued).unwrap_or(0);
-            *count = Some((Instant::now(), queued));
+            *count = Some(Count {
+                read_at: Instant::now(),
+                queued,
+            });
             queued
         }
     };
@@ -61,18 +116,18 @@ pub async fn check_backlog(state: &AppState, new_jobs: usize) -> Result<(), ApiE
             max_backlog = admission.max_backlog,
             "backlog full: submission refused"
         );
-        return Err(ApiError::retry_after(
-            ErrorCode::QueueFull,
-            format!(
-                "The queue is full ({queued} jobs waiting, at most {} allowed); nothing was \
-                 stored. Retry in {RETRY_AFTER_SECS} seconds.",
-                admission.max_backlog
-            ),
-            RETRY_AFTER_SECS,
-        ));
+        return Err(queue_full(format!(
+            "The queue is full ({queued} jobs waiting, at most {} allowed); nothing was \
+             stored. Retry in {RETRY_AFTER_SECS} seconds.",
+            admission.max_backlog
+        )));
     }
-    if let Some((_, queued)) = count.as_mut() {
-        *queued = queued.saturating_add(new_jobs);
+    if let Some(count) = count.as_mut() {
+        count.queued = count.queued.saturating_add(new_jobs);
     }
     Ok(())
+}
+
+fn queue_full(message: String) -> ApiError {
+    ApiError::retry_after(ErrorCode::QueueFull, message, RETRY_AFTER_SECS)
 }

@@ -218,7 +218,10 @@ fn app_state(
         },
         web_dir: config.server.web_dir.clone(),
         auth: Arc::new(authenticator),
-        admission: Arc::new(Admission::new(config.jobs.max_backlog)),
+        admission: Arc::new(Admission::new(
+            config.jobs.max_backlog,
+            config.jobs.max_backlog_per_tenant,
+        )),
         webhooks: config.webhooks.clone(),
         timeouts: HttpTimeouts {
             header_read: Duration::from_secs(config.server.header_read_timeout_secs),

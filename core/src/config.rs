@@ -310,6 +310,10 @@ pub struct JobsConfig {
     /// Queued jobs (over every tenant) past which submissions are refused with 503
     /// `queue_full` and `Retry-After`; 0: no bound.
     pub max_backlog: u64,
+    /// Queued jobs of one tenant past which its submissions are refused the same way, so that
+    /// one programme's drive cannot fill the backlog that every tenant shares; 0: no bound of
+    /// its own.
+    pub max_backlog_per_tenant: u64,
 }
 
 impl Default for JobsConfig {
@@ -321,6 +325,7 @@ impl Default for JobsConfig {
             republish_stale_after_secs: 3600,
             sweep_interval_secs: 5,
             max_backlog: 10_000,
+            max_backlog_per_tenant: 0,
         }
     }
 }

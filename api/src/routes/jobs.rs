@@ -95,7 +95,7 @@ pub async fn create(
 ) -> Result<impl IntoResponse, ApiError> {
     let mut form = form.map_err(submit::not_multipart)?;
     caller.require(Scope::Submit)?;
-    crate::admission::check_backlog(&state, 1).await?;
+    crate::admission::check_backlog(&state, caller.tenant, 1).await?;
 
     let mut model = None;
     let mut image = None;

@@ -184,7 +184,7 @@ impl Images {
                 ));
             }
             // A full backlog refuses this image (listed in `rejected`), not those before it.
-            crate::admission::check_backlog(&state, 1).await?;
+            crate::admission::check_backlog(&state, caller.tenant, 1).await?;
             let metadata = Metadata {
                 client_reference: reference,
                 site,
