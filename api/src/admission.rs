@@ -27,7 +27,8 @@ pub struct Admission {
     max_per_tenant: u64,
     /// The count of every tenant's jobs, when it was read, plus what was admitted since.
     count: Mutex<Option<Count>>,
-    /// The same per tenant (only with a per-tenant bound); stale entries are dropped.
+    /// The same per tenant (for the per-tenant bound, and the bulk lane's rank); stale
+    /// entries are dropped.
     by_tenant: Mutex<HashMap<TenantId, Count>>,
 }
 
@@ -51,15 +52,16 @@ impl Admission {
 
 /// Refuses `new_jobs` more jobs of `tenant` with 503 `queue_full` when the backlog would pass
 /// `jobs.max_backlog`, or the tenant's `jobs.max_backlog_per_tenant`. Submission handlers call
-/// it before they store anything.
+/// it before they store anything. Answers how many of the tenant's jobs were queued before
+/// these (what ranks them in the bulk lane).
 pub async fn check_backlog(
     state: &AppState,
     tenant: TenantId,
     new_jobs: usize,
-) -> Result<(), ApiError> {
+) -> Result<u64, ApiError> {
     let admission = &state.admission;
     let new_jobs = u64::try_from(new_jobs).unwrap_or(u64::MAX);
-    if admission.max_per_tenant > 0 {
+    let tenant_queued = {
         let mut counts = admission.by_tenant.lock().await;
         counts.retain(|_, count| count.read_at.elapsed() < COUNT_TTL);
         let count = match counts.get(&tenant) {
@@ -70,7 +72,9 @@ pub async fn check_backlog(
                     .unwrap_or(0),
             },
         };
-        if count.queued.saturating_add(new_jobs) > admission.max_per_tenant {
+        if admission.max_per_tenant > 0
+            && count.queued.saturating_add(new_jobs) > admission.max_per_tenant
+        {
             tracing::warn!(
                 %tenant,
                 queued = count.queued,
@@ -91,9 +95,10 @@ pub async fn check_backlog(
                 ..count
             },
         );
-    }
+        count.queued
+    };
     if admission.max_backlog == 0 {
-        return Ok(());
+        return Ok(tenant_queued);
     }
     // One refresh at a time: a burst waits for one count instead of making one each.
     let mut count = admission.count.lock().await;
@@ -125,7 +130,7 @@ pub async fn check_backlog(
     if let Some(count) = count.as_mut() {
         count.queued = count.queued.saturating_add(new_jobs);
     }
-    Ok(())
+    Ok(tenant_queued)
 }
 
 fn queue_full(message: String) -> ApiError {

@@ -242,6 +242,14 @@ pub mod schema {
             .pattern(Some(tag_list_pattern()))
             .build()
     }
+
+    /// The `priority` form field: a lane.
+    pub fn form_priority() -> Object {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(["interactive", "bulk"]))
+            .build()
+    }
 }
 
 /// A text form field's bytes as text: invalid UTF-8 is refused, never replaced.

@@ -49,6 +49,42 @@ impl JobStatus {
     }
 }
 
+/// Which lane of its model a job waits in. A single upload from a clinic is `interactive` and
+/// goes ahead of the `bulk` jobs of a screening drive (a batch's images, or an upload that asks
+/// for `priority=bulk`); within the bulk lane a tenant with a short backlog goes ahead of one
+/// with a deep one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    #[default]
+    Interactive,
+    Bulk,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Interactive => "interactive",
+            Self::Bulk => "bulk",
+        }
+    }
+
+    pub fn is_interactive(&self) -> bool {
+        *self == Self::Interactive
+    }
+}
+
+impl FromStr for Priority {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "interactive" => Ok(Self::Interactive),
+            "bulk" => Ok(Self::Bulk),
+            other => Err(format!("unknown priority {other:?}: interactive or bulk")),
+        }
+    }
+}
+
 impl fmt::Display for JobStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -221,6 +257,8 @@ pub struct Job {
     pub model: String,
     pub model_version: String,
     pub status: JobStatus,
+    /// The lane it waits in.
+    pub priority: Priority,
     /// Content address of the image in the blob store.
     pub image_key: String,
     pub image_sha256: String,

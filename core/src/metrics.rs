@@ -84,13 +84,13 @@ pub const METRICS: &[Metric] = &[
     Metric {
         name: QUEUE_DEPTH,
         kind: Kind::Gauge,
-        labels: "model",
+        labels: "model, lane (interactive, bulk)",
         help: "Jobs waiting for a worker (status queued), read from the database at each scrape",
     },
     Metric {
         name: QUEUE_OLDEST_AGE,
         kind: Kind::Gauge,
-        labels: "model",
+        labels: "model, lane",
         help: "Seconds since the oldest queued job was accepted (0 when none waits)",
     },
     Metric {
@@ -178,8 +178,8 @@ const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 static PER_TENANT: AtomicBool = AtomicBool::new(false);
-/// The models whose backlog gauges were set: set to 0 once their backlog is gone.
-static BACKLOG_MODELS: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+/// The lanes (model, lane) whose backlog gauges were set: set to 0 once their backlog is gone.
+static BACKLOG_MODELS: Mutex<BTreeSet<(String, &'static str)>> = Mutex::new(BTreeSet::new());
 
 /// Sets whether the job counters carry the tenant (`metrics.per_tenant`) and installs the
 /// process's recorder, if nothing recorded before; every later call answers the same handle.
@@ -236,20 +236,21 @@ pub async fn scrape(backends: &Backends) -> String {
             let mut seen = BACKLOG_MODELS
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            for gone in seen
+            let now_seen: BTreeSet<(String, &'static str)> = queued
                 .iter()
-                .filter(|m| !queued.iter().any(|q| &q.model == *m))
-            {
-                gauge!(QUEUE_DEPTH, "model" => gone.clone()).set(0.0);
-                gauge!(QUEUE_OLDEST_AGE, "model" => gone.clone()).set(0.0);
+                .map(|q| (q.model.clone(), q.priority.as_str()))
+                .collect();
+            for (model, lane) in seen.difference(&now_seen) {
+                gauge!(QUEUE_DEPTH, "model" => model.clone(), "lane" => *lane).set(0.0);
+                gauge!(QUEUE_OLDEST_AGE, "model" => model.clone(), "lane" => *lane).set(0.0);
             }
-            seen.clear();
             for q in queued {
-                gauge!(QUEUE_DEPTH, "model" => q.model.clone()).set(q.jobs as f64);
-                gauge!(QUEUE_OLDEST_AGE, "model" => q.model.clone())
+                let lane = q.priority.as_str();
+                gauge!(QUEUE_DEPTH, "model" => q.model.clone(), "lane" => lane).set(q.jobs as f64);
+                gauge!(QUEUE_OLDEST_AGE, "model" => q.model, "lane" => lane)
                     .set(seconds_since(q.oldest, now));
-                seen.insert(q.model);
             }
+            *seen = now_seen;
         }
         Ok(Err(e)) => tracing::warn!(error = %e, "metrics: cannot read the backlog"),
         Err(_) => tracing::warn!("metrics: reading the backlog took over 2 s"),

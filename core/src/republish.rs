@@ -20,6 +20,9 @@ use crate::queue::{JobMessage, JobQueue};
 /// Jobs published per sweep at most; the next sweep takes the rest.
 const BATCH: i64 = 500;
 
+/// The bulk rank of a job published again.
+const REPUBLISHED_RANK: u8 = 1;
+
 /// Sweeps every `sweep_interval_secs` until `shutdown` is cancelled.
 #[derive(Clone)]
 pub struct Republisher {
@@ -92,7 +95,14 @@ impl Republisher {
             let count = due.len();
             for job in due {
                 self.queue
-                    .publish(&JobMessage::screen(job.id, job.model))
+                    // A job published again keeps its lane; in the bulk lane it takes the rank of
+                    // a tenant with a deep backlog's, behind fresh work of shorter ones.
+                    .publish(&JobMessage::screen_in(
+                        job.id,
+                        job.model,
+                        job.priority,
+                        REPUBLISHED_RANK,
+                    ))
                     .await?;
                 self.jobs.mark_published(job.id).await?;
                 published += 1;

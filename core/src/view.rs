@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::job::{BatchId, Job, JobFailure, JobId, JobStatus, ScreeningResult};
+use crate::job::{BatchId, Job, JobFailure, JobId, JobStatus, Priority, ScreeningResult};
 
 /// A job as clients see it.
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -18,6 +18,8 @@ pub struct JobView {
     #[schema(example = "1.0.0")]
     pub model_version: String,
     pub status: JobStatus,
+    /// The lane it waits in: `interactive` goes ahead of `bulk` (a batch's images).
+    pub priority: Priority,
     /// The batch (screening session) the job belongs to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_id: Option<BatchId>,
@@ -76,6 +78,7 @@ impl From<Job> for JobView {
             model: job.model,
             model_version: job.model_version,
             status: job.status,
+            priority: job.priority,
             batch_id: job.batch_id,
             client_reference: job.client_reference,
             site: job.site,

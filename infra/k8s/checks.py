@@ -199,10 +199,10 @@ def check_pod_security(objects: list[dict]) -> list[str]:
 
 def check_worker_groups(objects: list[dict], program: Program) -> list[str]:
     problems = []
-    if program.lane_template != "{prefix}.jobs.{model}":
+    if program.lane_templates != ("{prefix}.jobs.{model}", "{prefix}.bulk.{model}"):
         return [
-            f"{RABBITMQ_RS.relative_to(ROOT)}: fn lane no longer reads "
-            f'format!("{{}}.jobs.{{model}}", self.prefix) (found {program.lane_template}): '
+            f"{RABBITMQ_RS.relative_to(ROOT)}: fn lane no longer names the lanes "
+            f'"{{}}.jobs.{{model}}" and "{{}}.bulk.{{model}}" (found {program.lane_templates}): '
             "update the worker groups' queueName and this check together"
         ]
     cms = config_maps(objects)
@@ -248,8 +248,12 @@ def check_worker_groups(objects: list[dict], program: Program) -> list[str]:
                 problems.append(f"{name}: model {m!r} is not in models/ ({', '.join(program.models)})")
             served.setdefault(m, []).append(name)
         prefix = env.get("MEDINFORM_QUEUE_PREFIX") or program.default("MEDINFORM_QUEUE_PREFIX")
-        expected = {program.lane_template.format(prefix=prefix, model=m) for m in models}
-        candidates = {program.lane_template.format(prefix=prefix, model=m) for m in program.models}
+        expected = {
+            t.format(prefix=prefix, model=m) for t in program.lane_templates for m in models
+        }
+        candidates = {
+            t.format(prefix=prefix, model=m) for t in program.lane_templates for m in program.models
+        }
         candidates |= {f"{prefix}.dead", f"{prefix}.jobs"}
         so = scaled.get(deployment["metadata"]["name"])
         if so is None:

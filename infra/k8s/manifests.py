@@ -125,7 +125,7 @@ class Program:
         self.models = sorted(
             load_toml(p)["id"] for p in (ROOT / "models").glob("*/manifest.toml")
         )
-        self.lane_template = lane_template()
+        self.lane_templates = lane_templates()
 
     def _flatten(self, table: dict, prefix: str) -> None:
         for key, value in table.items():
@@ -175,14 +175,17 @@ def load_toml(path: Path) -> dict:
         return tomllib.load(f)
 
 
-def lane_template() -> str | None:
-    """How core/src/queue/rabbitmq.rs names a model's queue, as "{prefix}.jobs.{model}"."""
+def lane_templates() -> tuple[str, ...]:
+    """How core/src/queue/rabbitmq.rs names a model's queues (its interactive and bulk lanes),
+    as ("{prefix}.jobs.{model}", "{prefix}.bulk.{model}"); empty when fn lane reads otherwise."""
     text = RABBITMQ_RS.read_text(encoding="utf-8")
-    m = re.search(
-        r'fn lane\(&self, model: &str\) -> String \{\s*format!\("\{\}([^"]*)", self\.prefix\)\s*\}',
-        text,
+    body = re.search(r"fn lane\(&self, model: &str, priority: Priority\) -> String \{(.*?)\n    \}", text, re.S)
+    if not body:
+        return ()
+    arms = re.findall(
+        r'Priority::(Interactive|Bulk) => format!\("\{\}([^"]*)", self\.prefix\)', body.group(1)
     )
-    return "{prefix}" + m.group(1) if m else None
+    return tuple("{prefix}" + template for _, template in sorted(arms, key=lambda a: a[0] != "Interactive"))
 
 
 

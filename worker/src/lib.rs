@@ -4,12 +4,14 @@
 //! Deliveries are gathered into batches per model (up to `max_batch` images, waiting at most
 //! `batch_window_ms` after the first one), so that one model run screens many images; at most
 //! `concurrency` batches are processed at once, and the queue's prefetch bounds what is held
-//! unacknowledged. A message is acknowledged only after its job's final state is written, so a
+//! unacknowledged. An interactive job (a clinic's single upload) does not wait for its batch
+//! to fill, and its batch takes the next free slot ahead of every bulk batch (a drive's
+//! images), so it comes back in about one batch's time however deep the drive's backlog. A message is acknowledged only after its job's final state is written, so a
 //! worker that dies mid-job loses nothing: the message is redelivered.
 
 mod process;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +47,42 @@ struct Pending {
     deliveries: Vec<Delivery>,
     /// When the batch goes, full or not.
     due: Instant,
+    /// It holds an interactive job: it goes now, ahead of bulk batches.
+    interactive: bool,
+}
+
+/// A batch waiting for a free slot.
+struct Ready {
+    model: String,
+    deliveries: Vec<Delivery>,
+    interactive: bool,
+}
+
+/// Batches waiting for a slot: the interactive ones first, each kind in arrival order.
+#[derive(Default)]
+struct ReadyBatches(VecDeque<Ready>);
+
+impl ReadyBatches {
+    fn push(&mut self, model: String, pending: Pending) {
+        let at = if pending.interactive {
+            self.0.iter().take_while(|b| b.interactive).count()
+        } else {
+            self.0.len()
+        };
+        self.0.insert(
+            at,
+            Ready {
+                model,
+                deliveries: pending.deliveries,
+                interactive: pending.interactive,
+            },
+        );
+    }
+
+    /// Every delivery not yet started, for [`hand_back`].
+    fn take_all(&mut self) -> Vec<Delivery> {
+        self.0.drain(..).flat_map(|b| b.deliveries).collect()
+    }
 }
 
 impl Worker {
@@ -113,6 +151,7 @@ impl Worker {
         let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
         let mut running = JoinSet::new();
         let mut pending: HashMap<String, Pending> = HashMap::new();
+        let mut ready = ReadyBatches::default();
 
         loop {
             let next_due = pending.values().map(|p| p.due).min();
@@ -124,6 +163,15 @@ impl Worker {
                         tracing::error!(error = %e, "a batch task panicked");
                     }
                 }
+                permit = slots.clone().acquire_owned(), if !ready.0.is_empty() => {
+                    let permit = permit.expect("the semaphore is never closed");
+                    let batch = ready.0.pop_front().expect("a ready batch");
+                    let processor = processor.clone();
+                    running.spawn(async move {
+                        processor.process(&batch.model, batch.deliveries).await;
+                        drop(permit);
+                    });
+                }
                 () = sleep_until(next_due) => {
                     let now = Instant::now();
                     let due: Vec<String> = pending
@@ -132,21 +180,28 @@ impl Worker {
                         .map(|(m, _)| m.clone())
                         .collect();
                     for model in due {
-                        let batch = pending.remove(&model).expect("due batch").deliveries;
-                        dispatch(&processor, &slots, &mut running, model, batch).await;
+                        let batch = pending.remove(&model).expect("due batch");
+                        ready.push(model, batch);
                     }
                 }
                 delivery = subscription.next() => match delivery {
                     Some(Ok(delivery)) => {
                         let model = delivery.message.model().to_owned();
+                        let interactive = delivery.message.priority().is_interactive();
                         let entry = pending.entry(model.clone()).or_insert_with(|| Pending {
                             deliveries: Vec::with_capacity(max_batch),
                             due: Instant::now() + window,
+                            interactive: false,
                         });
                         entry.deliveries.push(delivery);
+                        if interactive && !entry.interactive {
+                            // A clinic waits for it: the batch goes now, as it is.
+                            entry.interactive = true;
+                            entry.due = Instant::now();
+                        }
                         if entry.deliveries.len() >= max_batch {
-                            let batch = pending.remove(&model).expect("full batch").deliveries;
-                            dispatch(&processor, &slots, &mut running, model, batch).await;
+                            let batch = pending.remove(&model).expect("full batch");
+                            ready.push(model, batch);
                         }
                     }
                     Some(Err(e)) => {
@@ -159,7 +214,7 @@ impl Worker {
                         // batches in progress finish and write their results; consuming
                         // resumes on a new connection when the broker answers again.
                         tracing::warn!("the job queue subscription closed; reconnecting");
-                        hand_back(std::mem::take(&mut pending)).await;
+                        hand_back(std::mem::take(&mut pending), ready.take_all()).await;
                         match self.subscribe(&models, prefetch, &shutdown).await {
                             Some(again) => subscription = again,
                             None => break,
@@ -174,7 +229,7 @@ impl Worker {
             in_flight = running.len(),
             "worker stopping: no new jobs; finishing the batches in progress"
         );
-        hand_back(pending).await;
+        hand_back(pending, ready.take_all()).await;
         running.join_all().await;
         drop(subscription);
         tracing::info!("worker stopped");
@@ -233,29 +288,10 @@ fn reconnect_delay(attempt: u32) -> Duration {
     Duration::from_nanos(nanos / 2 + noise % (nanos / 2 + 1))
 }
 
-/// Waits for a slot, then processes `batch` on its own task.
-async fn dispatch(
-    processor: &Arc<Processor>,
-    slots: &Arc<Semaphore>,
-    running: &mut JoinSet<()>,
-    model: String,
-    batch: Vec<Delivery>,
-) {
-    let permit = slots
-        .clone()
-        .acquire_owned()
-        .await
-        .expect("the semaphore is never closed");
-    let processor = processor.clone();
-    running.spawn(async move {
-        processor.process(&model, batch).await;
-        drop(permit);
-    });
-}
-
 /// Returns deliveries that were never started to the queue, for another worker.
-async fn hand_back(pending: HashMap<String, Pending>) {
-    for delivery in pending.into_values().flat_map(|p| p.deliveries) {
+async fn hand_back(pending: HashMap<String, Pending>, ready: Vec<Delivery>) {
+    let waiting = pending.into_values().flat_map(|p| p.deliveries);
+    for delivery in waiting.chain(ready) {
         let job_id = delivery.message.job_id();
         if let Err(e) = delivery.requeue().await {
             tracing::warn!(%job_id, error = %e, "could not hand a delivery back; the broker redelivers it");

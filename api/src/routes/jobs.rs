@@ -9,6 +9,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use medinform_core::db::{Cancel, JobFilter};
 use medinform_core::job::{Job, JobFailure, JobId, JobStatus};
+use medinform_core::queue::bulk_rank;
 use medinform_core::storage::StorageError;
 use medinform_core::tenant::Scope;
 use medinform_core::view::JobView;
@@ -58,6 +59,10 @@ pub struct JobForm {
     /// run.
     #[schema(required = false, format = DateTime)]
     deadline: String,
+    /// `interactive` (the default: a worker takes it before any job of a drive) or `bulk` (it
+    /// waits its turn with the drives' images).
+    #[schema(required = false, schema_with = fields::schema::form_priority)]
+    priority: String,
 }
 
 /// `POST /v1/jobs`: validate, store, record, publish; `202 Accepted` with the job.
@@ -95,7 +100,7 @@ pub async fn create(
 ) -> Result<impl IntoResponse, ApiError> {
     let mut form = form.map_err(submit::not_multipart)?;
     caller.require(Scope::Submit)?;
-    crate::admission::check_backlog(&state, caller.tenant, 1).await?;
+    let tenant_queued = crate::admission::check_backlog(&state, caller.tenant, 1).await?;
 
     let mut model = None;
     let mut image = None;
@@ -134,6 +139,7 @@ pub async fn create(
         // A job of a batch is taken where its batch is, unless the client says otherwise.
         metadata.site = metadata.site.or(batch.site);
     }
+    metadata.rank = bulk_rank(tenant_queued);
     let ready = submit::ready_model(&state, &model)?;
     let submission_key = submission.map(|Extension(key)| key.whole());
     let job = submit::accept(

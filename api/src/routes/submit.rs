@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use medinform_core::db::NewJob;
 use medinform_core::imaging;
-use medinform_core::job::{BatchId, Job, JobId};
+use medinform_core::job::{BatchId, Job, JobId, Priority};
 use medinform_core::queue::JobMessage;
 use medinform_core::registry::{Model, Stage};
 use medinform_core::storage::{image_key, sha256_hex};
@@ -29,6 +29,12 @@ pub struct Metadata {
     pub tags: Tags,
     pub deadline: Option<DateTime<Utc>>,
     pub webhook_url: Option<String>,
+    /// The lane: interactive unless the client asks for `priority=bulk`; a batch's images are
+    /// bulk.
+    pub priority: Priority,
+    /// The place in the bulk lane, from the tenant's backlog ([`medinform_core::queue::bulk_rank`]); not a field of
+    /// the form.
+    pub rank: u8,
 }
 
 impl Metadata {
@@ -43,6 +49,11 @@ impl Metadata {
             "deadline" => self.deadline = fields::deadline(&value)?,
             // Checked when the job is accepted (`check_webhook_url`).
             "webhook_url" => self.webhook_url = Some(value).filter(|v| !v.is_empty()),
+            "priority" => {
+                self.priority = value.parse().map_err(|why: String| {
+                    ApiError::new(ErrorCode::InvalidField, format!("priority: {why}."))
+                })?;
+            }
             _ => return Ok(false),
         }
         Ok(true)
@@ -144,6 +155,7 @@ async fn record(
 ) -> Result<Job, ApiError> {
     let key = image_key(&sha256);
     let image_bytes = i64::try_from(image.len()).unwrap_or(i64::MAX);
+    let metadata_rank = metadata.rank;
     state.backends.blobs.put(&key, image, content_type).await?;
     let id = JobId::new();
     let job = state
@@ -164,6 +176,7 @@ async fn record(
             tags: metadata.tags.into(),
             deadline: metadata.deadline,
             webhook_url: metadata.webhook_url,
+            priority: metadata.priority,
             submission_key,
         })
         .await?;
@@ -180,7 +193,12 @@ async fn record(
     match state
         .backends
         .queue
-        .publish(&JobMessage::screen(job.id, &job.model))
+        .publish(&JobMessage::screen_in(
+            job.id,
+            &job.model,
+            job.priority,
+            metadata_rank,
+        ))
         .await
     {
         // Recording the publish only spares the re-publisher a duplicate message: the answer

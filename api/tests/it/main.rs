@@ -5,6 +5,7 @@ mod batches;
 mod connections;
 mod explain;
 mod jobs;
+mod lanes;
 mod listing;
 mod metrics;
 mod models;

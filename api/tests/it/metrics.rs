@@ -304,7 +304,7 @@ async fn queue_depth_and_age_come_from_the_database() {
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let (_, text) = scrape(&app.base).await;
     let (samples, _) = parse(&text);
-    let model = [("model", "malaria_backlog")];
+    let model = [("model", "malaria_backlog"), ("lane", "interactive")];
     assert_eq!(value(&samples, "medinform_queue_depth", &model), 2.0);
     let age = value(&samples, "medinform_queue_oldest_age_seconds", &model);
     assert!((1.0..60.0).contains(&age), "oldest job's age {age}");

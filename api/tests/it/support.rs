@@ -859,6 +859,7 @@ pub fn malaria_job(model_version: &str, sha256: String, image_bytes: i64) -> New
         tags: Vec::new(),
         deadline: None,
         webhook_url: None,
+        priority: Default::default(),
         submission_key: None,
     }
 }

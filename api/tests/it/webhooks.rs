@@ -90,6 +90,7 @@ async fn finished_job(app: &TestApp, webhook_url: Option<&str>, fail: bool) -> J
             tags: Vec::new(),
             deadline: None,
             webhook_url: webhook_url.map(str::to_owned),
+            priority: Default::default(),
             submission_key: None,
         })
         .await

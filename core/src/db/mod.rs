@@ -16,7 +16,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::job::{BatchId, FailureCode, Job, JobFailure, JobId, JobStatus, ScreeningResult};
+use crate::job::{
+    BatchId, FailureCode, Job, JobFailure, JobId, JobStatus, Priority, ScreeningResult,
+};
 use crate::tenant::TenantId;
 
 pub use batches::BatchStore;
@@ -97,6 +99,8 @@ pub struct NewJob {
     pub tags: Vec<String>,
     pub deadline: Option<DateTime<Utc>>,
     pub webhook_url: Option<String>,
+    /// The lane it waits in.
+    pub priority: Priority,
     /// Set when the request that creates the job carries an `Idempotency-Key`: a job with the
     /// same tenant and submission key is not created again, and the insert answers it instead.
     pub submission_key: Option<String>,
@@ -156,6 +160,7 @@ pub fn deadline_failure() -> JobFailure {
 pub struct Republish {
     pub id: JobId,
     pub model: String,
+    pub priority: Priority,
 }
 
 /// A store of jobs.
@@ -233,7 +238,8 @@ pub trait JobStore: Send + Sync + 'static {
     async fn count_queued(&self) -> Result<i64, DbError>;
     /// How many of `tenant`'s jobs wait for a worker (`jobs.max_backlog_per_tenant`).
     async fn count_queued_for(&self, tenant: TenantId) -> Result<i64, DbError>;
-    /// The jobs waiting for a worker per model, with when the oldest was accepted (metrics).
+    /// The jobs waiting for a worker per model and lane (interactive first), with when the
+    /// oldest was accepted (metrics).
     async fn queued_by_model(&self) -> Result<Vec<QueuedModel>, DbError>;
     /// Which of the image `keys` some job refers to (the orphan sweep keeps those).
     async fn referenced_images(&self, keys: &[String]) -> Result<Vec<String>, DbError>;
@@ -243,10 +249,12 @@ pub trait JobStore: Send + Sync + 'static {
     fn describe(&self) -> String;
 }
 
-/// One model's backlog: its `queued` jobs, and when the oldest of them was accepted.
+/// One lane's backlog: a model's `queued` jobs of one priority, and when the oldest of them was
+/// accepted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueuedModel {
     pub model: String,
+    pub priority: Priority,
     pub jobs: i64,
     pub oldest: DateTime<Utc>,
 }

@@ -31,7 +31,7 @@ pub struct PostgresJobStore {
 const JOB_COLUMNS: &str = "id, tenant_id, batch_id, model, model_version, status, image_key, \
      image_sha256, image_content_type, image_bytes, client_reference, site, tags, deadline, \
      webhook_url, attempts, result, error_code, error_message, created_at, updated_at, \
-     started_at, finished_at";
+     started_at, finished_at, priority";
 
 #[derive(sqlx::FromRow)]
 struct JobRow {
@@ -41,6 +41,7 @@ struct JobRow {
     model: String,
     model_version: String,
     status: String,
+    priority: String,
     image_key: String,
     image_sha256: String,
     image_content_type: String,
@@ -70,6 +71,7 @@ impl TryFrom<JobRow> for Job {
             model: row.model,
             model_version: row.model_version,
             status: row.status.parse().map_err(anyhow::Error::msg)?,
+            priority: row.priority.parse().map_err(anyhow::Error::msg)?,
             image_key: row.image_key,
             image_sha256: row.image_sha256,
             image_content_type: row.image_content_type,
@@ -136,9 +138,9 @@ impl JobStore for PostgresJobStore {
         let row: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "insert into jobs (id, model, model_version, status, image_key, image_sha256, \
              image_content_type, image_bytes, client_reference, tenant_id, batch_id, site, tags, \
-             deadline, webhook_url, submission_key, created_at, updated_at) \
+             deadline, webhook_url, submission_key, created_at, updated_at, priority) \
              values ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-                 $16, $16) \
+                 $16, $16, $17) \
              on conflict (tenant_id, submission_key) do nothing returning {JOB_COLUMNS}"
         )))
         .bind(job.id.0)
@@ -157,6 +159,7 @@ impl JobStore for PostgresJobStore {
         .bind(&job.webhook_url)
         .bind(&job.submission_key)
         .bind(Utc::now())
+        .bind(job.priority.as_str())
         .fetch_optional(&self.pool)
         .await?;
         if let Some(row) = row {
@@ -417,8 +420,8 @@ impl JobStore for PostgresJobStore {
         stale_before: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<Republish>, DbError> {
-        let rows: Vec<(Uuid, String)> = sqlx::query_as(
-            "select id, model from jobs where status = 'queued' and \
+        let rows: Vec<(Uuid, String, String)> = sqlx::query_as(
+            "select id, model, priority from jobs where status = 'queued' and \
                  ((published_at is null and created_at < $1) or published_at < $2) \
              order by created_at limit $3",
         )
@@ -427,13 +430,15 @@ impl JobStore for PostgresJobStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, model)| Republish {
-                id: JobId(id),
-                model,
+        rows.into_iter()
+            .map(|(id, model, priority)| {
+                Ok(Republish {
+                    id: JobId(id),
+                    model,
+                    priority: priority.parse().map_err(anyhow::Error::msg)?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     async fn count_queued(&self) -> Result<i64, DbError> {
@@ -453,20 +458,23 @@ impl JobStore for PostgresJobStore {
     }
 
     async fn queued_by_model(&self) -> Result<Vec<QueuedModel>, DbError> {
-        let rows: Vec<(String, i64, DateTime<Utc>)> = sqlx::query_as(
-            "select model, count(*), min(created_at) from jobs where status = 'queued' \
-             group by model order by model",
+        let rows: Vec<(String, String, i64, DateTime<Utc>)> = sqlx::query_as(
+            "select model, priority, count(*), min(created_at) from jobs where status = 'queued' \
+             group by model, priority order by model, priority desc",
         )
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(model, jobs, oldest)| QueuedModel {
-                model,
-                jobs,
-                oldest,
+            .map(|(model, priority, jobs, oldest)| {
+                Ok(QueuedModel {
+                    model,
+                    priority: priority.parse().map_err(anyhow::Error::msg)?,
+                    jobs,
+                    oldest,
+                })
             })
-            .collect())
+            .collect::<Result<_, DbError>>()?)
     }
 
     async fn referenced_images(&self, keys: &[String]) -> Result<Vec<String>, DbError> {

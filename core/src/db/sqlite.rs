@@ -38,7 +38,7 @@ pub struct SqliteJobStore {
 const JOB_COLUMNS: &str = "id, tenant_id, batch_id, model, model_version, status, image_key, \
      image_sha256, image_content_type, image_bytes, client_reference, site, tags, deadline, \
      webhook_url, attempts, result, error_code, error_message, created_at, updated_at, \
-     started_at, finished_at";
+     started_at, finished_at, priority";
 
 #[derive(sqlx::FromRow)]
 struct JobRow {
@@ -48,6 +48,7 @@ struct JobRow {
     model: String,
     model_version: String,
     status: String,
+    priority: String,
     image_key: String,
     image_sha256: String,
     image_content_type: String,
@@ -90,6 +91,7 @@ impl TryFrom<JobRow> for Job {
             model: row.model,
             model_version: row.model_version,
             status: row.status.parse().map_err(anyhow::Error::msg)?,
+            priority: row.priority.parse().map_err(anyhow::Error::msg)?,
             image_key: row.image_key,
             image_sha256: row.image_sha256,
             image_content_type: row.image_content_type,
@@ -420,8 +422,8 @@ impl JobStore for SqliteJobStore {
         stale_before: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<Republish>, DbError> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
-            "select id, model from jobs where status = 'queued' and \
+        let rows: Vec<(String, String, String)> = sqlx::query_as(
+            "select id, model, priority from jobs where status = 'queued' and \
                  ((published_at is null and created_at < ?1) or published_at < ?2) \
              order by created_at limit ?3",
         )
@@ -431,10 +433,11 @@ impl JobStore for SqliteJobStore {
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
-            .map(|(id, model)| {
+            .map(|(id, model, priority)| {
                 Ok(Republish {
                     id: JobId::from_str(&id).context("job id")?,
                     model,
+                    priority: priority.parse().map_err(anyhow::Error::msg)?,
                 })
             })
             .collect()
@@ -457,16 +460,17 @@ impl JobStore for SqliteJobStore {
     }
 
     async fn queued_by_model(&self) -> Result<Vec<QueuedModel>, DbError> {
-        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-            "select model, count(*), min(created_at) from jobs where status = 'queued' \
-             group by model order by model",
+        let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+            "select model, priority, count(*), min(created_at) from jobs where status = 'queued' \
+             group by model, priority order by model, priority desc",
         )
         .fetch_all(&self.pool)
         .await?;
         rows.into_iter()
-            .map(|(model, jobs, oldest)| {
+            .map(|(model, priority, jobs, oldest)| {
                 Ok(QueuedModel {
                     model,
+                    priority: priority.parse().map_err(anyhow::Error::msg)?,
                     jobs,
                     oldest: time(oldest)?,
                 })
@@ -538,9 +542,9 @@ async fn insert_job(conn: &mut SqliteConnection, job: &NewJob) -> Result<Job, Db
     let row: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "insert into jobs (id, model, model_version, status, image_key, image_sha256, \
          image_content_type, image_bytes, client_reference, created_at, updated_at, \
-         tenant_id, batch_id, site, tags, deadline, webhook_url, submission_key) \
+         tenant_id, batch_id, site, tags, deadline, webhook_url, submission_key, priority) \
          values (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13, ?14, \
-         ?15, ?16) on conflict (tenant_id, submission_key) do nothing \
+         ?15, ?16, ?17) on conflict (tenant_id, submission_key) do nothing \
          returning {JOB_COLUMNS}"
     )))
     .bind(job.id.to_string())
@@ -559,6 +563,7 @@ async fn insert_job(conn: &mut SqliteConnection, job: &NewJob) -> Result<Job, Db
     .bind(job.deadline.map(millis))
     .bind(&job.webhook_url)
     .bind(&job.submission_key)
+    .bind(job.priority.as_str())
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(row) = row {

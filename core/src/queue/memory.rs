@@ -1,4 +1,5 @@
-//! The embedded job queue: in-process lanes, for a single `medinform serve` process.
+//! The embedded job queue: in-process lanes, for a single `medinform serve` process; as on
+//! RabbitMQ, an interactive and a bulk lane per model, the bulk lane ordered by rank.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -7,11 +8,19 @@ use async_trait::async_trait;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use super::{Delivery, JobMessage, JobQueue, Outcome, QueueError, Settle, Subscription};
+use crate::job::Priority;
+
+/// A lane: a model and its interactive or bulk queue.
+type LaneKey = (String, Priority);
 
 #[derive(Debug, Default)]
 struct State {
-    lanes: HashMap<String, VecDeque<Envelope>>,
+    lanes: HashMap<LaneKey, VecDeque<Envelope>>,
     dead_letters: Vec<JobMessage>,
+}
+
+fn lane_of(message: &JobMessage) -> LaneKey {
+    (message.model().to_owned(), message.priority())
 }
 
 #[derive(Debug)]
@@ -39,9 +48,14 @@ impl MemoryQueue {
         self.lock().dead_letters.clone()
     }
 
-    /// Messages waiting in the lane of `model`.
+    /// Messages waiting in the lanes of `model`.
     pub fn pending(&self, model: &str) -> usize {
-        self.lock().lanes.get(model).map_or(0, VecDeque::len)
+        let state = self.lock();
+        [Priority::Interactive, Priority::Bulk]
+            .into_iter()
+            .filter_map(|p| state.lanes.get(&(model.to_owned(), p)))
+            .map(VecDeque::len)
+            .sum()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -60,16 +74,17 @@ impl MemoryQueue {
         );
     }
 
+    /// Puts a message in its lane: a new one behind those of its rank or higher (a bulk lane
+    /// is ordered by rank, first come first within a rank), a redelivered one at the front.
     fn push(&self, envelope: Envelope, front: bool) {
         let mut state = self.lock();
-        let lane = state
-            .lanes
-            .entry(envelope.message.model().to_string())
-            .or_default();
+        let lane = state.lanes.entry(lane_of(&envelope.message)).or_default();
         if front {
             lane.push_front(envelope);
         } else {
-            lane.push_back(envelope);
+            let rank = envelope.message.rank();
+            let at = lane.partition_point(|e| e.message.rank() >= rank);
+            lane.insert(at, envelope);
         }
         drop(state);
         self.changed.notify_waiters();
@@ -96,11 +111,17 @@ impl JobQueue for MemoryQueue {
     ) -> Result<Box<dyn Subscription>, QueueError> {
         Ok(Box::new(MemorySubscription {
             queue: self.clone(),
-            lanes: super::distinct_models(models)
+            // Interactive lanes first: `take` looks at them before any bulk lane.
+            lanes: [Priority::Interactive, Priority::Bulk]
                 .into_iter()
-                .map(|model| {
+                .flat_map(|priority| {
+                    super::distinct_models(models)
+                        .into_iter()
+                        .map(move |model| (model, priority))
+                })
+                .map(|lane| {
                     let credit = Arc::new(Semaphore::new(usize::from(prefetch.max(1))));
-                    (model, credit)
+                    (lane, credit)
                 })
                 .collect(),
             next_lane: 0,
@@ -131,9 +152,10 @@ fn lock_unsettled(unsettled: &Unsettled) -> std::sync::MutexGuard<'_, BTreeMap<u
 
 struct MemorySubscription {
     queue: MemoryQueue,
-    /// Each lane with its prefetch window: one permit per unacknowledged delivery.
-    lanes: Vec<(String, Arc<Semaphore>)>,
-    /// Round robin over the lanes, so one busy model cannot starve another.
+    /// Each lane with its prefetch window: one permit per unacknowledged delivery; the
+    /// interactive lanes first.
+    lanes: Vec<(LaneKey, Arc<Semaphore>)>,
+    /// Round robin over the lanes of a kind, so one busy model cannot starve another.
     next_lane: usize,
     /// Handed back to their lanes when the subscription closes, as RabbitMQ does when a
     /// consumer's channel closes.
@@ -142,21 +164,32 @@ struct MemorySubscription {
 }
 
 impl MemorySubscription {
-    /// The next message of a lane with credit left, and the credit it takes.
+    /// The next message of a lane with credit left, and the credit it takes: an interactive
+    /// lane's if any has one (round robin over the models), else a bulk lane's.
     fn take(&mut self) -> Option<(Envelope, OwnedSemaphorePermit)> {
         let mut state = self.queue.lock();
-        for offset in 0..self.lanes.len() {
-            let index = (self.next_lane + offset) % self.lanes.len();
-            let (model, credit) = &self.lanes[index];
-            let Some(lane) = state.lanes.get_mut(model).filter(|lane| !lane.is_empty()) else {
-                continue;
-            };
-            let Ok(permit) = credit.clone().try_acquire_owned() else {
-                continue;
-            };
-            let envelope = lane.pop_front().expect("the lane is not empty");
-            self.next_lane = index + 1;
-            return Some((envelope, permit));
+        let interactive = self
+            .lanes
+            .iter()
+            .take_while(|((_, p), _)| p.is_interactive())
+            .count();
+        for (start, len) in [
+            (0, interactive),
+            (interactive, self.lanes.len() - interactive),
+        ] {
+            for offset in 0..len {
+                let index = start + (self.next_lane + offset) % len;
+                let (key, credit) = &self.lanes[index];
+                let Some(lane) = state.lanes.get_mut(key).filter(|lane| !lane.is_empty()) else {
+                    continue;
+                };
+                let Ok(permit) = credit.clone().try_acquire_owned() else {
+                    continue;
+                };
+                let envelope = lane.pop_front().expect("the lane is not empty");
+                self.next_lane = index - start + 1;
+                return Some((envelope, permit));
+            }
         }
         None
     }

@@ -1,5 +1,10 @@
 //! Job queue: carries "screen this job" messages from the API to the workers, routed by model.
 //!
+//! Each model has two lanes: `interactive` (a single upload, which a clinic waits for) and
+//! `bulk` (a screening drive's images). A worker takes interactive jobs first; within the bulk
+//! lane a message's [`JobMessage::rank`] puts a tenant with a short backlog ahead of one whose
+//! drive has queued thousands, so that one programme cannot starve another.
+//!
 //! A message carries ids only, never image bytes. Delivery is at least once: a worker
 //! acknowledges a message after the job's result is written, and handles a message twice
 //! harmlessly (the job store decides whether there is still work to do).
@@ -10,7 +15,7 @@ mod rabbitmq;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::job::JobId;
+use crate::job::{JobId, Priority};
 
 pub use memory::MemoryQueue;
 pub use rabbitmq::RabbitMqQueue;
@@ -20,16 +25,74 @@ pub use rabbitmq::RabbitMqQueue;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum JobMessage {
-    /// Screen the image of job `job_id` with model `model`.
+    /// Screen the image of job `job_id` with model `model`. `priority` and `rank` came after
+    /// the first release: a message without them is interactive, as all were then.
     #[serde(rename = "screen.v1")]
-    ScreenV1 { job_id: JobId, model: String },
+    ScreenV1 {
+        job_id: JobId,
+        model: String,
+        #[serde(default, skip_serializing_if = "Priority::is_interactive")]
+        priority: Priority,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        rank: u8,
+    },
+}
+
+fn is_zero(rank: &u8) -> bool {
+    *rank == 0
+}
+
+/// The highest [`JobMessage::rank`] in the bulk lane (RabbitMQ's `x-max-priority`: few levels,
+/// as RabbitMQ advises).
+pub const MAX_RANK: u8 = 3;
+
+/// The bulk rank of a job whose tenant has `queued` jobs waiting already: the shorter the
+/// tenant's backlog, the sooner its jobs are taken.
+pub fn bulk_rank(queued: u64) -> u8 {
+    match queued {
+        0..100 => 3,
+        100..1_000 => 2,
+        1_000..10_000 => 1,
+        _ => 0,
+    }
 }
 
 impl JobMessage {
+    /// An interactive job's message.
     pub fn screen(job_id: JobId, model: impl Into<String>) -> Self {
+        Self::screen_in(job_id, model, Priority::Interactive, 0)
+    }
+
+    /// A job's message in lane `priority`, with `rank` within the bulk lane (at most
+    /// [`MAX_RANK`]; ignored in the interactive lane).
+    pub fn screen_in(
+        job_id: JobId,
+        model: impl Into<String>,
+        priority: Priority,
+        rank: u8,
+    ) -> Self {
         Self::ScreenV1 {
             job_id,
             model: model.into(),
+            priority,
+            rank: match priority {
+                Priority::Interactive => 0,
+                Priority::Bulk => rank.min(MAX_RANK),
+            },
+        }
+    }
+
+    /// The lane it travels in.
+    pub fn priority(&self) -> Priority {
+        match self {
+            Self::ScreenV1 { priority, .. } => *priority,
+        }
+    }
+
+    /// Its place within the bulk lane: higher goes first.
+    pub fn rank(&self) -> u8 {
+        match self {
+            Self::ScreenV1 { rank, .. } => *rank,
         }
     }
 
@@ -57,12 +120,13 @@ pub enum QueueError {
 /// A queue with one lane per model.
 #[async_trait]
 pub trait JobQueue: Send + Sync + 'static {
-    /// Publishes `message` on its model's lane and returns once the broker has taken
+    /// Publishes `message` on its model's lane (interactive or bulk) and returns once the broker has taken
     /// responsibility for it (publisher confirm).
     async fn publish(&self, message: &JobMessage) -> Result<(), QueueError>;
-    /// Starts consuming the lanes of `models`, holding at most `prefetch` unacknowledged
+    /// Starts consuming both lanes of `models`, holding at most `prefetch` unacknowledged
     /// deliveries of each lane at once (RabbitMQ's per-consumer prefetch; a busy model then
-    /// never takes the place of another's batch).
+    /// never takes the place of another's batch, nor a drive's bulk lane that of a clinic's
+    /// upload).
     async fn subscribe(
         &self,
         models: &[String],
@@ -142,4 +206,42 @@ enum Outcome {
 #[async_trait]
 trait Settle: Send + Sync {
     async fn settle(&self, outcome: Outcome) -> Result<(), QueueError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_of_the_first_release_is_interactive_and_interactive_ones_read_as_before() {
+        let id = JobId::new();
+        let first: JobMessage = serde_json::from_value(serde_json::json!({
+            "type": "screen.v1", "job_id": id, "model": "malaria"
+        }))
+        .unwrap();
+        assert_eq!(first, JobMessage::screen(id, "malaria"));
+        assert_eq!(first.priority(), Priority::Interactive);
+        // What a worker of the first release reads: the same fields, nothing more.
+        assert_eq!(
+            serde_json::to_value(JobMessage::screen(id, "malaria")).unwrap(),
+            serde_json::json!({"type": "screen.v1", "job_id": id, "model": "malaria"})
+        );
+        let bulk = JobMessage::screen_in(id, "malaria", Priority::Bulk, 9);
+        assert_eq!(bulk.rank(), MAX_RANK);
+        let again: JobMessage =
+            serde_json::from_slice(&serde_json::to_vec(&bulk).unwrap()).unwrap();
+        assert_eq!(again, bulk);
+        assert_eq!(
+            JobMessage::screen_in(id, "m", Priority::Interactive, 3).rank(),
+            0
+        );
+    }
+
+    #[test]
+    fn a_short_backlog_ranks_higher() {
+        assert_eq!(bulk_rank(0), MAX_RANK);
+        assert!(bulk_rank(500) < bulk_rank(50));
+        assert!(bulk_rank(5_000) < bulk_rank(500));
+        assert_eq!(bulk_rank(100_000), 0);
+    }
 }

@@ -1,10 +1,15 @@
 //! The distributed job queue: RabbitMQ.
 //!
 //! Topology (all names start with the configured prefix, `medinform` by default):
-//! - `medinform.jobs`: a durable direct exchange; a message's routing key is its model id.
-//! - `medinform.jobs.<model>`: one durable queue per model, bound with the model id, so that a
-//!   worker consumes only the models it serves (a GPU worker for the heavy ones, CPU workers for
-//!   the light ones). Its dead letters go to `medinform.dead`.
+//! - `medinform.jobs`: a durable direct exchange; a message's routing key is its model id
+//!   (interactive) or `bulk.<model id>`.
+//! - `medinform.jobs.<model>`: the model's interactive lane, a durable queue bound with the model
+//!   id, so that a worker consumes only the models it serves (a GPU worker for the heavy ones,
+//!   CPU workers for the light ones). Its dead letters go to `medinform.dead`.
+//! - `medinform.bulk.<model>`: the model's bulk lane, a durable priority queue
+//!   (`x-max-priority` [`MAX_RANK`]) bound with `bulk.<model>`; a message's AMQP priority is its
+//!   rank, so a tenant with a short backlog overtakes a drive's deep one. A worker consumes
+//!   both lanes, each with its own prefetch window, and runs interactive jobs first.
 //! - `medinform.dead`: a durable fanout exchange and its durable queue `medinform.dead`, where
 //!   messages that kept failing end up for a person to look at.
 //!
@@ -26,7 +31,8 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Consumer, ExchangeKind};
 use tokio::sync::Mutex;
 
-use super::{Delivery, JobMessage, JobQueue, Outcome, QueueError, Settle, Subscription};
+use super::{Delivery, JobMessage, JobQueue, MAX_RANK, Outcome, QueueError, Settle, Subscription};
+use crate::job::Priority;
 
 /// One AMQP connection per process, one confirm-mode channel for publishing, and a channel per
 /// subscription. A broken connection is replaced on the next use.
@@ -39,7 +45,7 @@ pub struct RabbitMqQueue {
 struct Publisher {
     connection: Connection,
     channel: Channel,
-    /// Model lanes already declared on this connection.
+    /// Lanes (queue names) already declared on this connection.
     declared: HashSet<String>,
 }
 
@@ -71,8 +77,20 @@ impl RabbitMqQueue {
         format!("{}.jobs", self.prefix)
     }
 
-    fn lane(&self, model: &str) -> String {
-        format!("{}.jobs.{model}", self.prefix)
+    /// The queue of `model`'s lane `priority`.
+    fn lane(&self, model: &str, priority: Priority) -> String {
+        match priority {
+            Priority::Interactive => format!("{}.jobs.{model}", self.prefix),
+            Priority::Bulk => format!("{}.bulk.{model}", self.prefix),
+        }
+    }
+
+    /// The routing key of `model`'s lane `priority` on the jobs exchange.
+    fn routing_key(model: &str, priority: Priority) -> String {
+        match priority {
+            Priority::Interactive => model.to_owned(),
+            Priority::Bulk => format!("bulk.{model}"),
+        }
     }
 
     /// The dead-letter queue (and exchange) name.
@@ -156,14 +174,22 @@ impl RabbitMqQueue {
         Ok(())
     }
 
-    async fn declare_lane(&self, channel: &Channel, model: &str) -> anyhow::Result<()> {
-        let lane = self.lane(model);
+    async fn declare_lane(
+        &self,
+        channel: &Channel,
+        model: &str,
+        priority: Priority,
+    ) -> anyhow::Result<()> {
+        let lane = self.lane(model, priority);
         let mut arguments = FieldTable::default();
         // `basic.nack` without requeue sends the message here instead of dropping it.
         arguments.insert(
             "x-dead-letter-exchange".into(),
             AMQPValue::LongString(self.dead_letter_queue().into()),
         );
+        if priority == Priority::Bulk {
+            arguments.insert("x-max-priority".into(), AMQPValue::ShortShortUInt(MAX_RANK));
+        }
         channel
             .queue_declare(
                 lane.clone().into(),
@@ -176,7 +202,7 @@ impl RabbitMqQueue {
             .queue_bind(
                 lane.clone().into(),
                 self.exchange().into(),
-                model.into(),
+                Self::routing_key(model, priority).into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),
             )
@@ -191,20 +217,25 @@ impl RabbitMqQueue {
         message: &JobMessage,
         payload: &[u8],
     ) -> anyhow::Result<()> {
-        let model = message.model();
-        if !publisher.declared.contains(model) {
-            self.declare_lane(&publisher.channel, model).await?;
-            publisher.declared.insert(model.to_string());
+        let (model, priority) = (message.model(), message.priority());
+        let lane = self.lane(model, priority);
+        if !publisher.declared.contains(&lane) {
+            self.declare_lane(&publisher.channel, model, priority)
+                .await?;
+            publisher.declared.insert(lane.clone());
         }
-        let properties = BasicProperties::default()
+        let mut properties = BasicProperties::default()
             .with_delivery_mode(2) // persistent: survives a broker restart
             .with_content_type(ShortString::from("application/json"))
             .with_message_id(ShortString::from(message.job_id().to_string()));
+        if priority == Priority::Bulk {
+            properties = properties.with_priority(message.rank());
+        }
         let confirm = publisher
             .channel
             .basic_publish(
                 self.exchange().into(),
-                model.into(),
+                Self::routing_key(model, priority).into(),
                 // mandatory: an unroutable message comes back instead of vanishing.
                 BasicPublishOptions {
                     mandatory: true,
@@ -220,8 +251,7 @@ impl RabbitMqQueue {
         anyhow::ensure!(confirm.is_ack(), "RabbitMQ refused the message (nack)");
         anyhow::ensure!(
             confirm.take_message().is_none(),
-            "RabbitMQ could not route the message to queue {}",
-            self.lane(model)
+            "RabbitMQ could not route the message to queue {lane}"
         );
         Ok(())
     }
@@ -267,17 +297,25 @@ impl JobQueue for RabbitMqQueue {
             .context("setting the prefetch")?;
         let mut consumers = SelectAll::new();
         for model in &super::distinct_models(models) {
-            self.declare_lane(&channel, model).await?;
-            let consumer: Consumer = channel
-                .basic_consume(
-                    self.lane(model).into(),
-                    format!("medinform-worker-{}-{model}", std::process::id()).into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .with_context(|| format!("consuming {}", self.lane(model)))?;
-            consumers.push(consumer);
+            for priority in [Priority::Interactive, Priority::Bulk] {
+                self.declare_lane(&channel, model, priority).await?;
+                let lane = self.lane(model, priority);
+                let consumer: Consumer = channel
+                    .basic_consume(
+                        lane.clone().into(),
+                        format!(
+                            "medinform-worker-{}-{model}-{}",
+                            std::process::id(),
+                            priority.as_str()
+                        )
+                        .into(),
+                        BasicConsumeOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .with_context(|| format!("consuming {lane}"))?;
+                consumers.push(consumer);
+            }
         }
         Ok(Box::new(RabbitMqSubscription {
             _connection: connection,

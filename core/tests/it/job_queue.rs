@@ -1,7 +1,7 @@
 //! The job queue: the in-process queue and RabbitMQ held to the same tests.
 
-use medinform_core::job::JobId;
-use medinform_core::queue::{JobMessage, JobQueue};
+use medinform_core::job::{JobId, Priority};
+use medinform_core::queue::{JobMessage, JobQueue, MAX_RANK};
 
 use crate::support::{QueueKind, TestQueue, expect_delivery, expect_no_delivery, models};
 
@@ -38,6 +38,7 @@ each_job_queue!(
     an_acknowledged_message_is_gone,
     a_model_named_twice_is_one_lane,
     a_subscription_to_no_lane_ends_at_once,
+    the_bulk_lane_has_a_prefetch_window_of_its_own_and_goes_by_rank,
 );
 
 fn screen(model: &str) -> JobMessage {
@@ -397,4 +398,48 @@ async fn rabbitmq_an_undecodable_message_is_dead_lettered() {
     };
     assert_eq!(message.delivery.data, br#"{"type":"screen.v9","job":"?"}"#);
     connection.close(200, "done".into()).await.unwrap();
+}
+
+/// A drive's bulk backlog never holds back an interactive job (each lane has its own prefetch
+/// window), and within the bulk lane a higher rank (a tenant with a short backlog) goes first,
+/// first come first within a rank.
+async fn the_bulk_lane_has_a_prefetch_window_of_its_own_and_goes_by_rank(kind: QueueKind) {
+    let q = TestQueue::new(kind).await;
+    let bulk = |rank| JobMessage::screen_in(JobId::new(), "malaria", Priority::Bulk, rank);
+    let deep: Vec<JobMessage> = (0..3).map(|_| bulk(0)).collect();
+    let short = [bulk(MAX_RANK), bulk(MAX_RANK)];
+    for message in deep.iter().chain(&short) {
+        q.queue.publish(message).await.unwrap();
+    }
+    let clinic = screen("malaria");
+    q.queue.publish(&clinic).await.unwrap();
+    let mut subscription = q.queue.subscribe(&models(&["malaria"]), 2).await.unwrap();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(expect_delivery(&mut subscription).await);
+    }
+    // Two bulk deliveries fill the bulk window; the interactive lane's is open.
+    expect_no_delivery(&mut subscription).await;
+    let (interactive, bulk_held): (Vec<_>, Vec<_>) = held
+        .into_iter()
+        .partition(|d| d.message.priority() == Priority::Interactive);
+    assert_eq!(interactive.len(), 1);
+    assert_eq!(interactive[0].message, clinic);
+    let got: Vec<&JobMessage> = bulk_held.iter().map(|d| &d.message).collect();
+    assert_eq!(
+        got,
+        [&short[0], &short[1]],
+        "the higher rank first, in order"
+    );
+    for delivery in interactive.into_iter().chain(bulk_held) {
+        delivery.ack().await.unwrap();
+    }
+    let mut rest = Vec::new();
+    for _ in 0..3 {
+        let delivery = expect_delivery(&mut subscription).await;
+        rest.push(delivery.message.clone());
+        delivery.ack().await.unwrap();
+    }
+    assert_eq!(rest, deep);
+    expect_no_delivery(&mut subscription).await;
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 use chrono::{TimeDelta, Utc};
 use medinform_core::db::{Claim, DbError, JobStore, NewJob, Republish};
 use medinform_core::job::{
-    ClassProbability, FailureCode, Heatmap, Job, JobFailure, JobId, JobStatus, ScreeningResult,
+    ClassProbability, FailureCode, Heatmap, Job, JobFailure, JobId, JobStatus, Priority,
+    ScreeningResult,
 };
 use medinform_core::registry::Stage;
 
@@ -155,6 +156,15 @@ async fn insert_and_get_round_trip_every_field(db: TestJobStore) {
         inserted,
         "get returns what insert did"
     );
+    assert_eq!(inserted.priority, Priority::Interactive);
+    let bulk = store
+        .insert(&NewJob {
+            priority: Priority::Bulk,
+            ..new_job("malaria")
+        })
+        .await
+        .unwrap();
+    assert_eq!(get(store, bulk.id).await.priority, Priority::Bulk);
 
     let mut anonymous = new_job("tuberculosis");
     anonymous.client_reference = None;
@@ -200,7 +210,8 @@ async fn mark_published_leaves_only_unconfirmed_jobs_due(db: TestJobStore) {
         due,
         vec![Republish {
             id: unconfirmed.id,
-            model: "malaria".into()
+            model: "malaria".into(),
+            priority: Priority::Interactive,
         }]
     );
     // Marking does not change what a client sees of the job.
@@ -763,10 +774,27 @@ async fn the_backlog_is_counted_per_model_with_its_oldest_job(db: TestJobStore) 
     store.insert(&new_job("malaria")).await.unwrap();
     let taken = store.insert(&new_job("malaria")).await.unwrap().id;
     store.insert(&new_job("tuberculosis")).await.unwrap();
+    store
+        .insert(&NewJob {
+            priority: Priority::Bulk,
+            ..new_job("malaria")
+        })
+        .await
+        .unwrap();
     claimed(store, taken, false).await;
     let backlog = store.queued_by_model().await.unwrap();
-    let summary: Vec<(&str, i64)> = backlog.iter().map(|q| (q.model.as_str(), q.jobs)).collect();
-    // The claimed job is no longer waiting.
-    assert_eq!(summary, [("malaria", 2), ("tuberculosis", 1)]);
+    let summary: Vec<(&str, Priority, i64)> = backlog
+        .iter()
+        .map(|q| (q.model.as_str(), q.priority, q.jobs))
+        .collect();
+    // The claimed job is no longer waiting; each lane is counted on its own.
+    assert_eq!(
+        summary,
+        [
+            ("malaria", Priority::Interactive, 2),
+            ("malaria", Priority::Bulk, 1),
+            ("tuberculosis", Priority::Interactive, 1)
+        ]
+    );
     assert_eq!(backlog[0].oldest, first.created_at);
 }

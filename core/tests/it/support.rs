@@ -221,6 +221,7 @@ pub fn new_job(model: &str) -> NewJob {
         tags: vec!["follow-up".to_owned()],
         deadline: None,
         webhook_url: None,
+        priority: Default::default(),
         submission_key: None,
     }
 }

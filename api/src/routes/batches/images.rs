@@ -9,7 +9,8 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::FuturesOrdered;
 use medinform_core::batch::Batch;
-use medinform_core::job::{BatchId, Job};
+use medinform_core::job::{BatchId, Job, Priority};
+use medinform_core::queue::bulk_rank;
 use medinform_core::registry::Model;
 use medinform_core::view::JobView;
 use serde::Serialize;
@@ -184,10 +185,12 @@ impl Images {
                 ));
             }
             // A full backlog refuses this image (listed in `rejected`), not those before it.
-            crate::admission::check_backlog(&state, caller.tenant, 1).await?;
+            let tenant_queued = crate::admission::check_backlog(&state, caller.tenant, 1).await?;
             let metadata = Metadata {
                 client_reference: reference,
                 site,
+                priority: Priority::Bulk,
+                rank: bulk_rank(tenant_queued),
                 ..Metadata::default()
             };
             submit::accept(
