@@ -52,16 +52,19 @@ impl Admission {
 
 /// Refuses `new_jobs` more jobs of `tenant` with 503 `queue_full` when the backlog would pass
 /// `jobs.max_backlog`, or the tenant's `jobs.max_backlog_per_tenant`. Submission handlers call
-/// it before they store anything. Answers how many of the tenant's jobs were queued before
-/// these (what ranks them in the bulk lane).
+/// it before they store anything. With `bulk` (jobs for the bulk lane), or a per-tenant bound,
+/// it answers how many of the tenant's jobs were queued before these, which ranks them in the
+/// bulk lane ([`medinform_core::queue::bulk_rank`]); an interactive upload without a per-tenant
+/// bound does not count the tenant's jobs at all.
 pub async fn check_backlog(
     state: &AppState,
     tenant: TenantId,
     new_jobs: usize,
-) -> Result<u64, ApiError> {
+    bulk: bool,
+) -> Result<Option<u64>, ApiError> {
     let admission = &state.admission;
     let new_jobs = u64::try_from(new_jobs).unwrap_or(u64::MAX);
-    let tenant_queued = {
+    let tenant_queued = if bulk || admission.max_per_tenant > 0 {
         let mut counts = admission.by_tenant.lock().await;
         counts.retain(|_, count| count.read_at.elapsed() < COUNT_TTL);
         let count = match counts.get(&tenant) {
@@ -95,7 +98,9 @@ pub async fn check_backlog(
                 ..count
             },
         );
-        count.queued
+        Some(count.queued)
+    } else {
+        None
     };
     if admission.max_backlog == 0 {
         return Ok(tenant_queued);
@@ -131,6 +136,27 @@ pub async fn check_backlog(
         count.queued = count.queued.saturating_add(new_jobs);
     }
     Ok(tenant_queued)
+}
+
+/// How many of `tenant`'s jobs were queued before one more bulk job that was admitted already
+/// (counted as [`check_backlog`] counts, and this job added to the count).
+pub async fn tenant_backlog(state: &AppState, tenant: TenantId) -> Result<u64, ApiError> {
+    let mut counts = state.admission.by_tenant.lock().await;
+    let count = match counts.get(&tenant) {
+        Some(count) if count.read_at.elapsed() < COUNT_TTL => *count,
+        _ => Count {
+            read_at: Instant::now(),
+            queued: u64::try_from(state.backends.jobs.count_queued_for(tenant).await?).unwrap_or(0),
+        },
+    };
+    counts.insert(
+        tenant,
+        Count {
+            queued: count.queued.saturating_add(1),
+            ..count
+        },
+    );
+    Ok(count.queued)
 }
 
 fn queue_full(message: String) -> ApiError {

@@ -4,9 +4,10 @@
 //! Deliveries are gathered into batches per model (up to `max_batch` images, waiting at most
 //! `batch_window_ms` after the first one), so that one model run screens many images; at most
 //! `concurrency` batches are processed at once, and the queue's prefetch bounds what is held
-//! unacknowledged. An interactive job (a clinic's single upload) does not wait for its batch
-//! to fill, and its batch takes the next free slot ahead of every bulk batch (a drive's
-//! images), so it comes back in about one batch's time however deep the drive's backlog. A message is acknowledged only after its job's final state is written, so a
+//! unacknowledged. Interactive jobs (a clinic's single uploads) are batched apart from bulk
+//! ones (a drive's images), do not wait for their batch to fill, and run at once in a slot of
+//! their own beside the `concurrency` bulk batches (or in the next free slot, ahead of every
+//! bulk batch), so a clinic's image does not queue behind a drive's however deep its backlog. A message is acknowledged only after its job's final state is written, so a
 //! worker that dies mid-job loses nothing: the message is redelivered.
 
 mod process;
@@ -47,7 +48,7 @@ struct Pending {
     deliveries: Vec<Delivery>,
     /// When the batch goes, full or not.
     due: Instant,
-    /// It holds an interactive job: it goes now, ahead of bulk batches.
+    /// Interactive jobs: it goes now, ahead of bulk batches.
     interactive: bool,
 }
 
@@ -149,8 +150,12 @@ impl Worker {
             self.settings.clone(),
         ));
         let slots = Arc::new(Semaphore::new(config.concurrency.max(1)));
+        // One interactive batch may run beyond `concurrency`: it is small (a few uploads), and
+        // waiting for a bulk batch to finish would be most of a clinic's wait.
+        let express = Arc::new(Semaphore::new(1));
         let mut running = JoinSet::new();
-        let mut pending: HashMap<String, Pending> = HashMap::new();
+        // Pending batches by model and kind (interactive or not).
+        let mut pending: HashMap<(String, bool), Pending> = HashMap::new();
         let mut ready = ReadyBatches::default();
 
         loop {
@@ -163,45 +168,41 @@ impl Worker {
                         tracing::error!(error = %e, "a batch task panicked");
                     }
                 }
-                permit = slots.clone().acquire_owned(), if !ready.0.is_empty() => {
-                    let permit = permit.expect("the semaphore is never closed");
+                permit = express.clone().acquire_owned(), if ready.0.front().is_some_and(|b| b.interactive) => {
                     let batch = ready.0.pop_front().expect("a ready batch");
-                    let processor = processor.clone();
-                    running.spawn(async move {
-                        processor.process(&batch.model, batch.deliveries).await;
-                        drop(permit);
-                    });
+                    start(&processor, &mut running, batch, permit.expect("never closed"));
+                }
+                permit = slots.clone().acquire_owned(), if !ready.0.is_empty() => {
+                    let batch = ready.0.pop_front().expect("a ready batch");
+                    start(&processor, &mut running, batch, permit.expect("never closed"));
                 }
                 () = sleep_until(next_due) => {
                     let now = Instant::now();
-                    let due: Vec<String> = pending
+                    let due: Vec<(String, bool)> = pending
                         .iter()
                         .filter(|(_, p)| p.due <= now)
-                        .map(|(m, _)| m.clone())
+                        .map(|(key, _)| key.clone())
                         .collect();
-                    for model in due {
-                        let batch = pending.remove(&model).expect("due batch");
-                        ready.push(model, batch);
+                    for key in due {
+                        let batch = pending.remove(&key).expect("due batch");
+                        ready.push(key.0, batch);
                     }
                 }
                 delivery = subscription.next() => match delivery {
                     Some(Ok(delivery)) => {
-                        let model = delivery.message.model().to_owned();
                         let interactive = delivery.message.priority().is_interactive();
-                        let entry = pending.entry(model.clone()).or_insert_with(|| Pending {
+                        let key = (delivery.message.model().to_owned(), interactive);
+                        let entry = pending.entry(key.clone()).or_insert_with(|| Pending {
                             deliveries: Vec::with_capacity(max_batch),
-                            due: Instant::now() + window,
-                            interactive: false,
+                            // A clinic waits for an interactive job: its batch goes now, with
+                            // what else has arrived by then.
+                            due: if interactive { Instant::now() } else { Instant::now() + window },
+                            interactive,
                         });
                         entry.deliveries.push(delivery);
-                        if interactive && !entry.interactive {
-                            // A clinic waits for it: the batch goes now, as it is.
-                            entry.interactive = true;
-                            entry.due = Instant::now();
-                        }
                         if entry.deliveries.len() >= max_batch {
-                            let batch = pending.remove(&model).expect("full batch");
-                            ready.push(model, batch);
+                            let batch = pending.remove(&key).expect("full batch");
+                            ready.push(key.0, batch);
                         }
                     }
                     Some(Err(e)) => {
@@ -288,8 +289,22 @@ fn reconnect_delay(attempt: u32) -> Duration {
     Duration::from_nanos(nanos / 2 + noise % (nanos / 2 + 1))
 }
 
+/// Processes `batch` on a task of its own, holding `permit` (its slot) until it is done.
+fn start(
+    processor: &Arc<Processor>,
+    running: &mut JoinSet<()>,
+    batch: Ready,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let processor = processor.clone();
+    running.spawn(async move {
+        processor.process(&batch.model, batch.deliveries).await;
+        drop(permit);
+    });
+}
+
 /// Returns deliveries that were never started to the queue, for another worker.
-async fn hand_back(pending: HashMap<String, Pending>, ready: Vec<Delivery>) {
+async fn hand_back(pending: HashMap<(String, bool), Pending>, ready: Vec<Delivery>) {
     let waiting = pending.into_values().flat_map(|p| p.deliveries);
     for delivery in waiting.chain(ready) {
         let job_id = delivery.message.job_id();

@@ -8,7 +8,7 @@ use axum::{Extension, Json};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use medinform_core::db::{Cancel, JobFilter};
-use medinform_core::job::{Job, JobFailure, JobId, JobStatus};
+use medinform_core::job::{Job, JobFailure, JobId, JobStatus, Priority};
 use medinform_core::queue::bulk_rank;
 use medinform_core::storage::StorageError;
 use medinform_core::tenant::Scope;
@@ -100,7 +100,9 @@ pub async fn create(
 ) -> Result<impl IntoResponse, ApiError> {
     let mut form = form.map_err(submit::not_multipart)?;
     caller.require(Scope::Submit)?;
-    let tenant_queued = crate::admission::check_backlog(&state, caller.tenant, 1).await?;
+    // The lane is in the form, read below: the tenant's jobs are counted now only for a
+    // per-tenant bound, and for a bulk upload once the form says so.
+    let counted = crate::admission::check_backlog(&state, caller.tenant, 1, false).await?;
 
     let mut model = None;
     let mut image = None;
@@ -139,7 +141,13 @@ pub async fn create(
         // A job of a batch is taken where its batch is, unless the client says otherwise.
         metadata.site = metadata.site.or(batch.site);
     }
-    metadata.rank = bulk_rank(tenant_queued);
+    if metadata.priority == Priority::Bulk {
+        let queued = match counted {
+            Some(queued) => queued,
+            None => crate::admission::tenant_backlog(&state, caller.tenant).await?,
+        };
+        metadata.rank = bulk_rank(queued);
+    }
     let ready = submit::ready_model(&state, &model)?;
     let submission_key = submission.map(|Extension(key)| key.whole());
     let job = submit::accept(

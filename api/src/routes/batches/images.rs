@@ -185,7 +185,9 @@ impl Images {
                 ));
             }
             // A full backlog refuses this image (listed in `rejected`), not those before it.
-            let tenant_queued = crate::admission::check_backlog(&state, caller.tenant, 1).await?;
+            let tenant_queued = crate::admission::check_backlog(&state, caller.tenant, 1, true)
+                .await?
+                .unwrap_or(0);
             let metadata = Metadata {
                 client_reference: reference,
                 site,
