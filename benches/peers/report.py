@@ -59,13 +59,15 @@ def footnote(row: Measurement, note: dict[str, int]) -> int:
     return note.setdefault(f"{row.model}: {row.error}", len(note) + 1)
 
 
-def delta_cell(row: Measurement) -> str:
+def delta_cell(row: Measurement, wrong: bool | None = None) -> str:
+    """The largest |Δp| and the unanswered images; marked when `wrong` (by default the row's
+    own verdict, at the peers benchmark's tolerance)."""
     if row.max_delta is None:
         return "–"
     text = f"{row.max_delta:.1e}"
     if row.unanswered:
         text += f", {row.unanswered} unanswered"
-    return f"**{text} ✗**" if row.wrong else text
+    return f"**{text} ✗**" if (row.wrong if wrong is None else wrong) else text
 
 
 def joined(rows: list[Measurement | None], cell: Any) -> str:
