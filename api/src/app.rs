@@ -101,6 +101,11 @@ impl App {
                 backends.queue.clone(),
                 config.jobs.clone(),
             );
+            // Before the worker starts, so that it never claims what this takes back.
+            republisher
+                .recover()
+                .await
+                .context("taking back the jobs of the previous process")?;
             tasks.spawn(ok_when_done(republisher.run(shutdown.clone())));
             let sweeper = OrphanSweeper::new(
                 backends.blobs.clone(),

@@ -40,10 +40,26 @@ impl Republisher {
         }
     }
 
-    /// Runs until `shutdown`. With a queue that does not survive restarts (the in-process
-    /// queue) the first sweep takes back every job in flight and publishes every queued job.
+    /// With a queue that does not survive restarts (the in-process queue), takes back every
+    /// job a previous process left in flight and publishes every queued job; nothing to do with
+    /// RabbitMQ. Call it before this process's worker starts: run beside it, it would take back
+    /// the jobs that worker had just claimed, and they would run twice.
+    pub async fn recover(&self) -> anyhow::Result<usize> {
+        if self.queue.is_durable() {
+            return Ok(0);
+        }
+        let published = self.sweep(true).await?;
+        if published > 0 {
+            tracing::info!(
+                jobs = published,
+                "re-published the jobs of the previous process"
+            );
+        }
+        Ok(published)
+    }
+
+    /// Runs until `shutdown` (after [`Republisher::recover`]).
     pub async fn run(self, shutdown: CancellationToken) {
-        let mut first = !self.queue.is_durable();
         let mut interval =
             tokio::time::interval(Duration::from_secs(self.config.sweep_interval_secs.max(1)));
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -52,12 +68,11 @@ impl Republisher {
                 _ = shutdown.cancelled() => return,
                 _ = interval.tick() => {}
             }
-            match self.sweep(first).await {
+            match self.sweep(false).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(jobs = n, "re-published jobs"),
                 Err(e) => tracing::warn!(error = %format!("{e:#}"), "re-publish sweep failed"),
             }
-            first = false;
         }
     }
 

@@ -210,6 +210,7 @@ async fn jobs_queued_before_a_restart_are_screened_after_it() {
         after.queue.clone(),
         Options::new(Kind::Embedded).jobs,
     );
+    republisher.recover().await.unwrap();
     let sweeping = tokio::spawn(republisher.run(shutdown.clone()));
     let running = spawn_worker(&after, registry, Kind::Embedded, &shutdown);
     let job = wait_final(&after, id, "not screened after restart").await;
