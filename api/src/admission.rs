@@ -66,15 +66,7 @@ pub async fn check_backlog(
     let new_jobs = u64::try_from(new_jobs).unwrap_or(u64::MAX);
     let tenant_queued = if bulk || admission.max_per_tenant > 0 {
         let mut counts = admission.by_tenant.lock().await;
-        counts.retain(|_, count| count.read_at.elapsed() < COUNT_TTL);
-        let count = match counts.get(&tenant) {
-            Some(count) => *count,
-            None => Count {
-                read_at: Instant::now(),
-                queued: u64::try_from(state.backends.jobs.count_queued_for(tenant).await?)
-                    .unwrap_or(0),
-            },
-        };
+        let count = tenant_count(&mut counts, state, tenant).await?;
         if admission.max_per_tenant > 0
             && count.queued.saturating_add(new_jobs) > admission.max_per_tenant
         {
@@ -91,13 +83,7 @@ pub async fn check_backlog(
                 count.queued, admission.max_per_tenant
             )));
         }
-        counts.insert(
-            tenant,
-            Count {
-                queued: count.queued.saturating_add(new_jobs),
-                ..count
-            },
-        );
+        admit(&mut counts, tenant, count, new_jobs);
         Some(count.queued)
     } else {
         None
@@ -142,21 +128,37 @@ pub async fn check_backlog(
 /// (counted as [`check_backlog`] counts, and this job added to the count).
 pub async fn tenant_backlog(state: &AppState, tenant: TenantId) -> Result<u64, ApiError> {
     let mut counts = state.admission.by_tenant.lock().await;
-    let count = match counts.get(&tenant) {
-        Some(count) if count.read_at.elapsed() < COUNT_TTL => *count,
-        _ => Count {
+    let count = tenant_count(&mut counts, state, tenant).await?;
+    admit(&mut counts, tenant, count, 1);
+    Ok(count.queued)
+}
+
+/// `tenant`'s count, read from the job store when it is over [`COUNT_TTL`] old (stale counts
+/// of other tenants are dropped on the way).
+async fn tenant_count(
+    counts: &mut HashMap<TenantId, Count>,
+    state: &AppState,
+    tenant: TenantId,
+) -> Result<Count, ApiError> {
+    counts.retain(|_, count| count.read_at.elapsed() < COUNT_TTL);
+    Ok(match counts.get(&tenant) {
+        Some(count) => *count,
+        None => Count {
             read_at: Instant::now(),
             queued: u64::try_from(state.backends.jobs.count_queued_for(tenant).await?).unwrap_or(0),
         },
-    };
+    })
+}
+
+/// Adds `new_jobs` admitted to `count` (read at its own time) and keeps it for `tenant`.
+fn admit(counts: &mut HashMap<TenantId, Count>, tenant: TenantId, count: Count, new_jobs: u64) {
     counts.insert(
         tenant,
         Count {
-            queued: count.queued.saturating_add(1),
+            queued: count.queued.saturating_add(new_jobs),
             ..count
         },
     );
-    Ok(count.queued)
 }
 
 fn queue_full(message: String) -> ApiError {

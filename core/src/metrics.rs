@@ -179,7 +179,7 @@ const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 static PER_TENANT: AtomicBool = AtomicBool::new(false);
 /// The lanes (model, lane) whose backlog gauges were set: set to 0 once their backlog is gone.
-static BACKLOG_MODELS: Mutex<BTreeSet<(String, &'static str)>> = Mutex::new(BTreeSet::new());
+static BACKLOG_LANES: Mutex<BTreeSet<(String, &'static str)>> = Mutex::new(BTreeSet::new());
 
 /// Sets whether the job counters carry the tenant (`metrics.per_tenant`) and installs the
 /// process's recorder, if nothing recorded before; every later call answers the same handle.
@@ -233,9 +233,7 @@ pub async fn scrape(backends: &Backends) -> String {
     match tokio::time::timeout(read, backends.jobs.queued_by_model()).await {
         Ok(Ok(queued)) => {
             let now = Utc::now();
-            let mut seen = BACKLOG_MODELS
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut seen = BACKLOG_LANES.lock().unwrap_or_else(PoisonError::into_inner);
             let now_seen: BTreeSet<(String, &'static str)> = queued
                 .iter()
                 .map(|q| (q.model.clone(), q.priority.as_str()))
@@ -267,14 +265,18 @@ pub async fn scrape(backends: &Backends) -> String {
 /// A job was accepted (stored and queued).
 pub fn job_accepted(job: &Job) {
     recorder();
-    counter!(JOBS_ACCEPTED, job_labels(job, None)).increment(1);
+    counter!(JOBS_ACCEPTED, job_labels(&job.model, job.tenant_id, None)).increment(1);
 }
 
 /// A job reached its final `status` now.
 pub fn job_finished(job: &Job, status: JobStatus) {
     recorder();
     let status = status.to_string();
-    counter!(JOBS_FINISHED, job_labels(job, Some(&status))).increment(1);
+    counter!(
+        JOBS_FINISHED,
+        job_labels(&job.model, job.tenant_id, Some(&status))
+    )
+    .increment(1);
     histogram!(JOB_END_TO_END, "model" => job.model.clone(), "status" => status)
         .record(seconds_since(job.created_at, Utc::now()));
 }
@@ -282,13 +284,7 @@ pub fn job_finished(job: &Job, status: JobStatus) {
 /// `jobs` queued jobs of a batch of `model` were canceled together.
 pub fn jobs_canceled(model: &str, tenant: TenantId, jobs: u64) {
     recorder();
-    let mut labels = vec![
-        Label::new("model", model.to_owned()),
-        Label::new("status", JobStatus::Canceled.to_string()),
-    ];
-    if PER_TENANT.load(Ordering::Relaxed) {
-        labels.push(Label::new("tenant", tenant.to_string()));
-    }
+    let labels = job_labels(model, tenant, Some(JobStatus::Canceled.as_str()));
     counter!(JOBS_FINISHED, labels).increment(jobs);
 }
 
@@ -352,13 +348,15 @@ pub fn onnxruntime_loaded(version: &str) {
     gauge!(ONNXRUNTIME_INFO, "version" => version.to_owned()).set(1.0);
 }
 
-fn job_labels(job: &Job, status: Option<&str>) -> Vec<Label> {
-    let mut labels = vec![Label::new("model", job.model.clone())];
+/// The labels of the job counters: model, status (of a finished job), tenant (with
+/// `metrics.per_tenant`).
+fn job_labels(model: &str, tenant: TenantId, status: Option<&str>) -> Vec<Label> {
+    let mut labels = vec![Label::new("model", model.to_owned())];
     if let Some(status) = status {
         labels.push(Label::new("status", status.to_owned()));
     }
     if PER_TENANT.load(Ordering::Relaxed) {
-        labels.push(Label::new("tenant", job.tenant_id.to_string()));
+        labels.push(Label::new("tenant", tenant.to_string()));
     }
     labels
 }

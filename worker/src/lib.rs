@@ -43,14 +43,15 @@ pub struct Worker {
     settings: WorkerSettings,
 }
 
-/// Deliveries of one model waiting to fill a batch.
+/// Deliveries of one model and kind waiting to fill a batch.
 struct Pending {
     deliveries: Vec<Delivery>,
     /// When the batch goes, full or not.
     due: Instant,
-    /// Interactive jobs: it goes now, ahead of bulk batches.
-    interactive: bool,
 }
+
+/// What pending batches are kept by: the model, and whether its jobs are interactive.
+type BatchKey = (String, bool);
 
 /// A batch waiting for a free slot.
 struct Ready {
@@ -64,8 +65,8 @@ struct Ready {
 struct ReadyBatches(VecDeque<Ready>);
 
 impl ReadyBatches {
-    fn push(&mut self, model: String, pending: Pending) {
-        let at = if pending.interactive {
+    fn push(&mut self, (model, interactive): BatchKey, pending: Pending) {
+        let at = if interactive {
             self.0.iter().take_while(|b| b.interactive).count()
         } else {
             self.0.len()
@@ -75,7 +76,7 @@ impl ReadyBatches {
             Ready {
                 model,
                 deliveries: pending.deliveries,
-                interactive: pending.interactive,
+                interactive,
             },
         );
     }
@@ -155,7 +156,7 @@ impl Worker {
         let express = Arc::new(Semaphore::new(1));
         let mut running = JoinSet::new();
         // Pending batches by model and kind (interactive or not).
-        let mut pending: HashMap<(String, bool), Pending> = HashMap::new();
+        let mut pending: HashMap<BatchKey, Pending> = HashMap::new();
         let mut ready = ReadyBatches::default();
 
         loop {
@@ -178,14 +179,14 @@ impl Worker {
                 }
                 () = sleep_until(next_due) => {
                     let now = Instant::now();
-                    let due: Vec<(String, bool)> = pending
+                    let due: Vec<BatchKey> = pending
                         .iter()
                         .filter(|(_, p)| p.due <= now)
                         .map(|(key, _)| key.clone())
                         .collect();
                     for key in due {
                         let batch = pending.remove(&key).expect("due batch");
-                        ready.push(key.0, batch);
+                        ready.push(key, batch);
                     }
                 }
                 delivery = subscription.next() => match delivery {
@@ -197,12 +198,11 @@ impl Worker {
                             // A clinic waits for an interactive job: its batch goes now, with
                             // what else has arrived by then.
                             due: if interactive { Instant::now() } else { Instant::now() + window },
-                            interactive,
                         });
                         entry.deliveries.push(delivery);
                         if entry.deliveries.len() >= max_batch {
                             let batch = pending.remove(&key).expect("full batch");
-                            ready.push(key.0, batch);
+                            ready.push(key, batch);
                         }
                     }
                     Some(Err(e)) => {
@@ -304,7 +304,7 @@ fn start(
 }
 
 /// Returns deliveries that were never started to the queue, for another worker.
-async fn hand_back(pending: HashMap<(String, bool), Pending>, ready: Vec<Delivery>) {
+async fn hand_back(pending: HashMap<BatchKey, Pending>, ready: Vec<Delivery>) {
     let waiting = pending.into_values().flat_map(|p| p.deliveries);
     for delivery in waiting.chain(ready) {
         let job_id = delivery.message.job_id();
