@@ -4,6 +4,8 @@
 //!   embedded backends (SQLite file, local image folder, in-process queue) under `./data`.
 //! - `medinform api` / `medinform worker`: the two roles of a distributed deployment
 //!   (PostgreSQL, RabbitMQ, S3), scaled separately.
+//! - `medinform dicom`: the DICOM C-STORE service alone (`dicom.listen`), beside the API
+//!   processes of a distributed deployment.
 //! - `medinform migrate`: applies the database migrations and exits.
 //! - `medinform screen --model ID FILE...`: screens files locally, with no servers.
 //! - `medinform keys create|list|revoke`: API keys, in the configured database.
@@ -57,6 +59,9 @@ enum Command {
     Api(ServeArgs),
     /// A worker alone: consumes jobs for its models (worker.models, or all).
     Worker(CommonArgs),
+    /// The DICOM C-STORE service alone (needs dicom.listen and a queue.url: the workers run
+    /// elsewhere).
+    Dicom(DicomArgs),
     /// Applies the database migrations and exits.
     Migrate(CommonArgs),
     /// Screens image files locally and prints one result per file.
@@ -83,6 +88,15 @@ struct CommonArgs {
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
     /// Address to listen on (server.listen; default 127.0.0.1:8080).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct DicomArgs {
+    /// Address of the DICOM service (dicom.listen, e.g. 0.0.0.0:11112).
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
     #[command(flatten)]
@@ -127,6 +141,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             serve(config, Role::Worker).await
+        }
+        Command::Dicom(args) => {
+            apply_common_args(&mut config, &args.common);
+            if let Some(listen) = args.listen {
+                config.dicom.listen = listen.to_string();
+            }
+            if config.dicom.listen.is_empty() {
+                bail!(
+                    "`medinform dicom` needs dicom.listen (MEDINFORM_DICOM_LISTEN or --listen), \
+                     the address of its DICOM service, such as 0.0.0.0:11112."
+                );
+            }
+            if config.is_embedded_queue() {
+                bail!(
+                    "`medinform dicom` needs queue.url (MEDINFORM_QUEUE_URL): its jobs are \
+                     screened by workers in other processes. Use `medinform serve` with \
+                     dicom.listen to run everything together."
+                );
+            }
+            serve(config, Role::Dicom).await
         }
         Command::Migrate(args) => {
             apply_common_args(&mut config, &args);

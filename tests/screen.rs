@@ -116,3 +116,82 @@ fn an_unavailable_model_is_refused_not_guessed() {
         "{stderr}"
     );
 }
+
+/// The path of a DICOM test file that pydicom or pydicom-data ships (in `.venv`, or
+/// `$MEDINFORM_PYTHON`'s environment).
+fn dicom_test_file(name: &str) -> PathBuf {
+    let python = std::env::var_os("MEDINFORM_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv/bin/python"));
+    let output = Command::new(&python)
+        .args([
+            "-c",
+            "import sys; from pydicom.data import get_testdata_file; print(get_testdata_file(sys.argv[1]))",
+            name,
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e} (create the venv: infra/setup-python.sh)", python.display()));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+}
+
+#[test]
+fn dicom_files_are_screened_and_one_of_another_modality_is_refused() {
+    // A CR chest radiograph (MONOCHROME1, 15 bits, windowed) and a CT slice.
+    let chest = dicom_test_file("RG1_UNCR.dcm");
+    let ct = dicom_test_file("CT_small.dcm");
+    let output = medinform(&[
+        "screen",
+        "--model",
+        "tuberculosis",
+        "--format",
+        "json",
+        &chest.display().to_string(),
+        &ct.display().to_string(),
+    ]);
+    assert_eq!(output.status.code(), Some(1), "the CT is not screened");
+    let lines: Vec<Value> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+
+    let registry = Registry::load(&RegistryOptions {
+        execution_provider: ExecutionProvider::Cpu,
+        ..RegistryOptions::new(root().join("models"))
+    })
+    .unwrap();
+    let model = registry.get("tuberculosis").unwrap();
+    let direct = screening::screen(
+        &model,
+        &[std::fs::read(&chest).unwrap()],
+        &ImageLimits::default(),
+    )
+    .remove(0)
+    .unwrap();
+    assert_eq!(lines[0]["result"]["label"], direct.label.as_str());
+    let p = lines[0]["result"]["finding_probability"].as_f64().unwrap();
+    assert!(
+        (p - direct.finding_probability).abs() < 1e-6,
+        "{}",
+        lines[0]
+    );
+    assert_eq!(
+        lines[1]["error"]["code"], "modality_mismatch",
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[1]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Modality is CT"),
+        "{}",
+        lines[1]
+    );
+}

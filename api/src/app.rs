@@ -1,9 +1,10 @@
-//! One MedInform process, wired from its configuration: the HTTP API, the worker, and the
-//! background tasks its role runs (re-publisher, webhook dispatcher, orphan sweep).
+//! One MedInform process, wired from its configuration: the HTTP API, the DICOM C-STORE
+//! service, the worker, and the background tasks its role runs (re-publisher, webhook
+//! dispatcher, orphan sweep).
 //!
-//! `medinform serve|api|worker` and every API test build it here, so that the tests exercise the
-//! production wiring; a test changes only what [`Overrides`] lets it (fault-injecting backends,
-//! a test registry, the authentication mode).
+//! `medinform serve|api|worker|dicom` and every API test build it here, so that the tests
+//! exercise the production wiring; a test changes only what [`Overrides`] lets it
+//! (fault-injecting backends, a test registry, the authentication mode).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use medinform_worker::{Worker, WorkerSettings};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::dicom::scp::DicomServer;
 use crate::http::HttpTimeouts;
 use crate::idempotency::IdempotencySettings;
 use crate::telemetry::MetricsServer;
@@ -35,15 +37,22 @@ pub enum Role {
     Worker,
     /// Both in one process (`medinform serve`).
     Both,
+    /// The DICOM C-STORE service alone (`medinform dicom`): workers run elsewhere.
+    Dicom,
 }
 
 impl Role {
     fn has_api(self) -> bool {
-        self != Self::Worker
+        matches!(self, Self::Api | Self::Both)
     }
 
     fn has_worker(self) -> bool {
-        self != Self::Api
+        matches!(self, Self::Worker | Self::Both)
+    }
+
+    /// Whether the DICOM C-STORE service runs, where `dicom.listen` is set.
+    fn has_dicom(self) -> bool {
+        self != Self::Worker
     }
 }
 
@@ -69,6 +78,7 @@ pub struct App {
     pub backends: Backends,
     pub registry: Arc<Registry>,
     addr: Option<SocketAddr>,
+    dicom_addr: Option<SocketAddr>,
     metrics_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
     tasks: JoinSet<anyhow::Result<()>>,
@@ -92,6 +102,7 @@ impl App {
             Some(registry) => registry,
             None => Arc::new(load_registry(config, role.has_worker())?),
         };
+        check_dicom_routes(config, &registry)?;
 
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -139,21 +150,32 @@ impl App {
             tasks.spawn(async move { server.serve(stop).await.context("metrics") });
         }
         let mut addr = None;
-        if role.has_api() {
+        let mut dicom_addr = None;
+        let dicom_listen = config.dicom.listen_addr()?.filter(|_| role.has_dicom());
+        if role.has_api() || dicom_listen.is_some() {
             let authenticator = overrides
                 .authenticator
                 .unwrap_or_else(|| Authenticator::from_config(config, backends.tenants.clone()));
             let state = app_state(config, backends.clone(), registry.clone(), authenticator);
-            let server = ApiServer::bind(config.server.listen, state).await?;
-            addr = Some(server.local_addr()?);
             let grace = Duration::from_secs(config.server.shutdown_grace_secs);
-            let stop = shutdown.clone();
-            tasks.spawn(async move { server.serve(stop, grace).await.context("API") });
+            if let Some(listen) = dicom_listen {
+                let server = DicomServer::bind(listen, state.clone()).await?;
+                dicom_addr = Some(server.local_addr()?);
+                let stop = shutdown.clone();
+                tasks.spawn(async move { server.serve(stop, grace).await.context("DICOM") });
+            }
+            if role.has_api() {
+                let server = ApiServer::bind(config.server.listen, state).await?;
+                addr = Some(server.local_addr()?);
+                let stop = shutdown.clone();
+                tasks.spawn(async move { server.serve(stop, grace).await.context("API") });
+            }
         }
         Ok(Self {
             backends,
             registry,
             addr,
+            dicom_addr,
             metrics_addr,
             shutdown,
             tasks,
@@ -165,13 +187,20 @@ impl App {
         self.addr
     }
 
+    /// Where the DICOM C-STORE service listens when `dicom.listen` is set (`None` for a
+    /// worker).
+    pub fn dicom_addr(&self) -> Option<SocketAddr> {
+        self.dicom_addr
+    }
+
     /// Where `/metrics` listens when `metrics.listen` is set.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
     }
 
-    /// Cancelling it stops the process: the API finishes what is in flight, the worker hands
-    /// back what it has not started.
+    /// Cancelling it stops the process: the API finishes what is in flight, the DICOM service
+    /// the operation of each association (then releases it), the worker hands back what it
+    /// has not started.
     pub fn shutdown(&self) -> CancellationToken {
         self.shutdown.clone()
     }
@@ -233,7 +262,22 @@ fn app_state(
             body_read: Duration::from_secs(config.server.body_read_timeout_secs),
         },
         metrics_here: config.metrics.listen.is_empty(),
+        dicom: Arc::new(config.dicom.clone()),
     }
+}
+
+/// Refuses to start with a DICOM routing rule that names a model the registry does not have: a
+/// typo would otherwise fail every instance it routes.
+fn check_dicom_routes(config: &Config, registry: &Registry) -> anyhow::Result<()> {
+    for (i, route) in config.dicom.routes.iter().enumerate() {
+        if let Some(unknown) = route.models.iter().find(|m| registry.get(m).is_none()) {
+            anyhow::bail!(
+                "dicom.routes[{i}] names the model {unknown:?}, which is not in {} (GET /v1/models lists them)",
+                config.models.dir.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Loads the registry. A process without a worker never runs a model: it reads the manifests
@@ -271,4 +315,33 @@ pub fn prepare_data_dir(config: &Config) -> anyhow::Result<()> {
 async fn ok_when_done(task: impl Future<Output = ()>) -> anyhow::Result<()> {
     task.await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use medinform_core::config::DicomRoute;
+
+    use super::*;
+
+    #[test]
+    fn a_dicom_route_to_a_model_that_is_not_there_stops_the_start() {
+        let models = tempfile::tempdir().unwrap();
+        let registry = Registry::load(&RegistryOptions::new(models.path())).unwrap();
+        let mut config = Config::default();
+        config.models.dir = models.path().to_owned();
+        config.dicom.routes = vec![DicomRoute {
+            modalities: vec!["CR".into()],
+            body_parts: Vec::new(),
+            models: vec!["tuberkulosis".into()],
+        }];
+        let err = check_dicom_routes(&config, &registry)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("dicom.routes[0]") && err.contains("\"tuberkulosis\""),
+            "{err}"
+        );
+        config.dicom.routes.clear();
+        check_dicom_routes(&config, &registry).unwrap();
+    }
 }

@@ -1,9 +1,9 @@
 //! Who is calling: the tenant and scopes of the request's API key.
 //!
-//! The [`authenticate`] layer checks the key of every request under `/v1/` and puts a
-//! [`Caller`] in the request's extensions; handlers take it as an extractor and check the scope
-//! they need with [`Caller::require`]. Health checks, the API description and the web app
-//! (everything outside `/v1/`) need no key.
+//! The [`authenticate`] layer checks the key of every request under `/v1/` and `/dicomweb/`
+//! and puts a [`Caller`] in the request's extensions; handlers take it as an extractor and
+//! check the scope they need with [`Caller::require`]. Health checks, the API description and
+//! the web app (everything else) need no key.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -307,10 +307,15 @@ fn sent_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
         .map(|value| value.to_str().unwrap_or_default().trim()))
 }
 
-/// Whether a path needs a caller: the API proper. Health checks, `/openapi.json`, `/docs` and
-/// the web app's files do not.
+/// Whether a path needs a caller: the API proper and DICOMweb. Health checks,
+/// `/openapi.json`, `/docs` and the web app's files do not.
 fn needs_caller(path: &str) -> bool {
-    path == "/v1" || path.starts_with("/v1/")
+    ["/v1", "/dicomweb"].iter().any(|root| {
+        path == *root
+            || path
+                .strip_prefix(root)
+                .is_some_and(|rest| rest.starts_with('/'))
+    })
 }
 
 /// The authentication layer (`axum::middleware::from_fn_with_state`): a [`Caller`] for every
@@ -398,7 +403,14 @@ mod tests {
 
     #[test]
     fn only_the_api_proper_needs_a_caller() {
-        for path in ["/v1/jobs", "/v1/auth/whoami", "/v1", "/v1/nothing/here"] {
+        for path in [
+            "/v1/jobs",
+            "/v1/auth/whoami",
+            "/v1",
+            "/v1/nothing/here",
+            "/dicomweb/studies",
+            "/dicomweb/studies/1.2.3",
+        ] {
             assert!(needs_caller(path), "{path}");
         }
         for path in [
@@ -409,6 +421,7 @@ mod tests {
             "/",
             "/v10",
             "/v1x",
+            "/dicomwebx",
         ] {
             assert!(!needs_caller(path), "{path}");
         }

@@ -83,7 +83,12 @@ error_codes! {
     ImageTooLarge = "image_too_large", PAYLOAD_TOO_LARGE, "The upload is over `limits.max_upload_bytes`.";
     RequestTooLarge = "request_too_large", PAYLOAD_TOO_LARGE, "The request body is over this endpoint's limit.";
     NotAnImage = "not_an_image", UNSUPPORTED_MEDIA_TYPE, "The file is not an image.";
-    UnsupportedImageFormat = "unsupported_image_format", UNSUPPORTED_MEDIA_TYPE, "An image format that is not accepted (GIF, DICOM, ...): PNG, JPEG, BMP, TIFF and WebP are.";
+    UnsupportedMediaType = "unsupported_media_type", UNSUPPORTED_MEDIA_TYPE, "The request's Content-Type is not one this endpoint takes (STOW-RS: multipart/related; type=\"application/dicom\").";
+    UnsupportedImageFormat = "unsupported_image_format", UNSUPPORTED_MEDIA_TYPE, "An image format that is not accepted (GIF, HEIF, ...; a DICOM image with a pixel layout that is not read): PNG, JPEG, BMP, TIFF, WebP and DICOM are.";
+    UnsupportedTransferSyntax = "unsupported_transfer_syntax", UNSUPPORTED_MEDIA_TYPE, "The DICOM file's transfer syntax is not decoded (JPEG-LS, HTJ2K, video, big endian); the message names its UID.";
+    MultiframeNotSupported = "multiframe_not_supported", UNPROCESSABLE_ENTITY, "The DICOM object holds more than one frame.";
+    NoPixelData = "no_pixel_data", UNPROCESSABLE_ENTITY, "The DICOM file holds no pixel data (a report, a structured document).";
+    ModalityMismatch = "modality_mismatch", UNPROCESSABLE_ENTITY, "The DICOM image's Modality or Body Part Examined is not one the model screens.";
     CorruptImage = "corrupt_image", UNPROCESSABLE_ENTITY, "The image is truncated or damaged.";
     ImageDimensionsTooLarge = "image_dimensions_too_large", UNPROCESSABLE_ENTITY, "The image has more pixels than `limits.max_image_pixels` (refused from its header).";
     UnknownModel = "unknown_model", UNPROCESSABLE_ENTITY, "No model with this id.";
@@ -169,6 +174,13 @@ impl From<ImageRejection> for ApiError {
             ImageRejection::CorruptImage { .. } => ErrorCode::CorruptImage,
             ImageRejection::ImageDimensionsTooLarge { .. }
             | ImageRejection::DecodedTooLarge { .. } => ErrorCode::ImageDimensionsTooLarge,
+            ImageRejection::UnsupportedTransferSyntax { .. } => {
+                ErrorCode::UnsupportedTransferSyntax
+            }
+            ImageRejection::MultiframeNotSupported { .. } => ErrorCode::MultiframeNotSupported,
+            ImageRejection::NoPixelData => ErrorCode::NoPixelData,
+            ImageRejection::UnsupportedDicomImage { .. } => ErrorCode::UnsupportedImageFormat,
+            ImageRejection::ModalityMismatch { .. } => ErrorCode::ModalityMismatch,
         };
         Self::new(code, rejection.to_string())
     }

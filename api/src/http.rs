@@ -117,8 +117,9 @@ pub(crate) async fn limit_headers(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
-/// Rewrites an error response that is not in the JSON error shape (an extractor's rejection,
-/// a body limit) into it, keeping its status.
+/// Rewrites an error response that is not JSON (an extractor's rejection, a body limit) into
+/// the JSON error shape, keeping its status. A JSON answer of a standard of its own (a STOW-RS
+/// `application/dicom+json` response) is left as it is.
 pub(crate) async fn json_errors(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
@@ -126,7 +127,12 @@ pub(crate) async fn json_errors(request: Request, next: Next) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| {
+            let essence = essence.trim();
+            essence == "application/json"
+                || essence.starts_with("application/") && essence.ends_with("+json")
+        });
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }

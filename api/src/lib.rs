@@ -10,6 +10,7 @@
 pub mod admission;
 pub mod app;
 pub mod auth;
+mod dicom;
 mod docs;
 mod error;
 mod extract;
@@ -32,7 +33,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use medinform_core::app::Backends;
-use medinform_core::config::WebhooksConfig;
+use medinform_core::config::{DicomConfig, WebhooksConfig};
 use medinform_core::imaging::ImageLimits;
 use medinform_core::registry::Registry;
 use tokio::net::TcpListener;
@@ -74,6 +75,8 @@ pub struct AppState {
     pub timeouts: HttpTimeouts,
     /// Whether `GET /metrics` is served here (not when `metrics.listen` names its own address).
     pub metrics_here: bool,
+    /// What DICOM uploads keep of patient identity (`dicom.*`).
+    pub dicom: Arc<DicomConfig>,
 }
 
 impl axum::extract::FromRef<AppState> for Backends {

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use anyhow::bail;
 use serde::{Deserialize, Serialize};
 
-use crate::imaging::ImageLimits;
+use crate::imaging::{ImageLimits, PatientData};
 use crate::registry::ExecutionProvider;
 
 /// The prefix of every environment variable that configures MedInform.
@@ -37,6 +37,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub webhooks: WebhooksConfig,
     pub metrics: MetricsConfig,
+    pub dicom: DicomConfig,
 }
 
 impl Default for Config {
@@ -55,6 +56,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             webhooks: WebhooksConfig::default(),
             metrics: MetricsConfig::default(),
+            dicom: DicomConfig::default(),
         }
     }
 }
@@ -457,16 +459,174 @@ pub struct MetricsConfig {
 impl MetricsConfig {
     /// The separate metrics address, if one is set.
     pub fn listen_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
-        if self.listen.is_empty() {
-            return Ok(None);
+        optional_addr("metrics.listen", &self.listen, "0.0.0.0:9090")
+    }
+}
+
+/// DICOM: patient identity in DICOM uploads, the routing of instances that PACS and modalities
+/// send (DICOMweb STOW-RS, DIMSE C-STORE), and the C-STORE service.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DicomConfig {
+    /// `keep`, `pseudonymize` or `drop` (the default): what a job records of the Patient ID and
+    /// whether the stored object is de-identified.
+    pub patient_data: PatientData,
+    /// `patient_data` for a tenant, by tenant name, over the default.
+    pub patient_data_by_tenant: HashMap<String, PatientData>,
+    /// The key of the keyed hash (HMAC-SHA256) that turns a Patient ID into its pseudonym;
+    /// required (32 characters or more) where any tenant pseudonymizes. A secret.
+    pub pseudonym_key: String,
+    /// Which models screen an instance that arrives by STOW-RS or C-STORE: every rule that
+    /// matches adds its models; an instance no rule matches is stored and reported, not
+    /// screened.
+    pub routes: Vec<DicomRoute>,
+    /// The address of the DICOM C-STORE and C-ECHO service (`0.0.0.0:11112`); empty: none.
+    pub listen: String,
+    /// The AE title the C-STORE service answers to.
+    pub ae_title: String,
+    /// The calling AE titles whose associations are accepted, each with the tenant its
+    /// instances belong to.
+    pub callers: HashMap<String, String>,
+    /// Associations served at once; more wait for a free one.
+    pub max_associations: usize,
+}
+
+impl Default for DicomConfig {
+    fn default() -> Self {
+        Self {
+            patient_data: PatientData::default(),
+            patient_data_by_tenant: HashMap::new(),
+            pseudonym_key: String::new(),
+            routes: Vec::new(),
+            listen: String::new(),
+            ae_title: "MEDINFORM".to_owned(),
+            callers: HashMap::new(),
+            max_associations: 16,
         }
-        match self.listen.parse() {
-            Ok(addr) => Ok(Some(addr)),
-            Err(_) => bail!(
-                "metrics.listen must be empty or an address such as 0.0.0.0:9090, got {:?}",
-                self.listen
-            ),
+    }
+}
+
+/// A routing rule: instances of these modalities and body parts go to these models.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DicomRoute {
+    /// Modality (0008,0060) values the rule takes (`CR`, `DX`); empty: any.
+    #[serde(default)]
+    pub modalities: Vec<String>,
+    /// Body Part Examined (0018,0015) values the rule takes (`CHEST`); `""` stands for an
+    /// instance that gives none; empty: any.
+    #[serde(default)]
+    pub body_parts: Vec<String>,
+    /// The models that screen a matching instance.
+    pub models: Vec<String>,
+}
+
+impl DicomRoute {
+    /// Whether an instance of this modality and body part matches.
+    pub fn matches(&self, modality: Option<&str>, body_part: Option<&str>) -> bool {
+        let any_of = |values: &[String], value: Option<&str>| {
+            values.is_empty()
+                || values
+                    .iter()
+                    .any(|v| v.eq_ignore_ascii_case(value.unwrap_or("")))
+        };
+        any_of(&self.modalities, modality) && any_of(&self.body_parts, body_part)
+    }
+}
+
+impl fmt::Debug for DicomConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DicomConfig")
+            .field("patient_data", &self.patient_data)
+            .field("patient_data_by_tenant", &self.patient_data_by_tenant)
+            .field("pseudonym_key", &"***")
+            .field("routes", &self.routes)
+            .field("listen", &self.listen)
+            .field("ae_title", &self.ae_title)
+            .field("callers", &self.callers)
+            .field("max_associations", &self.max_associations)
+            .finish()
+    }
+}
+
+impl DicomConfig {
+    /// The models that screen an instance of this modality and body part (each once, in the
+    /// order of the rules).
+    pub fn route(&self, modality: Option<&str>, body_part: Option<&str>) -> Vec<&str> {
+        let mut models: Vec<&str> = Vec::new();
+        for route in self
+            .routes
+            .iter()
+            .filter(|r| r.matches(modality, body_part))
+        {
+            for model in &route.models {
+                if !models.contains(&model.as_str()) {
+                    models.push(model);
+                }
+            }
         }
+        models
+    }
+
+    /// The C-STORE service's address, if one is set.
+    pub fn listen_addr(&self) -> anyhow::Result<Option<SocketAddr>> {
+        optional_addr("dicom.listen", &self.listen, "0.0.0.0:11112")
+    }
+
+    /// The rule for the tenant named `tenant`.
+    /// Tenant names are matched without regard to case, as `MEDINFORM_*` variables name them.
+    pub fn patient_data_for(&self, tenant: &str) -> PatientData {
+        self.patient_data_by_tenant
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(tenant))
+            .map_or(self.patient_data, |(_, rule)| *rule)
+    }
+
+    /// The tenant whose instances a calling AE title sends, if it is accepted. AE titles are
+    /// matched without regard to case or trailing spaces (`MEDINFORM_*` variables are read in
+    /// lower case).
+    pub fn caller_tenant(&self, calling_ae_title: &str) -> Option<&str> {
+        let calling = calling_ae_title.trim();
+        self.callers
+            .iter()
+            .find(|(title, _)| title.trim().eq_ignore_ascii_case(calling))
+            .map(|(_, tenant)| tenant.as_str())
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let pseudonymizes = std::iter::once(&self.patient_data)
+            .chain(self.patient_data_by_tenant.values())
+            .any(|p| *p == PatientData::Pseudonymize);
+        self.listen_addr()?;
+        // PS3.8 9.3.2: 1 to 16 characters of the default repertoire, not all spaces, no backslash.
+        let ae_title_ok = |t: &str| {
+            (1..=16).contains(&t.len())
+                && !t.trim().is_empty()
+                && t.chars()
+                    .all(|c| c.is_ascii_graphic() && c != '\\' || c == ' ')
+        };
+        if !ae_title_ok(&self.ae_title) {
+            bail!(
+                "dicom.ae_title must be 1 to 16 printable ASCII characters, got {:?}",
+                self.ae_title
+            );
+        }
+        if let Some(bad) = self.callers.keys().find(|t| !ae_title_ok(t)) {
+            bail!("dicom.callers: {bad:?} is not an AE title (1 to 16 printable ASCII characters)");
+        }
+        if !(1..=1024).contains(&self.max_associations) {
+            bail!("dicom.max_associations must be between 1 and 1024");
+        }
+        if let Some(i) = self.routes.iter().position(|r| r.models.is_empty()) {
+            bail!("dicom.routes[{i}] names no models");
+        }
+        if pseudonymizes && self.pseudonym_key.chars().count() < 32 {
+            bail!(
+                "dicom.pseudonym_key must be set, 32 characters or more, where dicom.patient_data \
+                 (or a tenant's in dicom.patient_data_by_tenant) is \"pseudonymize\""
+            );
+        }
+        Ok(())
     }
 }
 
@@ -477,6 +637,17 @@ impl LimitsConfig {
             max_pixels: self.max_image_pixels,
             max_decoded_bytes: self.max_decoded_bytes,
         }
+    }
+}
+
+/// The address a `listen` setting names; `None` when it is empty.
+fn optional_addr(setting: &str, value: &str, example: &str) -> anyhow::Result<Option<SocketAddr>> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    match value.parse() {
+        Ok(addr) => Ok(Some(addr)),
+        Err(_) => bail!("{setting} must be empty or an address such as {example}, got {value:?}"),
     }
 }
 

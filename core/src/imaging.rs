@@ -4,8 +4,9 @@
 //! the same order, cheapest first:
 //! 1. the byte size (`empty_file`, `image_too_large`);
 //! 2. the format, sniffed from the magic bytes, never from a name or a declared content type
-//!    (`unsupported_image_format` for formats we recognise but do not take, e.g. GIF or DICOM;
-//!    `not_an_image` otherwise);
+//!    (`unsupported_image_format` for formats we recognise but do not take, e.g. GIF;
+//!    `not_an_image` otherwise); a DICOM file then goes through [`dicom`]'s checks (transfer
+//!    syntax, pixel data, frames);
 //! 3. the dimensions and the decoded size (pixels x channels x bytes per sample), read from the
 //!    header alone, so a decompression bomb (a few bytes declaring 100000 x 100000 pixels, or a
 //!    381 KB PNG of 7000 x 7000 16-bit RGBA zeros that decodes to 392 MB) is refused before any
@@ -18,6 +19,7 @@
 //! large uploads queues instead of taking the process's memory.
 
 mod budget;
+pub mod dicom;
 mod jpeg;
 
 use std::io::Cursor;
@@ -25,6 +27,7 @@ use std::io::Cursor;
 pub use self::budget::{
     BudgetPermit, DEFAULT_DECODE_BUDGET, DecodeBudget, decode_budget, set_decode_budget,
 };
+pub use self::dicom::{DicomAttributes, PatientData};
 
 use image::{DynamicImage, ImageDecoder, ImageError, ImageReader};
 use serde::Serialize;
@@ -58,6 +61,8 @@ impl Default for ImageLimits {
 #[derive(Debug)]
 pub struct Decoded {
     pub image: DynamicImage,
+    /// What the file said about its study, when it was a DICOM file.
+    pub dicom: Option<Box<DicomAttributes>>,
     _permit: BudgetPermit<'static>,
 }
 
@@ -78,6 +83,7 @@ pub enum ImageFormat {
     Bmp,
     Tiff,
     WebP,
+    Dicom,
 }
 
 impl ImageFormat {
@@ -89,6 +95,7 @@ impl ImageFormat {
             Self::Bmp => "image/bmp",
             Self::Tiff => "image/tiff",
             Self::WebP => "image/webp",
+            Self::Dicom => "application/dicom",
         }
     }
 
@@ -100,16 +107,18 @@ impl ImageFormat {
             Self::Bmp => "BMP",
             Self::Tiff => "TIFF",
             Self::WebP => "WebP",
+            Self::Dicom => "DICOM",
         }
     }
 
-    fn to_image_format(self) -> image::ImageFormat {
+    /// The `image` crate's decoder for the format (JPEG and DICOM have decoders of their own).
+    fn to_image_format(self) -> Option<image::ImageFormat> {
         match self {
-            Self::Png => image::ImageFormat::Png,
-            Self::Jpeg => image::ImageFormat::Jpeg,
-            Self::Bmp => image::ImageFormat::Bmp,
-            Self::Tiff => image::ImageFormat::Tiff,
-            Self::WebP => image::ImageFormat::WebP,
+            Self::Png => Some(image::ImageFormat::Png),
+            Self::Bmp => Some(image::ImageFormat::Bmp),
+            Self::Tiff => Some(image::ImageFormat::Tiff),
+            Self::WebP => Some(image::ImageFormat::WebP),
+            Self::Jpeg | Self::Dicom => None,
         }
     }
 }
@@ -123,7 +132,7 @@ pub struct ImageInfo {
     pub height: u32,
 }
 
-const ACCEPTED: &str = "PNG, JPEG, BMP, TIFF or WebP";
+const ACCEPTED: &str = "PNG, JPEG, BMP, TIFF, WebP or DICOM";
 
 /// Why an upload is refused. [`ImageRejection::code`] is stable (API clients match on it); the
 /// message tells a person what to do.
@@ -162,6 +171,23 @@ pub enum ImageRejection {
         bytes: u64,
         max: u64,
     },
+    #[error(
+        "the DICOM file's transfer syntax {uid}{} is not one MedInform decodes: send it uncompressed (Explicit VR Little Endian), RLE, JPEG or JPEG 2000",
+        name.as_deref().map(|n| format!(" ({n})")).unwrap_or_default()
+    )]
+    UnsupportedTransferSyntax { uid: String, name: Option<String> },
+    #[error(
+        "the DICOM object holds {frames} frames; the models screen one image: send a single-frame object"
+    )]
+    MultiframeNotSupported { frames: u32 },
+    #[error(
+        "the DICOM file holds no pixel data (0x7FE0,0x0010): send the image object, not a report or a structured document"
+    )]
+    NoPixelData,
+    #[error("the DICOM image cannot be screened: {detail}")]
+    UnsupportedDicomImage { detail: String },
+    #[error("the {model} model does not screen this DICOM image: {detail}")]
+    ModalityMismatch { model: String, detail: String },
 }
 
 impl ImageRejection {
@@ -176,6 +202,11 @@ impl ImageRejection {
             Self::ImageDimensionsTooLarge { .. } | Self::DecodedTooLarge { .. } => {
                 FailureCode::ImageDimensionsTooLarge
             }
+            Self::UnsupportedTransferSyntax { .. } => FailureCode::UnsupportedTransferSyntax,
+            Self::MultiframeNotSupported { .. } => FailureCode::MultiframeNotSupported,
+            Self::NoPixelData => FailureCode::NoPixelData,
+            Self::UnsupportedDicomImage { .. } => FailureCode::UnsupportedImageFormat,
+            Self::ModalityMismatch { .. } => FailureCode::ModalityMismatch,
         }
     }
 }
@@ -211,6 +242,21 @@ pub fn decode_with_info(
         }
         Sniffed::Unknown => return Err(ImageRejection::NotAnImage),
     };
+    if format == ImageFormat::Dicom {
+        let (geometry, image, attributes, permit) = dicom::decode(bytes, limits)?;
+        let info = ImageInfo {
+            format,
+            content_type: format.content_type(),
+            width: geometry.width,
+            height: geometry.height,
+        };
+        let decoded = Decoded {
+            image,
+            dicom: Some(Box::new(attributes)),
+            _permit: permit,
+        };
+        return Ok((info, decoded));
+    }
     let corrupt = |e: ImageError| classify(e, format);
     let damaged = |detail: String| ImageRejection::CorruptImage {
         format: format.name(),
@@ -268,6 +314,7 @@ pub fn decode_with_info(
     };
     let img = Decoded {
         image: img,
+        dicom: None,
         _permit: permit,
     };
     let info = ImageInfo {
@@ -284,7 +331,10 @@ fn reader<'a>(
     format: ImageFormat,
     limits: &ImageLimits,
 ) -> ImageReader<Cursor<&'a [u8]>> {
-    let mut reader = ImageReader::with_format(Cursor::new(bytes), format.to_image_format());
+    let mut reader = ImageReader::new(Cursor::new(bytes));
+    if let Some(format) = format.to_image_format() {
+        reader.set_format(format);
+    }
     reader.limits(decoder_limits(limits));
     reader
 }
@@ -356,7 +406,10 @@ enum Sniffed {
 fn sniff(bytes: &[u8]) -> Sniffed {
     use Sniffed::{Supported, Unknown, Unsupported};
     let starts = |magic: &[u8]| bytes.starts_with(magic);
-    if starts(b"\x89PNG\r\n\x1a\n") {
+    // First: a DICOM file's 128-byte preamble may itself be a TIFF header (PS3.10 7.5).
+    if bytes.get(128..132) == Some(b"DICM") {
+        Supported(ImageFormat::Dicom)
+    } else if starts(b"\x89PNG\r\n\x1a\n") {
         Supported(ImageFormat::Png)
     } else if starts(&[0xFF, 0xD8, 0xFF]) {
         Supported(ImageFormat::Jpeg)
@@ -368,8 +421,6 @@ fn sniff(bytes: &[u8]) -> Sniffed {
         Supported(ImageFormat::WebP)
     } else if starts(b"GIF87a") || starts(b"GIF89a") {
         Unsupported("GIF")
-    } else if bytes.get(128..132) == Some(b"DICM") {
-        Unsupported("DICOM")
     } else if bytes.get(4..8) == Some(b"ftyp") {
         Unsupported("HEIF/AVIF")
     } else if starts(b"\0\0\0\x0cjP  \r\n\x87\n") || starts(&[0xFF, 0x4F, 0xFF, 0x51]) {
@@ -498,17 +549,20 @@ mod tests {
     }
 
     #[test]
-    fn gif_and_dicom_are_recognised_but_unsupported() {
+    fn gif_is_recognised_but_unsupported() {
         let err = validate(b"GIF89a\x01\x00\x01\x00\x00\x00\x00;", &LIMITS).unwrap_err();
         assert_eq!(err.code(), "unsupported_image_format");
         assert!(
             err.to_string().starts_with("GIF images are not accepted"),
             "{err}"
         );
+    }
 
+    #[test]
+    fn a_dicom_preamble_without_a_data_set_is_corrupt() {
         let mut dicom = vec![0u8; 132];
         dicom[128..132].copy_from_slice(b"DICM");
-        assert_eq!(code(&dicom), "unsupported_image_format");
+        assert_eq!(code(&dicom), "corrupt_image");
     }
 
     #[test]

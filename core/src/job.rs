@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::imaging::DicomAttributes;
 use crate::registry::manifest::Stage;
 use crate::tenant::TenantId;
 
@@ -214,6 +215,10 @@ failure_codes! {
     NotAnImage = "not_an_image", "The stored file is not an image.";
     CorruptImage = "corrupt_image", "The stored image is truncated or damaged.";
     ImageDimensionsTooLarge = "image_dimensions_too_large", "The image's dimensions exceed the decoding limits.";
+    UnsupportedTransferSyntax = "unsupported_transfer_syntax", "The DICOM file's transfer syntax is not one the service decodes.";
+    MultiframeNotSupported = "multiframe_not_supported", "The DICOM object holds more than one frame.";
+    NoPixelData = "no_pixel_data", "The DICOM file holds no image.";
+    ModalityMismatch = "modality_mismatch", "The DICOM image's modality or body part is not one the model screens.";
     ImageMissing = "image_missing", "The job's image is no longer in storage.";
     StorageUnavailable = "storage_unavailable", "Storage could not be read on every attempt.";
     UnknownModel = "unknown_model", "The job's model is not in this worker's registry.";
@@ -274,6 +279,8 @@ pub struct Job {
     pub deadline: Option<DateTime<Utc>>,
     /// Where this job's result is delivered, besides the tenant's registered endpoints.
     pub webhook_url: Option<String>,
+    /// The study the image belongs to, when it came as a DICOM file.
+    pub dicom: Option<DicomAttributes>,
     pub attempts: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

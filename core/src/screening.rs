@@ -64,6 +64,7 @@ pub fn prepare(
     limits: &ImageLimits,
 ) -> Result<Array3<f32>, ScreenError> {
     let img = imaging::decode(bytes, limits)?;
+    model.check_dicom(&img)?;
     Ok(model.preprocess(&img)?)
 }
 

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::imaging::DicomAttributes;
 use crate::job::{BatchId, Job, JobFailure, JobId, JobStatus, Priority, ScreeningResult};
 
 /// A job as clients see it.
@@ -31,6 +32,10 @@ pub struct JobView {
     pub site: Option<String>,
     /// Free-form labels given by the client.
     pub tags: Vec<String>,
+    /// The study the image belongs to, when it came as a DICOM file: its identifiers, and
+    /// patient identity only as the tenant's `dicom.patient_data` allows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dicom: Option<DicomAttributes>,
     /// The job is not run if no worker has started it by then.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deadline: Option<DateTime<Utc>>,
@@ -59,6 +64,9 @@ pub struct JobLinks {
     /// The heatmap over the image (a result with a map).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub heatmap: Option<String>,
+    /// The image rendered as a PNG, for an image a browser cannot show (a DICOM file).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preview: Option<String>,
 }
 
 impl From<Job> for JobView {
@@ -73,6 +81,10 @@ impl From<Job> for JobView {
                     .as_ref()
                     .and_then(|r| r.heatmap.as_ref())
                     .map(|_| format!("/v1/jobs/{}/heatmap.png", job.id)),
+                preview: job
+                    .dicom
+                    .as_ref()
+                    .map(|_| format!("/v1/jobs/{}/image.png", job.id)),
             },
             id: job.id,
             model: job.model,
@@ -83,6 +95,7 @@ impl From<Job> for JobView {
             client_reference: job.client_reference,
             site: job.site,
             tags: job.tags,
+            dicom: job.dicom,
             deadline: job.deadline,
             created_at: job.created_at,
             started_at: job.started_at,

@@ -14,7 +14,7 @@
 // /usr/bin/chromium), MEDINFORM_E2E_BINARY (default ../target/debug/medinform), ORT_DYLIB_PATH
 // (passed to the service).
 
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync, existsSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -43,6 +43,13 @@ function cellImages() {
     .filter((f) => f.endsWith(".png"))
     .sort()
     .map((f) => join(cellDir, f));
+}
+
+/** A real DICOM file that pydicom-data ships (in the project's .venv, or $MEDINFORM_PYTHON's). */
+function dicomTestFile(name) {
+  const python = process.env.MEDINFORM_PYTHON ?? join(repo, ".venv/bin/python");
+  const script = "import sys; from pydicom.data import get_testdata_file; print(get_testdata_file(sys.argv[1]))";
+  return execFileSync(python, ["-c", script, name], { encoding: "utf8" }).trim();
 }
 
 const scratch = mkdtempSync(join(tmpdir(), "medinform-e2e-"));
@@ -298,6 +305,25 @@ test("result-image", "result: the uploaded image is shown (GET /v1/jobs/{id}/ima
   await waitForOrError(page, visible(img), "the uploaded image", 15_000);
   const width = await img.evaluate((el) => el.naturalWidth);
   assert(width > 0, "the image did not load");
+});
+
+test("dicom", "dicom: a CR chest X-ray (.dcm) is screened; the result shows its study and the rendered image", async ({ context, base }) => {
+  const page = await openPage(context, base, "/upload?model=tuberculosis");
+  await uploadOne(page, dicomTestFile("RG1_UNCR.dcm"));
+  await page.getByRole("button", { name: "Screen this image" }).click();
+  await page.waitForURL(/\/jobs\/[0-9a-f-]{36}$/);
+  await waitForOrError(page, visible(page.getByTestId("predicted-label")), "the result", 120_000, page.locator(".result-panel"));
+  const modality = await page.getByTestId("dicom-modality").innerText();
+  assert(modality.includes("CR") && modality.includes("CHEST"), `modality row: ${modality}`);
+  const study = await page.getByTestId("dicom-study-instance-uid").innerText();
+  assert(study.includes("1.3.6.1.4.1.5962.1.2.9.20040826185059.5457"), `study row: ${study}`);
+  assert((await page.getByTestId("dicom-patient-id").count()) === 0, "the default rule drops the Patient ID, yet it is shown");
+  const img = page.locator(".result-image img");
+  await waitForOrError(page, visible(img), "the rendered DICOM image", 30_000);
+  const width = await img.evaluate((el) => el.naturalWidth);
+  assert(width === 1841, `the rendered image is ${width} px wide, not the file's 1841`);
+  assert(page.errors.length === 0, `page errors: ${page.errors.join("; ")}`);
+  await shot(page, "result-dicom-desktop");
 });
 
 test("refusal", "refusal: a text file and a fake PNG are refused with sentences", async ({ context, base }) => {

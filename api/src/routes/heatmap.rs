@@ -1,8 +1,12 @@
-//! `GET /v1/jobs/{id}/heatmap.png`: where the network looked, drawn at the image's size.
+//! `GET /v1/jobs/{id}/heatmap.png`: where the network looked, drawn at the image's size; and
+//! `GET /v1/jobs/{id}/image.png`: the image itself as a browser can show it (a DICOM file
+//! rendered through its windowing).
 
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use image::DynamicImage;
+use medinform_core::job::Job;
 use medinform_core::tenant::Scope;
 use medinform_core::{heatmap, imaging};
 use serde::Deserialize;
@@ -68,21 +72,60 @@ pub async fn heatmap_png(
             ),
         ));
     };
-    let bytes = stored_image(&state, &job).await?;
-    let limits = state.limits;
     let overlay = query.overlay.unwrap_or(true);
-    // Decoding, upsampling and encoding are CPU work: off the async runtime.
+    rendered_png(&state, &job, move |image| {
+        heatmap::render(image, &map, overlay)
+    })
+    .await
+}
+
+/// `GET /v1/jobs/{id}/image.png`.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/image.png",
+    tag = "jobs",
+    summary = "The job's image as a PNG",
+    description = "The uploaded image decoded and encoded again as a PNG, for images a browser \
+                   cannot show: a DICOM file is rendered as a viewer shows it (Modality LUT, \
+                   then the first VOI LUT or window, MONOCHROME1 inverted), at 8 bits.",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "A PNG of the image's width and height.", content_type = "image/png"),
+        (status = 400, description = "`invalid_job_id`", body = crate::ErrorBody),
+        (status = 403, description = "`insufficient_scope` (needs `read`)", body = crate::ErrorBody),
+        (status = 404, description = "`job_not_found`, `image_not_found`", body = crate::ErrorBody),
+    )
+)]
+pub async fn image_png(
+    State(state): State<AppState>,
+    caller: Caller,
+    JobPath(id): JobPath,
+) -> Result<Response, ApiError> {
+    caller.require(Scope::Read)?;
+    let job = find_job(&state, &caller, id).await?;
+    rendered_png(&state, &job, |image| image.clone()).await
+}
+
+/// The job's stored image, decoded, drawn by `draw` and encoded as a PNG.
+async fn rendered_png(
+    state: &AppState,
+    job: &Job,
+    draw: impl FnOnce(&DynamicImage) -> DynamicImage + Send + 'static,
+) -> Result<Response, ApiError> {
+    let bytes = stored_image(state, job).await?;
+    let limits = state.limits;
+    // Decoding, drawing and encoding are CPU work: off the async runtime.
     let png = tokio::task::spawn_blocking(move || {
         let image = imaging::decode(&bytes, &limits)?;
-        heatmap::png(&heatmap::render(&image, &map, overlay))
-            .map_err(|e| ApiError::Internal(anyhow::anyhow!("encoding the heatmap: {e}")))
+        heatmap::png(&draw(&image))
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("encoding the PNG: {e}")))
     })
     .await
     .map_err(|e| ApiError::Internal(e.into()))??;
     Ok((
         [
             (header::CONTENT_TYPE, "image/png"),
-            // A job's result never changes once written.
+            // Content-addressed image, and a result that never changes once written.
             (header::CACHE_CONTROL, "private, max-age=86400, immutable"),
         ],
         png,

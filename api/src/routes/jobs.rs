@@ -31,7 +31,7 @@ pub struct JobForm {
     /// A model id (`GET /v1/models`).
     #[schema(example = "malaria")]
     model: String,
-    /// The image file: PNG, JPEG, BMP, TIFF or WebP.
+    /// The image file: PNG, JPEG, BMP, TIFF, WebP or DICOM (Part 10, single frame).
     #[schema(value_type = String, format = Binary)]
     image: Vec<u8>,
     /// A patient or sample reference (up to 200 characters), echoed back; never logged.
@@ -86,8 +86,8 @@ pub struct JobForm {
         (status = 404, description = "`batch_not_found`", body = crate::ErrorBody),
         (status = 409, description = "`batch_model_mismatch`, `idempotency_key_reused`, `idempotency_request_in_progress`", body = crate::ErrorBody),
         (status = 413, description = "`image_too_large`", body = crate::ErrorBody),
-        (status = 415, description = "`not_an_image`, `unsupported_image_format`", body = crate::ErrorBody),
-        (status = 422, description = "`corrupt_image`, `image_dimensions_too_large`, `unknown_model`, `model_research_only`, `webhook_url_not_allowed`", body = crate::ErrorBody),
+        (status = 415, description = "`not_an_image`, `unsupported_image_format`, `unsupported_transfer_syntax`", body = crate::ErrorBody),
+        (status = 422, description = "`corrupt_image`, `image_dimensions_too_large`, `multiframe_not_supported`, `no_pixel_data`, `modality_mismatch`, `unknown_model`, `model_research_only`, `webhook_url_not_allowed`", body = crate::ErrorBody),
         (status = 429, description = "`rate_limited` (with `Retry-After`)", body = crate::ErrorBody),
         (status = 503, description = "`model_unavailable`, `queue_full`, `service_unavailable` (the last two with `Retry-After`)", body = crate::ErrorBody),
     )

@@ -2,12 +2,13 @@
 
 pub(crate) mod auth;
 pub(crate) mod batches;
+pub(crate) mod dicomweb;
 pub(crate) mod export;
 pub(crate) mod health;
 pub(crate) mod heatmap;
 pub(crate) mod jobs;
 pub(crate) mod models;
-mod submit;
+pub(crate) mod submit;
 pub(crate) mod webhooks;
 
 use axum::Router;
@@ -30,6 +31,7 @@ pub fn router(max_request_bytes: usize) -> Router<AppState> {
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/jobs/{id}/image", get(jobs::image))
         .route("/v1/jobs/{id}/heatmap.png", get(heatmap::heatmap_png))
+        .route("/v1/jobs/{id}/image.png", get(heatmap::image_png))
         .route(
             "/v1/batches",
             post(batches::create).layer(many).get(batches::list),
@@ -39,6 +41,8 @@ pub fn router(max_request_bytes: usize) -> Router<AppState> {
         .route("/v1/batches/{id}/cancel", post(batches::cancel))
         .route("/v1/batches/{id}/export.csv", get(export::csv))
         .route("/v1/batches/{id}/export.json", get(export::json))
+        .route("/dicomweb/studies", post(dicomweb::store))
+        .route("/dicomweb/studies/{study}", post(dicomweb::store_in_study))
         .route("/v1/models", get(models::list))
         .route("/v1/models/{id}", get(models::get))
         .route("/v1/models/{id}/figures/{name}", get(models::figure))

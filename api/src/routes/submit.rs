@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use medinform_core::db::NewJob;
-use medinform_core::imaging;
+use medinform_core::imaging::{self, DicomAttributes, PatientData, dicom};
 use medinform_core::job::{BatchId, Job, JobId, Priority};
 use medinform_core::queue::JobMessage;
 use medinform_core::registry::{Model, Stage};
@@ -105,16 +105,31 @@ pub async fn accept(
     metadata: Metadata,
     submission_key: Option<String>,
 ) -> Result<Job, ApiError> {
+    // A DICOM file's patient identity is kept, pseudonymized or dropped by the tenant's rule.
+    let patient_data = if dicom::is_dicom(&image) {
+        Some(patient_data(state, caller.tenant).await?)
+    } else {
+        None
+    };
     // Decoding and hashing are CPU work: off the async runtime. Where the model runs in this
     // process, the decoded image becomes its input now, so the worker does not decode it again.
     let limits = state.limits;
-    let checked = image.clone();
     let runs_here = model.clone();
-    let (info, sha256) = tokio::task::spawn_blocking(move || {
-        let (info, img) = imaging::decode_with_info(&checked, &limits)?;
-        let sha256 = sha256_hex(&checked);
+    let policy = state.dicom.clone();
+    let (info, image, sha256, dicom) = tokio::task::spawn_blocking(move || {
+        let (info, img) = imaging::decode_with_info(&image, &limits)?;
+        runs_here.check_dicom(&img)?;
+        let (stored, dicom) = match (img.dicom.as_deref(), patient_data) {
+            (Some(attributes), Some(rule)) => {
+                let (stored, attributes) =
+                    dicom::apply_patient_data(&image, attributes, rule, &policy.pseudonym_key)?;
+                (stored.map(Bytes::from).unwrap_or(image), Some(attributes))
+            }
+            _ => (image, None),
+        };
+        let sha256 = sha256_hex(&stored);
         runs_here.prepare_ahead(&sha256, &img);
-        Ok::<_, imaging::ImageRejection>((info, sha256))
+        Ok::<_, imaging::ImageRejection>((info, stored, sha256, dicom))
     })
     .await
     .map_err(|e| ApiError::Internal(e.into()))??;
@@ -131,6 +146,7 @@ pub async fn accept(
         image,
         sha256,
         info.content_type,
+        dicom,
         metadata,
         submission_key,
     );
@@ -150,6 +166,7 @@ async fn record(
     image: Bytes,
     sha256: String,
     content_type: &'static str,
+    dicom: Option<DicomAttributes>,
     metadata: Metadata,
     submission_key: Option<String>,
 ) -> Result<Job, ApiError> {
@@ -178,6 +195,7 @@ async fn record(
             webhook_url: metadata.webhook_url,
             priority: metadata.priority,
             submission_key,
+            dicom,
         })
         .await?;
     if job.id != id {
@@ -217,6 +235,21 @@ async fn record(
         }
     }
     Ok(job)
+}
+
+/// The tenant's `dicom.patient_data` rule (by its name, over the default).
+pub(crate) async fn patient_data(
+    state: &AppState,
+    tenant: TenantId,
+) -> Result<PatientData, ApiError> {
+    if state.dicom.patient_data_by_tenant.is_empty() {
+        return Ok(state.dicom.patient_data);
+    }
+    let name = state.backends.tenants.tenant(tenant).await?.map(|t| t.name);
+    Ok(match name {
+        Some(name) => state.dicom.patient_data_for(&name),
+        None => state.dicom.patient_data,
+    })
 }
 
 /// A text field, trimmed; control characters are refused.

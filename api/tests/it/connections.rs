@@ -6,7 +6,7 @@ use medinform_api::http::HttpTimeouts;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{Kind, Options, SlowAnsweringBlobs, TestApp, cell_images, send};
+use crate::support::{Kind, Options, SlowAnsweringBlobs, TestApp, cell_images, files_under, send};
 
 const SHORT: HttpTimeouts = HttpTimeouts {
     header_read: Duration::from_secs(1),
@@ -174,23 +174,6 @@ async fn errors_from_every_layer_have_the_json_shape() {
     assert_eq!(status / 100, 4, "{body}");
     assert!(body["error"]["code"].is_string(), "{body}");
     app.stop().await;
-}
-
-/// Every file under `dir`, recursively.
-fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .flat_map(|e| {
-            let path = e.unwrap().path();
-            if path.is_dir() {
-                files_under(&path)
-            } else {
-                vec![path]
-            }
-        })
-        .collect()
 }
 
 #[tokio::test]

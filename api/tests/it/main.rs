@@ -3,6 +3,9 @@
 mod auth;
 mod batches;
 mod connections;
+mod dicom;
+mod dicom_scp;
+mod dicomweb;
 mod explain;
 mod jobs;
 mod lanes;

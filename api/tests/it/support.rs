@@ -14,7 +14,9 @@ use bytes::Bytes;
 use medinform_api::http::HttpTimeouts;
 use medinform_api::{App, AuthMode, Authenticator, Overrides, RateLimit, Role};
 use medinform_core::app::Backends;
-use medinform_core::config::{Config, JobsConfig, S3Config, StorageBackend, WebhooksConfig};
+use medinform_core::config::{
+    Config, DicomConfig, JobsConfig, S3Config, StorageBackend, WebhooksConfig,
+};
 use medinform_core::db::{
     Begin, DbError, IdempotencyStore, NewIdempotencyKey, NewJob, SqliteJobStore, StoredResponse,
     create_api_key,
@@ -114,6 +116,13 @@ pub fn add_malaria_copy(registry: &Path, id: &str, stage: Stage) {
     std::fs::write(&path, toml::to_string(&manifest).unwrap()).unwrap();
 }
 
+/// Adds to a test registry a copy of the repository's model `id`, as it is shipped.
+pub fn add_model(registry: &Path, id: &str) {
+    let target = registry.join(id);
+    std::fs::create_dir(&target).unwrap();
+    copy_folder(&repo_root().join("models").join(id), &target);
+}
+
 /// Copies the files of `from` (and of its sub-folders, such as `figures/`) into `to`.
 fn copy_folder(from: &Path, to: &Path) {
     for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("{}: {e}", from.display())) {
@@ -185,6 +194,8 @@ pub struct Options {
     /// Keep the rate limit's buckets in the database (as `medinform api` on PostgreSQL does),
     /// not in the process.
     pub shared_rate_limit: bool,
+    /// What DICOM uploads keep of patient identity (`dicom.*`).
+    pub dicom: DicomConfig,
 }
 
 /// The database, images and queue names of a stopped app, for the next one.
@@ -235,6 +246,7 @@ impl Options {
             timeouts: HttpTimeouts::default(),
             metrics_listener: false,
             shared_rate_limit: false,
+            dicom: DicomConfig::default(),
         }
     }
 }
@@ -342,6 +354,7 @@ impl TestApp {
         config.worker.batch_window_ms = 5;
         config.models.allow_research = options.allow_research;
         config.webhooks = options.webhooks.clone().unwrap_or_default();
+        config.dicom = options.dicom;
         if options.metrics_listener {
             config.metrics.listen = "127.0.0.1:0".into();
         }
@@ -386,6 +399,14 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// Where the DICOM C-STORE service listens (set `options.dicom.listen` to `127.0.0.1:0`).
+    pub fn dicom_addr(&self) -> std::net::SocketAddr {
+        self.app
+            .as_ref()
+            .and_then(App::dicom_addr)
+            .expect("a DICOM service: set options.dicom.listen")
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
@@ -861,6 +882,7 @@ pub fn malaria_job(model_version: &str, sha256: String, image_bytes: i64) -> New
         webhook_url: None,
         priority: Default::default(),
         submission_key: None,
+        dicom: None,
     }
 }
 
@@ -894,4 +916,21 @@ pub async fn published_job(app: &TestApp, bytes: Vec<u8>) -> JobId {
         .await
         .unwrap();
     id
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flat_map(|e| {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                files_under(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
 }

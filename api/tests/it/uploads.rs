@@ -5,7 +5,7 @@ use std::io::Cursor;
 use medinform_core::imaging::ImageLimits;
 use serde_json::Value;
 
-use crate::support::{Kind, Options, TestApp, cell_images};
+use crate::support::{Kind, Options, TestApp, cell_images, files_under};
 
 fn png(width: u32, height: u32) -> Vec<u8> {
     let img = image::RgbImage::from_pixel(width, height, image::Rgb([200, 120, 160]));
@@ -172,7 +172,7 @@ async fn bad_uploads_are_refused_with_stable_codes_and_nothing_is_stored() {
 
     // Nothing was stored: no image file, no job row.
     let images = app.image_dir.clone().unwrap();
-    let stored: Vec<_> = walk(&images);
+    let stored: Vec<_> = files_under(&images);
     assert!(stored.is_empty(), "files left behind: {stored:?}");
 
     // And the service still works.
@@ -180,7 +180,7 @@ async fn bad_uploads_are_refused_with_stable_codes_and_nothing_is_stored() {
     assert_eq!(status, 202, "{body}");
     let job = app.wait_finished(body["id"].as_str().unwrap()).await;
     assert_eq!(job["status"], "succeeded");
-    assert_eq!(walk(&images).len(), 1);
+    assert_eq!(files_under(&images).len(), 1);
     app.stop().await;
 }
 
@@ -204,20 +204,4 @@ async fn every_accepted_format_is_screened() {
         assert_eq!(job["status"], "succeeded", "{format:?}: {job}");
     }
     app.stop().await;
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return files;
-    };
-    for entry in entries {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files.extend(walk(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
 }

@@ -92,6 +92,7 @@ async fn finished_job(app: &TestApp, webhook_url: Option<&str>, fail: bool) -> J
             webhook_url: webhook_url.map(str::to_owned),
             priority: Default::default(),
             submission_key: None,
+            dicom: None,
         })
         .await
         .unwrap();

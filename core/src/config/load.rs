@@ -128,6 +128,7 @@ impl Config {
             }
         }
         self.metrics.listen_addr()?;
+        self.dicom.validate()?;
         self.webhooks.validate()
     }
 
@@ -197,8 +198,12 @@ pub(super) fn apply_env(tree: &mut toml::Table, name: &str, value: &str) -> anyh
     apply_env_in(tree, "", name, value)
 }
 
-/// The sections that take any key: a model id.
-const MAP_SECTIONS: &[&str] = &["models.thresholds"];
+/// The sections that take any key: a model id, a tenant name, an AE title.
+const MAP_SECTIONS: &[&str] = &[
+    "models.thresholds",
+    "dicom.patient_data_by_tenant",
+    "dicom.callers",
+];
 
 /// [`apply_env`] in the table at `path` (`models`, `storage.s3`; empty: the root).
 fn apply_env_in(

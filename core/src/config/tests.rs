@@ -215,3 +215,49 @@ fn secrets_stay_out_of_debug_output() {
     );
     assert!(shown.contains("postgres://app:***@db/medinform"));
 }
+
+#[test]
+fn dicom_patient_data_is_set_per_tenant_and_pseudonyms_need_a_key() {
+    let key = "k".repeat(32);
+    let config = Config::load(
+        None,
+        env(&[
+            ("MEDINFORM_DICOM_PATIENT_DATA", "keep"),
+            (
+                "MEDINFORM_DICOM_PATIENT_DATA_BY_TENANT_TB_VAN",
+                "pseudonymize",
+            ),
+            ("MEDINFORM_DICOM_PSEUDONYM_KEY", &key),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(
+        config.dicom.patient_data_for("tb_van"),
+        PatientData::Pseudonymize
+    );
+    assert_eq!(config.dicom.patient_data_for("clinic"), PatientData::Keep);
+    assert!(!format!("{config:?}").contains(&key), "the key is a secret");
+    assert_eq!(
+        Config::default().dicom.patient_data_for("any"),
+        PatientData::Drop
+    );
+
+    for vars in [
+        vec![("MEDINFORM_DICOM_PATIENT_DATA", "pseudonymize")],
+        vec![
+            (
+                "MEDINFORM_DICOM_PATIENT_DATA_BY_TENANT_TB_VAN",
+                "pseudonymize",
+            ),
+            ("MEDINFORM_DICOM_PSEUDONYM_KEY", "too short"),
+        ],
+    ] {
+        let err = Config::load(None, env(&vars)).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("dicom.pseudonym_key"),
+            "{err:#}"
+        );
+    }
+    let err = Config::load(None, env(&[("MEDINFORM_DICOM_PATIENT_DATA", "hide")])).unwrap_err();
+    assert!(format!("{err:#}").contains("patient_data"), "{err:#}");
+}

@@ -16,6 +16,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::imaging::DicomAttributes;
 use crate::job::{
     BatchId, FailureCode, Job, JobFailure, JobId, JobStatus, Priority, ScreeningResult,
 };
@@ -104,6 +105,9 @@ pub struct NewJob {
     /// Set when the request that creates the job carries an `Idempotency-Key`: a job with the
     /// same tenant and submission key is not created again, and the insert answers it instead.
     pub submission_key: Option<String>,
+    /// The identifiers of the study, when the image came as a DICOM file (patient identity as
+    /// the tenant's `dicom.patient_data` allows).
+    pub dicom: Option<DicomAttributes>,
 }
 
 /// The outcome of a worker's attempt to take a job.

@@ -18,6 +18,7 @@ use super::{
     Cancel, Claim, DbError, JobFilter, JobStore, NewJob, QueuedModel, Republish, claims_in_order,
     deadline_failure, lease_duration,
 };
+use crate::imaging::DicomAttributes;
 use crate::job::{BatchId, FailureCode, Job, JobFailure, JobId, JobStatus, ScreeningResult};
 use crate::tenant::TenantId;
 
@@ -31,7 +32,7 @@ pub struct PostgresJobStore {
 const JOB_COLUMNS: &str = "id, tenant_id, batch_id, model, model_version, status, image_key, \
      image_sha256, image_content_type, image_bytes, client_reference, site, tags, deadline, \
      webhook_url, attempts, result, error_code, error_message, created_at, updated_at, \
-     started_at, finished_at, priority";
+     started_at, finished_at, priority, dicom";
 
 #[derive(sqlx::FromRow)]
 struct JobRow {
@@ -59,6 +60,7 @@ struct JobRow {
     updated_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
+    dicom: Option<Json<DicomAttributes>>,
 }
 
 impl TryFrom<JobRow> for Job {
@@ -81,6 +83,7 @@ impl TryFrom<JobRow> for Job {
             tags: row.tags.0,
             deadline: row.deadline,
             webhook_url: row.webhook_url,
+            dicom: row.dicom.map(|Json(d)| d),
             attempts: row.attempts,
             result: row.result.map(|Json(r)| r),
             error: row.error_code.map(|code| JobFailure {
@@ -138,9 +141,9 @@ impl JobStore for PostgresJobStore {
         let row: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "insert into jobs (id, model, model_version, status, image_key, image_sha256, \
              image_content_type, image_bytes, client_reference, tenant_id, batch_id, site, tags, \
-             deadline, webhook_url, submission_key, created_at, updated_at, priority) \
+             deadline, webhook_url, submission_key, created_at, updated_at, priority, dicom) \
              values ($1, $2, $3, 'queued', $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-                 $16, $16, $17) \
+                 $16, $16, $17, $18) \
              on conflict (tenant_id, submission_key) do nothing returning {JOB_COLUMNS}"
         )))
         .bind(job.id.0)
@@ -160,6 +163,7 @@ impl JobStore for PostgresJobStore {
         .bind(&job.submission_key)
         .bind(Utc::now())
         .bind(job.priority.as_str())
+        .bind(job.dicom.as_ref().map(Json))
         .fetch_optional(&self.pool)
         .await?;
         if let Some(row) = row {

@@ -38,7 +38,7 @@ pub struct SqliteJobStore {
 const JOB_COLUMNS: &str = "id, tenant_id, batch_id, model, model_version, status, image_key, \
      image_sha256, image_content_type, image_bytes, client_reference, site, tags, deadline, \
      webhook_url, attempts, result, error_code, error_message, created_at, updated_at, \
-     started_at, finished_at, priority";
+     started_at, finished_at, priority, dicom";
 
 #[derive(sqlx::FromRow)]
 struct JobRow {
@@ -66,6 +66,7 @@ struct JobRow {
     updated_at: i64,
     started_at: Option<i64>,
     finished_at: Option<i64>,
+    dicom: Option<String>,
 }
 
 fn millis(t: DateTime<Utc>) -> i64 {
@@ -101,6 +102,11 @@ impl TryFrom<JobRow> for Job {
             tags: serde_json::from_str(&row.tags).context("stored tags")?,
             deadline: row.deadline.map(time).transpose()?,
             webhook_url: row.webhook_url,
+            dicom: row
+                .dicom
+                .map(|d| serde_json::from_str(&d))
+                .transpose()
+                .context("stored DICOM attributes")?,
             attempts: row.attempts,
             result: row
                 .result
@@ -542,9 +548,9 @@ async fn insert_job(conn: &mut SqliteConnection, job: &NewJob) -> Result<Job, Db
     let row: Option<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "insert into jobs (id, model, model_version, status, image_key, image_sha256, \
          image_content_type, image_bytes, client_reference, created_at, updated_at, \
-         tenant_id, batch_id, site, tags, deadline, webhook_url, submission_key, priority) \
+         tenant_id, batch_id, site, tags, deadline, webhook_url, submission_key, priority, dicom) \
          values (?1, ?2, ?3, 'queued', ?4, ?5, ?6, ?7, ?8, ?9, ?9, ?10, ?11, ?12, ?13, ?14, \
-         ?15, ?16, ?17) on conflict (tenant_id, submission_key) do nothing \
+         ?15, ?16, ?17, ?18) on conflict (tenant_id, submission_key) do nothing \
          returning {JOB_COLUMNS}"
     )))
     .bind(job.id.to_string())
@@ -564,6 +570,13 @@ async fn insert_job(conn: &mut SqliteConnection, job: &NewJob) -> Result<Job, Db
     .bind(&job.webhook_url)
     .bind(&job.submission_key)
     .bind(job.priority.as_str())
+    .bind(
+        job.dicom
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .context("encoding DICOM attributes")?,
+    )
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(row) = row {

@@ -98,6 +98,59 @@ pub enum Modality {
     Fundus,
 }
 
+impl Modality {
+    /// The DICOM Modality (0008,0060) values of the images this kind of model reads: projection
+    /// radiography for chest X-rays (`DR` is not a standard code, but detectors write it),
+    /// slide microscopy for blood smears, photography for skin lesions and the fundus (`OT`,
+    /// "other", is what secondary-capture exports of photographs carry).
+    pub fn dicom_modalities(self) -> &'static [&'static str] {
+        match self {
+            Self::ChestXray => &["CR", "DX", "DR"],
+            Self::BloodSmearCell => &["SM", "GM", "OT"],
+            Self::Dermoscopy => &["XC", "GM", "OT"],
+            Self::Fundus => &["OP", "XC", "OT"],
+        }
+    }
+
+    /// The DICOM Body Part Examined (0018,0015) values this kind of model reads; an image
+    /// that gives none is taken. `None`: any body part (a cell or a lesion photograph).
+    pub fn dicom_body_parts(self) -> Option<&'static [&'static str]> {
+        match self {
+            Self::ChestXray => Some(&["CHEST"]),
+            Self::Fundus => Some(&["EYE"]),
+            Self::BloodSmearCell | Self::Dermoscopy => None,
+        }
+    }
+
+    /// Why a DICOM image with these attributes is not one this kind of model reads, if it is
+    /// not: a Modality (required) outside [`Self::dicom_modalities`], or a Body Part Examined
+    /// outside [`Self::dicom_body_parts`].
+    pub fn dicom_mismatch(self, attributes: &crate::imaging::DicomAttributes) -> Option<String> {
+        let modality = attributes.modality.as_deref().unwrap_or("");
+        if !self.dicom_modalities().contains(&modality) {
+            return Some(format!(
+                "the image's Modality is {}, and this model reads {}",
+                if modality.is_empty() {
+                    "absent"
+                } else {
+                    modality
+                },
+                self.dicom_modalities().join(", ")
+            ));
+        }
+        match (
+            self.dicom_body_parts(),
+            attributes.body_part_examined.as_deref(),
+        ) {
+            (Some(parts), Some(part)) if !parts.contains(&part) => Some(format!(
+                "the image's Body Part Examined is {part}, and this model reads {} (or none given)",
+                parts.join(", ")
+            )),
+            _ => None,
+        }
+    }
+}
+
 /// The kind of decision a model makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -21,6 +21,7 @@ use image::DynamicImage;
 use ndarray::Array3;
 use serde::Serialize;
 
+use crate::imaging::ImageRejection;
 use crate::job::{Heatmap, ScreeningResult};
 
 use self::decision::Decision;
@@ -160,6 +161,21 @@ impl Model {
     /// The manifest's stage; a model whose manifest is unusable counts as research.
     pub fn stage(&self) -> Stage {
         self.manifest.as_ref().map(|m| m.stage).unwrap_or_default()
+    }
+
+    /// Refuses a DICOM image whose Modality or Body Part Examined this model does not read
+    /// ([`crate::registry::manifest::Modality::dicom_mismatch`]); any other image passes.
+    pub fn check_dicom(&self, image: &crate::imaging::Decoded) -> Result<(), ImageRejection> {
+        let (Some(attributes), Some(manifest)) = (image.dicom.as_deref(), self.manifest()) else {
+            return Ok(());
+        };
+        match manifest.modality.dicom_mismatch(attributes) {
+            Some(detail) => Err(ImageRejection::ModalityMismatch {
+                model: self.id.clone(),
+                detail,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Whether the model computes a heatmap with each result.

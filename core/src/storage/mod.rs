@@ -63,7 +63,14 @@ pub fn image_key(sha256: &str) -> String {
     format!("images/sha256/{}/{sha256}", &sha256[..2])
 }
 
-/// Keys are built by [`image_key`]; anything else is refused so that a key can never
+/// The key of a DICOM instance that arrived by STOW-RS or C-STORE and that no routing rule
+/// sends to a model: stored, and kept (no job refers to it, and the orphan sweep looks only at
+/// `images/`).
+pub fn dicom_instance_key(sha256: &str) -> String {
+    format!("dicom/sha256/{}/{sha256}", &sha256[..2])
+}
+
+/// Keys are built by [`image_key`] and [`dicom_instance_key`]; anything else is refused so that a key can never
 /// escape the store's root (`..`, absolute paths).
 fn check_key(key: &str) -> anyhow::Result<()> {
     let valid = !key.is_empty()

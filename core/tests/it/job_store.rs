@@ -166,6 +166,30 @@ async fn insert_and_get_round_trip_every_field(db: TestJobStore) {
         .unwrap();
     assert_eq!(get(store, bulk.id).await.priority, Priority::Bulk);
 
+    // A DICOM image's study identifiers are kept as recorded (and absent for other images).
+    assert_eq!(inserted.dicom, None);
+    let study = medinform_core::imaging::DicomAttributes {
+        study_instance_uid: Some("1.2.826.0.1.3680043.8.498.1".to_owned()),
+        series_instance_uid: Some("1.2.826.0.1.3680043.8.498.2".to_owned()),
+        sop_instance_uid: Some("1.2.826.0.1.3680043.8.498.3".to_owned()),
+        sop_class_uid: Some("1.2.840.10008.5.1.4.1.1.1.1".to_owned()),
+        accession_number: Some("ACC-0042".to_owned()),
+        modality: Some("DX".to_owned()),
+        body_part_examined: Some("CHEST".to_owned()),
+        study_date: Some("2026-12-01".to_owned()),
+        patient_id: None,
+        patient_pseudonym: Some("9f86d081884c7d65".to_owned()),
+    };
+    let from_dicom = store
+        .insert(&NewJob {
+            dicom: Some(study.clone()),
+            ..new_job("tuberculosis")
+        })
+        .await
+        .unwrap();
+    assert_eq!(from_dicom.dicom.as_ref(), Some(&study));
+    assert_eq!(get(store, from_dicom.id).await, from_dicom);
+
     let mut anonymous = new_job("tuberculosis");
     anonymous.client_reference = None;
     let inserted = store.insert(&anonymous).await.unwrap();

@@ -1,4 +1,5 @@
 mod blob_store;
+mod dicom;
 mod job_queue;
 mod job_store;
 mod parity;

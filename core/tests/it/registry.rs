@@ -109,8 +109,18 @@ pub fn reference(model_dir: &Path, inputs: &[PathBuf], dump: Option<&Path>) -> V
         .collect()
 }
 
-/// A float32 `.npy` file: (shape, values in C order).
+/// Reads a C-order `.npy` file of little-endian float32 values.
 pub fn read_npy_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let (shape, data) = read_npy(path, "<f4");
+    let values = data
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    (shape, values)
+}
+
+/// Reads a C-order `.npy` file of `descr` values (`<f4`, `|u1`): its shape and data bytes.
+pub fn read_npy(path: &Path, descr: &str) -> (Vec<usize>, Vec<u8>) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert_eq!(
         &bytes[..6],
@@ -127,8 +137,8 @@ pub fn read_npy_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
     };
     let header = std::str::from_utf8(&bytes[start..start + header_len]).unwrap();
     assert!(
-        header.contains("'descr': '<f4'"),
-        "{}: not little-endian float32: {header}",
+        header.contains(&format!("'descr': '{descr}'")),
+        "{}: not {descr}: {header}",
         path.display()
     );
     assert!(
@@ -147,17 +157,15 @@ pub fn read_npy_f32(path: &Path) -> (Vec<usize>, Vec<f32>) {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().unwrap())
         .collect();
-    let values: Vec<f32> = bytes[start + header_len..]
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect();
+    let data = bytes[start + header_len..].to_vec();
+    let size: usize = descr[2..].parse().unwrap();
     assert_eq!(
-        values.len(),
-        shape.iter().product::<usize>(),
+        data.len(),
+        shape.iter().product::<usize>() * size,
         "{}",
         path.display()
     );
-    (shape, values)
+    (shape, data)
 }
 
 /// Decodes an image file the way the worker does.

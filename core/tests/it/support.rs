@@ -223,6 +223,7 @@ pub fn new_job(model: &str) -> NewJob {
         webhook_url: None,
         priority: Default::default(),
         submission_key: None,
+        dicom: None,
     }
 }
 

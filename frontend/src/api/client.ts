@@ -168,8 +168,8 @@ export async function fetchObjectUrl(path: string, signal?: AbortSignal): Promis
 }
 
 /** The uploaded image as an object URL. */
-export function fetchJobImage(id: string, signal?: AbortSignal): Promise<string> {
-  return fetchObjectUrl(`/v1/jobs/${encodeURIComponent(id)}/image`, signal);
+export function fetchJobImage(id: string, signal?: AbortSignal, rendered = false): Promise<string> {
+  return fetchObjectUrl(`/v1/jobs/${encodeURIComponent(id)}/${rendered ? "image.png" : "image"}`, signal);
 }
 
 /**

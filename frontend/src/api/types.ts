@@ -110,8 +110,27 @@ export interface Job {
   finished_at: string | null;
   result?: ScreeningResult;
   error?: ErrorDetail;
-  /** `heatmap`: the map as a PNG (`GET /v1/jobs/{id}/heatmap.png`), only when the result has one. */
-  links: { self: string; model: string; image?: string; heatmap?: string };
+  /** The study the image belongs to, when it came as a DICOM file. */
+  dicom?: DicomAttributes;
+  /**
+   * `heatmap`: the map as a PNG (`GET /v1/jobs/{id}/heatmap.png`), only when the result has one;
+   * `preview`: the image rendered as a PNG, for an image a browser cannot show (DICOM).
+   */
+  links: { self: string; model: string; image?: string; heatmap?: string; preview?: string };
+}
+
+/** The identifiers a DICOM image carried (patient identity only as the server's rule allows). */
+export interface DicomAttributes {
+  study_instance_uid?: string;
+  series_instance_uid?: string;
+  sop_instance_uid?: string;
+  sop_class_uid?: string;
+  accession_number?: string;
+  modality?: string;
+  body_part_examined?: string;
+  study_date?: string;
+  patient_id?: string;
+  patient_pseudonym?: string;
 }
 
 export interface JobList {

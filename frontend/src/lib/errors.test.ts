@@ -12,6 +12,7 @@ describe("error sentences", () => {
       "insufficient_scope", "job_not_found", "batch_not_found", "job_not_cancelable",
       "idempotency_key_reused", "invalid_field", "missing_field", "invalid_multipart",
       "invalid_cursor", "invalid_query", "model_research_only", "heatmap_unavailable", "figure_not_found",
+      "unsupported_transfer_syntax", "multiframe_not_supported", "no_pixel_data", "modality_mismatch",
     ];
     const sentences = new Set<string>();
     for (const code of codes) {

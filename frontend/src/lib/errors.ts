@@ -5,7 +5,11 @@ import { ApiError } from "../api/client";
 
 const SENTENCES: Record<string, string> = {
   image_too_large: "This image is too large to send. Take a smaller photo or lower the camera resolution, then try again.",
-  not_an_image: "This file is not an image. Choose a photo or scan (PNG, JPEG, BMP, TIFF or WebP).",
+  not_an_image: "This file is not an image. Choose a photo or scan (PNG, JPEG, BMP, TIFF, WebP or DICOM).",
+  unsupported_transfer_syntax: "This DICOM file is compressed in a way the service cannot read. Export it uncompressed (or as JPEG) from the X-ray unit or PACS and try again.",
+  multiframe_not_supported: "This DICOM file holds several images. Send one image (one frame) at a time.",
+  no_pixel_data: "This DICOM file holds no image (it may be a report). Choose the image file.",
+  modality_mismatch: "This DICOM image is not the kind this screening service reads (its modality or body part differs). Choose the matching service.",
   unsupported_image_format: "This image format is not accepted. Save the image as PNG or JPEG and try again.",
   corrupt_image: "This image is damaged or incomplete and cannot be read. Copy it again from the camera or scanner.",
   image_dimensions_too_large: "This image has too many pixels. Resize it to a smaller size and try again.",

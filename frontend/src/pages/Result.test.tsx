@@ -100,6 +100,33 @@ describe("Result page", () => {
     expect(screen.queryByTestId("heatmap-layer")).toBeNull();
   });
 
+  it("shows a DICOM image's study and fetches its rendering, not the file", async () => {
+    const mock = await renderResult(
+      tuberculosis({
+        id: "j5",
+        dicom: {
+          study_instance_uid: "1.2.826.0.1.3680043.8.498.1",
+          sop_instance_uid: "1.2.826.0.1.3680043.8.498.1.1.1",
+          accession_number: "ACC-2026-0042",
+          modality: "DX",
+          body_part_examined: "CHEST",
+          study_date: "2026-12-01",
+          patient_pseudonym: "3f1c9a",
+        },
+        links: { self: "/v1/jobs/j5", model: "/v1/models/tuberculosis", preview: "/v1/jobs/j5/image.png" },
+      }),
+    );
+    expect(screen.getByTestId("dicom-modality").textContent).toContain("DX · CHEST");
+    expect(screen.getByTestId("dicom-accession-number").textContent).toContain("ACC-2026-0042");
+    expect(screen.getByTestId("dicom-study-instance-uid").textContent).toContain("1.2.826.0.1.3680043.8.498.1");
+    expect(screen.getByTestId("dicom-patient-pseudonym").textContent).toContain("3f1c9a");
+    expect(screen.queryByTestId("dicom-patient-id")).toBeNull();
+    await screen.findByAltText("The uploaded image");
+    const urls = mock.mock.calls.map(([u]) => String(u));
+    expect(urls).toContain("/v1/jobs/j5/image.png");
+    expect(urls).not.toContain("/v1/jobs/j5/image");
+  });
+
   it("offers no heatmap controls when the result has no map", async () => {
     await renderResult(job("j4", { result: result({ stage: "screening" }) }));
     expect(screen.queryByRole("checkbox", { name: "Show heatmap" })).toBeNull();

@@ -1,7 +1,14 @@
 import { useState } from "react";
 
 import { cancelJob, fetchJobHeatmap, fetchJobImage, getJob } from "../api/client";
-import { FINAL_STATUSES, type Job, type Model, type ModelStage, type ScreeningResult } from "../api/types";
+import {
+  FINAL_STATUSES,
+  type DicomAttributes,
+  type Job,
+  type Model,
+  type ModelStage,
+  type ScreeningResult,
+} from "../api/types";
 import {
   Disclaimer,
   ErrorMessage,
@@ -49,11 +56,16 @@ function statusSentence(job: Job, research: boolean): string {
 }
 
 /**
- * The uploaded image; with `heatmap`, a toggle that stacks the model's heatmap (the colour map
- * alone, fetched the first time it is shown) over it, and an opacity slider.
+ * The uploaded image (rendered as a PNG by the server when a browser cannot show it: DICOM);
+ * with `heatmap`, a toggle that stacks the model's heatmap (the colour map alone, fetched the
+ * first time it is shown) over it, and an opacity slider. Waits for the job (`rendered`
+ * undefined) to know which to fetch.
  */
-function JobImage({ id, heatmap }: { id: string; heatmap: boolean }) {
-  const image = useObjectUrl((signal) => fetchJobImage(id, signal), id);
+function JobImage({ id, heatmap, rendered }: { id: string; heatmap: boolean; rendered: boolean | undefined }) {
+  const image = useObjectUrl(
+    (signal) => fetchJobImage(id, signal, rendered),
+    rendered === undefined ? null : `${id}:${rendered}`,
+  );
   const [shown, setShown] = useState(false);
   const [requested, setRequested] = useState(false);
   const [opacity, setOpacity] = useState(DEFAULT_HEATMAP_OPACITY);
@@ -207,6 +219,31 @@ function Outcome({ job, research }: { job: Job; research: boolean }) {
   );
 }
 
+/** The DICOM identifiers of the study, as rows of the facts list. */
+function DicomFacts({ dicom }: { dicom: DicomAttributes }) {
+  const rows: [string, string | undefined][] = [
+    ["Modality", [dicom.modality, dicom.body_part_examined].filter(Boolean).join(" · ") || undefined],
+    ["Study date", dicom.study_date],
+    ["Accession number", dicom.accession_number],
+    ["Patient ID", dicom.patient_id],
+    ["Patient pseudonym", dicom.patient_pseudonym],
+    ["Study Instance UID", dicom.study_instance_uid],
+    ["SOP Instance UID", dicom.sop_instance_uid],
+  ];
+  return (
+    <>
+      {rows
+        .filter(([, value]) => value)
+        .map(([label, value]) => (
+          <div key={label} data-testid={`dicom-${label.toLowerCase().replaceAll(" ", "-")}`}>
+            <dt>{label}</dt>
+            <dd className={label.endsWith("UID") || label.includes("pseudonym") ? "uid" : undefined}>{value}</dd>
+          </div>
+        ))}
+    </>
+  );
+}
+
 export function ResultPage({ id }: { id: string }) {
   useDocumentTitle("Result");
   const poll = usePoll((signal) => getJob(id, signal), id, {
@@ -226,7 +263,7 @@ export function ResultPage({ id }: { id: string }) {
         <ErrorMessage error={poll.error} />
       ) : (
         <div className="result-layout">
-          <JobImage id={id} heatmap={Boolean(job?.links.heatmap)} />
+          <JobImage id={id} heatmap={Boolean(job?.links.heatmap)} rendered={job ? Boolean(job.links.preview) : undefined} />
           <section className="result-panel" aria-labelledby="result-status">
             <div className="result-status">
               <h2 id="result-status" className="visually-hidden">
@@ -274,6 +311,7 @@ export function ResultPage({ id }: { id: string }) {
                 <dt>Submitted</dt>
                 <dd>{dateTime(job?.created_at)}</dd>
               </div>
+              {job?.dicom && <DicomFacts dicom={job.dicom} />}
               {job?.batch_id && (
                 <div>
                   <dt>Screening drive</dt>

@@ -25,6 +25,21 @@ describe("Upload page", () => {
     expect((screen.getByRole("button", { name: /screen this image/i }) as HTMLButtonElement).disabled).toBe(true);
   });
 
+  it("takes a DICOM file, whatever type the browser gives it, for the server to check", async () => {
+    mockFetch(modelsRoute);
+    const input = await renderUpload();
+    const files = [
+      new File(["DICM"], "chest.dcm", { type: "application/dicom" }),
+      new File(["DICM"], "IM000001", { type: "" }),
+    ];
+    fireEvent.change(input, { target: { files } });
+    for (const name of ["chest.dcm", "IM000001"]) {
+      const item = (await screen.findByText(name, { selector: ".file-name" })).closest("li")!;
+      expect(item.querySelector("[data-error-code]")).toBeNull();
+      expect(item.textContent).toContain("Ready to send");
+    }
+  });
+
   it("shows the API's refusal (image_too_large) as a sentence", async () => {
     mockFetch(modelsRoute);
     mockXhr(413, { error: { code: "image_too_large", message: "over 20971520 bytes" } });

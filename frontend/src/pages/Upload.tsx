@@ -28,8 +28,9 @@ const PARALLEL_UPLOADS = 2;
 /** What the browser can tell before sending: a file that is certainly not an image. */
 export function refuseLocally(file: File): ApiError | null {
   if (file.size === 0) return new ApiError("empty_file", 0, "checked in the browser");
-  // An empty type means the browser does not know (DICOM, odd extensions): the server decides.
-  if (file.type && !file.type.startsWith("image/")) {
+  // An empty type means the browser does not know (odd extensions): the server decides. DICOM
+  // files are images to the server, whatever type the browser gives them.
+  if (file.type && !file.type.startsWith("image/") && file.type !== "application/dicom") {
     return new ApiError("not_an_image", 0, "checked in the browser");
   }
   return null;
@@ -280,7 +281,7 @@ export function UploadPage() {
                 id={`${ids}-pick`}
                 className="file-input"
                 type="file"
-                accept="image/*"
+                accept="image/*,.dcm,application/dicom"
                 multiple
                 disabled={sending}
                 onChange={(e) => {
@@ -296,7 +297,7 @@ export function UploadPage() {
                 id={`${ids}-camera`}
                 className="file-input"
                 type="file"
-                accept="image/*"
+                accept="image/*,.dcm,application/dicom"
                 capture="environment"
                 disabled={sending}
                 onChange={(e) => {
@@ -308,7 +309,7 @@ export function UploadPage() {
                 Take a photo
               </label>
             </div>
-            <p className="hint">PNG, JPEG, BMP, TIFF or WebP. Choose several files at once for a screening drive.</p>
+            <p className="hint">PNG, JPEG, BMP, TIFF, WebP or DICOM (.dcm). Choose several files at once for a screening drive.</p>
           </div>
 
           {items.length > 0 && (
