@@ -8,6 +8,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use medinform_core::db::DbError;
+use medinform_core::fhir::NotFinished;
 use medinform_core::imaging::ImageRejection;
 use medinform_core::queue::QueueError;
 use medinform_core::storage::StorageError;
@@ -74,6 +75,7 @@ error_codes! {
     FigureNotFound = "figure_not_found", NOT_FOUND, "The model declares no figure of this name.";
     MethodNotAllowed = "method_not_allowed", METHOD_NOT_ALLOWED, "The method is not allowed on this resource.";
     JobNotCancelable = "job_not_cancelable", CONFLICT, "The job has started or finished; only a queued job can be canceled.";
+    JobNotFinished = "job_not_finished", CONFLICT, "The job is queued or processing; its FHIR report exists once it has finished.";
     BatchModelMismatch = "batch_model_mismatch", CONFLICT, "The batch screens another model than the one asked for.";
     DeliveryNotReplayable = "delivery_not_replayable", CONFLICT, "Only a failed webhook delivery can be replayed; this one is pending or succeeded.";
     IdempotencyKeyReused = "idempotency_key_reused", CONFLICT, "The Idempotency-Key was used before with another request body or path.";
@@ -199,6 +201,19 @@ impl From<DbError> for ApiError {
             }
             DbError::Corrupt(e) => Self::Internal(e),
         }
+    }
+}
+
+impl From<NotFinished> for ApiError {
+    fn from(unfinished: NotFinished) -> Self {
+        Self::new(
+            ErrorCode::JobNotFinished,
+            format!(
+                "The job is {}; its FHIR report exists once it has finished (succeeded, failed \
+                 or canceled).",
+                unfinished.status
+            ),
+        )
     }
 }
 

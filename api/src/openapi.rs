@@ -32,6 +32,7 @@ use crate::routes;
         routes::jobs::get,
         routes::jobs::cancel,
         routes::jobs::image,
+        routes::fhir::job_bundle,
         routes::heatmap::heatmap_png,
         routes::heatmap::image_png,
         routes::batches::create,

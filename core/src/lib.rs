@@ -9,6 +9,7 @@ pub mod app;
 pub mod batch;
 pub mod config;
 pub mod db;
+pub mod fhir;
 pub mod heatmap;
 mod id;
 pub mod imaging;

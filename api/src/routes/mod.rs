@@ -4,6 +4,7 @@ pub(crate) mod auth;
 pub(crate) mod batches;
 pub(crate) mod dicomweb;
 pub(crate) mod export;
+pub(crate) mod fhir;
 pub(crate) mod health;
 pub(crate) mod heatmap;
 pub(crate) mod jobs;
@@ -30,6 +31,7 @@ pub fn router(max_request_bytes: usize) -> Router<AppState> {
         .route("/v1/jobs/{id}", get(jobs::get))
         .route("/v1/jobs/{id}/cancel", post(jobs::cancel))
         .route("/v1/jobs/{id}/image", get(jobs::image))
+        .route("/v1/jobs/{id}/fhir", get(fhir::job_bundle))
         .route("/v1/jobs/{id}/heatmap.png", get(heatmap::heatmap_png))
         .route("/v1/jobs/{id}/image.png", get(heatmap::image_png))
         .route(

@@ -106,9 +106,11 @@ fn with_secret(webhook: WebhookResponse, keys: &SigningKeys) -> WebhookWithSecre
     path = "/v1/webhooks",
     tag = "webhooks",
     summary = "Register a webhook endpoint",
-    description = "Deliveries are POSTed as JSON `{\"type\", \"timestamp\", \"data\"}` and \
-                   signed as the Standard Webhooks specification says (`webhook-id`, \
-                   `webhook-timestamp`, `webhook-signature`). The secret is shown only in this \
+    description = "Deliveries are POSTed as JSON `{\"type\", \"timestamp\", \"data\"}` (or, \
+                   with `payload_format: fhir-r4`, a job's events as its FHIR R4 Bundle, \
+                   `application/fhir+json`) and signed as the Standard Webhooks specification \
+                   says (`webhook-id`, `webhook-timestamp`, `webhook-signature`); \
+                   `medinform-event-type` names the event. The secret is shown only in this \
                    answer.",
     request_body = CreateWebhookRequest,
     responses(
@@ -135,6 +137,7 @@ pub async fn create(
             tenant_id: caller.tenant,
             url,
             event_types: checked_event_types(body.event_types)?,
+            payload_format: body.payload_format.unwrap_or_default(),
             description: checked_description(body.description)?,
             enabled: body.enabled.unwrap_or(true),
             secret,
@@ -235,6 +238,7 @@ pub async fn update(
     let update = EndpointUpdate {
         url,
         event_types: body.event_types.map(checked_event_types).transpose()?,
+        payload_format: body.payload_format,
         description: body.description.map(checked_description).transpose()?,
         enabled: body.enabled,
     };

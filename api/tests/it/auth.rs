@@ -4,7 +4,7 @@ use medinform_core::config::WebhooksConfig;
 use medinform_core::db::NewDelivery;
 use medinform_core::storage::{image_key, sha256_hex};
 use medinform_core::tenant::Scope;
-use medinform_core::webhooks::{DeliveryId, EventType};
+use medinform_core::webhooks::{DeliveryId, EventType, PayloadFormat};
 use serde_json::Value;
 
 use crate::support::{Kind, Options, TestApp, cell_images, image_form, send};
@@ -206,6 +206,13 @@ const TENANT_SCOPED: &[Scoped] = &[
         owner_status: 200,
         not_found_code: "job_not_found",
     },
+    // The job is still queued: the owner learns it has no report yet.
+    Scoped {
+        method: "GET",
+        path: "/v1/jobs/{job}/fhir",
+        owner_status: 409,
+        not_found_code: "job_not_found",
+    },
     // The job is still queued: the owner learns it has no heatmap yet (404
     // `heatmap_unavailable`), another tenant that there is no such job.
     Scoped {
@@ -341,6 +348,7 @@ async fn a_tenant_never_sees_another_tenants_jobs(kind: Kind) {
                     url: "http://127.0.0.1:9/hook".into(),
                     event_type: EventType::JobSucceeded,
                     payload: "{}".into(),
+                    payload_format: PayloadFormat::MedInform,
                 }],
             )
             .await

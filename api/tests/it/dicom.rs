@@ -20,7 +20,7 @@ use serde_json::Value;
 use crate::on_both_backends;
 use crate::support::{
     Kind, Options, TestApp, add_model, files_under, image_form, send, shared_dir,
-    test_registry_dir,
+    test_registry_dir, validate_r4_bundle,
 };
 
 pub const STUDY: &str = "1.2.826.0.1.3680043.8.498.10000000000000000000000001";
@@ -201,6 +201,30 @@ async fn a_dicom_xray_is_screened_as_its_pixels_are(kind: Kind) {
     assert_eq!(probabilities(&job), probabilities(&from_png));
     assert_eq!(job["result"]["label"], from_png["result"]["label"]);
     assert!(from_png.get("dicom").is_none());
+
+    // Its FHIR report names the study by its UID and the order by its accession number.
+    let (status, bundle) = app.get(&format!("/v1/jobs/{id}/fhir")).await;
+    assert_eq!(status, 200, "{bundle}");
+    validate_r4_bundle(&bundle).unwrap_or_else(|e| panic!("{e}\n{bundle:#}"));
+    let report = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["resource"])
+        .find(|r| r["resourceType"] == "DiagnosticReport")
+        .unwrap();
+    assert_eq!(
+        report["imagingStudy"][0]["identifier"]["value"],
+        format!("urn:oid:{STUDY}")
+    );
+    assert!(
+        report["identifier"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["value"] == "ACC-2026-0042" && i["type"]["coding"][0]["code"] == "ACSN"),
+        "{report}"
+    );
 
     // A heatmap is drawn over the DICOM image too.
     let (content_type, _) = bytes_of(&app, &format!("/v1/jobs/{id}/heatmap.png"), None).await;

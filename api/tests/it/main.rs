@@ -7,6 +7,7 @@ mod dicom;
 mod dicom_scp;
 mod dicomweb;
 mod explain;
+mod fhir;
 mod jobs;
 mod lanes;
 mod listing;

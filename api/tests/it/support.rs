@@ -3,6 +3,7 @@
 //! - distributed: a fresh PostgreSQL database, a RabbitMQ prefix of its own and a key prefix of
 //!   its own in the S3 bucket of `MEDINFORM_TEST_S3_*` (infra/test starts a Garage for it).
 
+mod fhir;
 mod receiver;
 
 use std::path::{Path, PathBuf};
@@ -33,6 +34,7 @@ use medinform_core::webhooks::install_crypto_provider;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+pub use fhir::validate_r4_bundle;
 pub use receiver::{Received, Receiver};
 
 pub fn repo_root() -> PathBuf {

@@ -23,7 +23,7 @@ const TOLERANCE_SECS: i64 = 300;
 
 /// A receiver's check: the timestamp is recent and one of the `v1,` signatures is the
 /// HMAC-SHA256 of `{id}.{timestamp}.{body}` with the key in `secret`.
-fn verifies(secret: &str, request: &Received) -> bool {
+pub(crate) fn verifies(secret: &str, request: &Received) -> bool {
     let id = request.header("webhook-id");
     let timestamp = request.header("webhook-timestamp");
     let sent: i64 = timestamp.parse().unwrap();

@@ -12,7 +12,8 @@ use super::DbError;
 use crate::job::{Job, JobId};
 use crate::tenant::TenantId;
 use crate::webhooks::{
-    Attempt, Delivery, DeliveryId, Endpoint, EndpointId, EventType, Secret, SigningKeys,
+    Attempt, Delivery, DeliveryId, Endpoint, EndpointId, EventType, PayloadFormat, Secret,
+    SigningKeys,
 };
 
 /// An endpoint to register.
@@ -22,6 +23,7 @@ pub struct NewEndpoint {
     pub tenant_id: TenantId,
     pub url: String,
     pub event_types: Vec<EventType>,
+    pub payload_format: PayloadFormat,
     pub description: Option<String>,
     pub enabled: bool,
     pub secret: Secret,
@@ -32,6 +34,7 @@ pub struct NewEndpoint {
 pub struct EndpointUpdate {
     pub url: Option<String>,
     pub event_types: Option<Vec<EventType>>,
+    pub payload_format: Option<PayloadFormat>,
     /// `Some(None)` clears the description.
     pub description: Option<Option<String>>,
     /// Enabling clears the reason the service disabled it for.
@@ -46,6 +49,7 @@ pub struct NewDelivery {
     pub url: String,
     pub event_type: EventType,
     pub payload: String,
+    pub payload_format: PayloadFormat,
 }
 
 /// What an attempt leads to.

@@ -14,9 +14,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::schedule::{next_delay, parse_retry_after};
 use super::target::{GuardedResolver, TargetPolicy, is_allowed_address, literal_ip, parse_url};
-use super::{Attempt, Delivery, DeliveryId, Endpoint, EventType, Payload, SigningKeys};
+use super::{
+    Attempt, Delivery, DeliveryId, Endpoint, EventType, Payload, PayloadFormat, SigningKeys,
+};
 use crate::config::WebhooksConfig;
 use crate::db::{AttemptOutcome, BatchStore, NewDelivery, WebhookStore};
+use crate::job::Job;
 use crate::registry::Registry;
 use crate::tenant::TenantId;
 use crate::view::JobView;
@@ -27,6 +30,8 @@ const FAN_OUT_BATCH: i64 = 200;
 const EXCERPT_BYTES: usize = 1024;
 /// How much longer than the send timeout a delivery stays leased to the dispatcher sending it.
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
+/// The header that names a delivery's event, which a `fhir-r4` body does not say.
+const EVENT_TYPE_HEADER: &str = "medinform-event-type";
 
 /// Makes ring the process's rustls crypto provider, which reqwest then uses for `https`
 /// webhooks (ring is what sqlx, lapin and the S3 client use already). Harmless when a provider
@@ -154,6 +159,16 @@ impl Dispatcher {
                     slot.insert(self.store.list_endpoints(job.tenant_id).await?);
                 }
                 let (tenant, id, webhook_url) = (job.tenant_id, job.id, job.webhook_url.clone());
+                let tenant_endpoints = &endpoints[&tenant];
+                // The Bundle is made only for a job that an endpoint wants it of.
+                let fhir = if tenant_endpoints
+                    .iter()
+                    .any(|e| takes(e, event) && e.payload_format == PayloadFormat::FhirR4)
+                {
+                    Some(self.fhir_payload(&job)?)
+                } else {
+                    None
+                };
                 let view = JobView::from(job);
                 let payload = serde_json::to_string(&Payload {
                     event_type: event,
@@ -162,7 +177,7 @@ impl Dispatcher {
                 })
                 .context("encoding a webhook payload")?;
                 let mut deliveries: Vec<NewDelivery> =
-                    subscribed(&endpoints[&tenant], event, &payload);
+                    subscribed(tenant_endpoints, event, &payload, fhir.as_deref());
                 if let Some(url) = webhook_url {
                     deliveries.push(NewDelivery {
                         id: DeliveryId::new(),
@@ -170,6 +185,7 @@ impl Dispatcher {
                         url,
                         event_type: event,
                         payload,
+                        payload_format: PayloadFormat::MedInform,
                     });
                 }
                 if self
@@ -190,6 +206,16 @@ impl Dispatcher {
                 .await?;
         }
         Ok(enqueued)
+    }
+
+    /// The job's FHIR R4 Bundle, as sent, with what the registry knows of its model.
+    fn fhir_payload(&self, job: &Job) -> anyhow::Result<String> {
+        let bundle = match &self.batches {
+            Some((_, registry)) => crate::fhir::job_bundle_with(job, registry),
+            None => crate::fhir::job_bundle(job, None),
+        }
+        .context("making a job's FHIR report")?;
+        serde_json::to_string(&bundle).context("encoding a FHIR webhook payload")
     }
 
     /// Marks the batches whose jobs are all final as completed, and stores their
@@ -218,7 +244,9 @@ impl Dispatcher {
                     data: &view,
                 })
                 .context("encoding a webhook payload")?;
-                let deliveries: Vec<NewDelivery> = subscribed(&endpoints[&tenant], event, &payload);
+                // A batch has no FHIR form: every endpoint gets the MedInform payload.
+                let deliveries: Vec<NewDelivery> =
+                    subscribed(&endpoints[&tenant], event, &payload, None);
                 if batches
                     .enqueue_batch_events(tenant, id, &deliveries)
                     .await?
@@ -385,7 +413,11 @@ impl Dispatcher {
         let sent = self
             .client
             .post(&delivery.url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                delivery.payload_format.content_type(),
+            )
+            .header(EVENT_TYPE_HEADER, delivery.event_type.as_str())
             .header("webhook-id", delivery.id.as_str())
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", signature)
@@ -421,17 +453,35 @@ impl Dispatcher {
     }
 }
 
-/// One delivery of `payload` to each enabled endpoint that takes `event`.
-fn subscribed(endpoints: &[Endpoint], event: EventType, payload: &str) -> Vec<NewDelivery> {
+/// Whether `endpoint` is sent `event`.
+fn takes(endpoint: &Endpoint, event: EventType) -> bool {
+    endpoint.enabled && endpoint.event_types.contains(&event)
+}
+
+/// One delivery to each enabled endpoint that takes `event`: `fhir` (the job's Bundle) to the
+/// `fhir-r4` endpoints when there is one, `payload` to the others.
+fn subscribed(
+    endpoints: &[Endpoint],
+    event: EventType,
+    payload: &str,
+    fhir: Option<&str>,
+) -> Vec<NewDelivery> {
     endpoints
         .iter()
-        .filter(|e| e.enabled && e.event_types.contains(&event))
-        .map(|e| NewDelivery {
-            id: DeliveryId::new(),
-            endpoint_id: Some(e.id),
-            url: e.url.clone(),
-            event_type: event,
-            payload: payload.to_owned(),
+        .filter(|e| takes(e, event))
+        .map(|e| {
+            let (payload_format, payload) = match (e.payload_format, fhir) {
+                (PayloadFormat::FhirR4, Some(bundle)) => (PayloadFormat::FhirR4, bundle),
+                _ => (PayloadFormat::MedInform, payload),
+            };
+            NewDelivery {
+                id: DeliveryId::new(),
+                endpoint_id: Some(e.id),
+                url: e.url.clone(),
+                event_type: event,
+                payload: payload.to_owned(),
+                payload_format,
+            }
         })
         .collect()
 }

@@ -137,6 +137,47 @@ impl FromStr for EventType {
     }
 }
 
+/// What the deliveries of an endpoint carry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+pub enum PayloadFormat {
+    /// The JSON event `{"type", "timestamp", "data"}` ([`Payload`]).
+    #[default]
+    #[serde(rename = "medinform")]
+    MedInform,
+    /// A job's event as the job's HL7 FHIR R4 Bundle ([`crate::fhir`]), the body of
+    /// `GET /v1/jobs/{id}/fhir`; a batch's event stays `medinform`.
+    #[serde(rename = "fhir-r4")]
+    FhirR4,
+}
+
+impl PayloadFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MedInform => "medinform",
+            Self::FhirR4 => "fhir-r4",
+        }
+    }
+
+    /// The `Content-Type` a payload of this format is sent with.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::MedInform => "application/json",
+            Self::FhirR4 => crate::fhir::CONTENT_TYPE,
+        }
+    }
+}
+
+impl FromStr for PayloadFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "medinform" => Ok(Self::MedInform),
+            "fhir-r4" => Ok(Self::FhirR4),
+            other => Err(format!("unknown payload format {other:?}")),
+        }
+    }
+}
+
 /// A registered receiver of a tenant's events.
 #[derive(Debug, Clone)]
 pub struct Endpoint {
@@ -144,6 +185,8 @@ pub struct Endpoint {
     pub tenant_id: TenantId,
     pub url: String,
     pub event_types: Vec<EventType>,
+    /// What its job deliveries carry.
+    pub payload_format: PayloadFormat,
     pub description: Option<String>,
     pub enabled: bool,
     /// Why the service disabled it (a `410 Gone`).
@@ -200,6 +243,8 @@ pub struct Delivery {
     pub batch_id: Option<BatchId>,
     /// The exact bytes signed and sent.
     pub payload: String,
+    /// What `payload` is, which says its `Content-Type`.
+    pub payload_format: PayloadFormat,
     pub status: DeliveryStatus,
     /// Attempts made so far; also the fencing token of the next one.
     pub attempts: i32,
@@ -221,7 +266,7 @@ pub struct Attempt {
     pub error: Option<String>,
 }
 
-/// The JSON body of every delivery: `{"type", "timestamp", "data"}`.
+/// The JSON body of every `medinform` delivery: `{"type", "timestamp", "data"}`.
 #[derive(Debug, Serialize)]
 pub struct Payload<'a, T: Serialize> {
     #[serde(rename = "type")]

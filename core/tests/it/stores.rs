@@ -1,6 +1,6 @@
 //! The stores the job store's tests do not cover, held to the same contract on PostgreSQL and
-//! SQLite: idempotency keys, batches opened by keyed requests, and webhook deliveries claimed by
-//! several dispatchers at once.
+//! SQLite: idempotency keys, batches opened by keyed requests, webhook deliveries claimed by
+//! several dispatchers at once, and the payload format of endpoints and deliveries.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -9,10 +9,13 @@ use std::time::Duration;
 use chrono::{TimeDelta, Utc};
 use medinform_core::app::Database;
 use medinform_core::batch::NewBatch;
-use medinform_core::db::{Begin, IdempotencyStore, NewDelivery, NewIdempotencyKey, StoredResponse};
+use medinform_core::db::{
+    Begin, EndpointUpdate, IdempotencyStore, NewDelivery, NewEndpoint, NewIdempotencyKey,
+    StoredResponse,
+};
 use medinform_core::job::BatchId;
 use medinform_core::tenant::TenantId;
-use medinform_core::webhooks::{DeliveryId, EventType};
+use medinform_core::webhooks::{DeliveryId, EndpointId, EventType, PayloadFormat, Secret};
 
 use crate::support::new_job;
 
@@ -44,6 +47,7 @@ each_database!(
     a_released_claim_is_taken_at_once,
     a_batch_is_opened_once_per_submission_key,
     concurrent_dispatchers_claim_each_delivery_once,
+    an_endpoints_payload_format_is_kept_and_each_delivery_keeps_its_own,
 );
 
 const LEASE: TimeDelta = TimeDelta::seconds(10);
@@ -187,6 +191,7 @@ async fn concurrent_dispatchers_claim_each_delivery_once(db: Arc<dyn Database>) 
             url: format!("https://lab.example/hooks/{i}"),
             event_type: EventType::JobSucceeded,
             payload: "{}".into(),
+            payload_format: PayloadFormat::MedInform,
         })
         .collect();
     assert!(
@@ -232,4 +237,87 @@ async fn concurrent_dispatchers_claim_each_delivery_once(db: Arc<dyn Database>) 
             .unwrap()
             .is_empty()
     );
+}
+
+async fn an_endpoints_payload_format_is_kept_and_each_delivery_keeps_its_own(
+    db: Arc<dyn Database>,
+) {
+    let endpoint = db
+        .create_endpoint(&NewEndpoint {
+            id: EndpointId::new(),
+            tenant_id: TenantId::LOCAL,
+            url: "https://lab.example/fhir".into(),
+            event_types: vec![EventType::JobSucceeded],
+            payload_format: PayloadFormat::FhirR4,
+            description: None,
+            enabled: true,
+            secret: Secret::generate(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(endpoint.payload_format, PayloadFormat::FhirR4);
+    let found = db
+        .find_endpoint(TenantId::LOCAL, endpoint.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.payload_format, PayloadFormat::FhirR4);
+
+    // An update that does not name the format leaves it; one that does changes it.
+    let described = EndpointUpdate {
+        description: Some(Some("lab".into())),
+        ..Default::default()
+    };
+    let kept = db
+        .update_endpoint(TenantId::LOCAL, endpoint.id, &described)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.payload_format, PayloadFormat::FhirR4);
+    let job = db.insert(&new_job("malaria")).await.unwrap();
+    let delivery = |payload_format| NewDelivery {
+        id: DeliveryId::new(),
+        endpoint_id: Some(endpoint.id),
+        url: endpoint.url.clone(),
+        event_type: EventType::JobSucceeded,
+        payload: "{}".into(),
+        payload_format,
+    };
+    let fhir = delivery(PayloadFormat::FhirR4);
+    let plain = delivery(PayloadFormat::MedInform);
+    assert!(
+        db.enqueue_job_events(TenantId::LOCAL, job.id, &[fhir.clone(), plain.clone()])
+            .await
+            .unwrap()
+    );
+    let back = EndpointUpdate {
+        payload_format: Some(PayloadFormat::MedInform),
+        ..Default::default()
+    };
+    let changed = db
+        .update_endpoint(TenantId::LOCAL, endpoint.id, &back)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(changed.payload_format, PayloadFormat::MedInform);
+    assert_eq!(changed.description.as_deref(), Some("lab"));
+    let listed = db.list_endpoints(TenantId::LOCAL).await.unwrap();
+    assert_eq!(listed[0].payload_format, PayloadFormat::MedInform);
+
+    // Deliveries stored before the change keep the format they were made in.
+    for sent in [&fhir, &plain] {
+        let stored = db
+            .find_delivery(TenantId::LOCAL, &sent.id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.payload_format, sent.payload_format);
+    }
+    let mut claimed = db
+        .claim_due_deliveries(Duration::from_secs(60), 10)
+        .await
+        .unwrap();
+    claimed.sort_by_key(|d| d.payload_format.as_str());
+    let formats: Vec<PayloadFormat> = claimed.iter().map(|d| d.payload_format).collect();
+    assert_eq!(formats, [PayloadFormat::FhirR4, PayloadFormat::MedInform]);
 }

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use medinform_core::job::{BatchId, JobId};
 use medinform_core::webhooks::{
-    Attempt, Delivery, DeliveryId, DeliveryStatus, Endpoint, EndpointId, EventType,
+    Attempt, Delivery, DeliveryId, DeliveryStatus, Endpoint, EndpointId, EventType, PayloadFormat,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
@@ -28,6 +28,10 @@ pub struct CreateWebhookRequest {
     /// The events to deliver (at least one).
     #[schema(min_items = 1)]
     pub event_types: Vec<EventType>,
+    /// What job deliveries carry: `medinform` (the default: `{"type", "timestamp", "data"}`)
+    /// or `fhir-r4` (the job's FHIR R4 Bundle, as `GET /v1/jobs/{id}/fhir` answers it).
+    /// `batch.completed` deliveries are `medinform` whatever it says.
+    pub payload_format: Option<PayloadFormat>,
     /// Up to 500 characters, not counting surrounding whitespace (which is trimmed).
     #[schema(schema_with = description_schema)]
     pub description: Option<String>,
@@ -48,6 +52,8 @@ pub struct UpdateWebhookRequest {
     pub url: Option<String>,
     #[schema(min_items = 1)]
     pub event_types: Option<Vec<EventType>>,
+    /// As in `POST /v1/webhooks`; deliveries made before the change keep their format.
+    pub payload_format: Option<PayloadFormat>,
     /// As in `POST /v1/webhooks`; `null` clears it.
     #[serde(default, deserialize_with = "present")]
     #[schema(schema_with = description_schema)]
@@ -77,6 +83,8 @@ pub struct WebhookResponse {
     pub id: EndpointId,
     pub url: String,
     pub event_types: Vec<EventType>,
+    /// What its job deliveries carry.
+    pub payload_format: PayloadFormat,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     pub enabled: bool,
@@ -105,6 +113,7 @@ impl From<Endpoint> for WebhookResponse {
             id: e.id,
             url: e.url,
             event_types: e.event_types,
+            payload_format: e.payload_format,
             description: e.description,
             enabled: e.enabled,
             disabled_reason: e.disabled_reason,
@@ -158,6 +167,8 @@ pub struct DeliveryResponse {
     pub job_id: Option<JobId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_id: Option<BatchId>,
+    /// What its payload is (`fhir-r4`: a FHIR Bundle, sent as `application/fhir+json`).
+    pub payload_format: PayloadFormat,
     pub status: DeliveryStatus,
     /// Attempts made so far (`attempts` of the detail lists them).
     pub attempt_count: i32,
@@ -189,6 +200,7 @@ impl From<&Delivery> for DeliveryResponse {
             event_type: d.event_type,
             job_id: d.job_id,
             batch_id: d.batch_id,
+            payload_format: d.payload_format,
             status: d.status,
             attempt_count: d.attempts,
             next_attempt_at: d.next_attempt_at,
@@ -211,7 +223,8 @@ pub struct DeliveryListResponse {
 pub struct DeliveryDetailResponse {
     #[serde(flatten)]
     pub delivery: DeliveryResponse,
-    /// The JSON body sent on every attempt: `{"type", "timestamp", "data"}`.
+    /// The JSON body sent on every attempt: `{"type", "timestamp", "data"}`, or for a `fhir-r4`
+    /// delivery the job's FHIR Bundle.
     #[schema(value_type = Object)]
     pub payload: serde_json::Value,
     /// Oldest first.

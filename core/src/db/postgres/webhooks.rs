@@ -16,14 +16,16 @@ use crate::db::{
 use crate::job::{BatchId, Job, JobId};
 use crate::tenant::TenantId;
 use crate::webhooks::{
-    Attempt, Delivery, DeliveryId, Endpoint, EndpointId, EventType, Secret, SigningKeys,
+    Attempt, Delivery, DeliveryId, Endpoint, EndpointId, EventType, PayloadFormat, Secret,
+    SigningKeys,
 };
 
-const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, event_types, description, enabled, \
-     disabled_reason, secret, previous_secret, previous_secret_expires_at, created_at, updated_at";
+const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, event_types, payload_format, description, \
+     enabled, disabled_reason, secret, previous_secret, previous_secret_expires_at, created_at, \
+     updated_at";
 
 const DELIVERY_COLUMNS: &str = "id, tenant_id, endpoint_id, url, event_type, job_id, batch_id, \
-     payload, status, attempts, next_attempt_at, created_at, updated_at";
+     payload, payload_format, status, attempts, next_attempt_at, created_at, updated_at";
 
 #[derive(sqlx::FromRow)]
 struct EndpointRow {
@@ -31,6 +33,7 @@ struct EndpointRow {
     tenant_id: Uuid,
     url: String,
     event_types: Json<Vec<EventType>>,
+    payload_format: String,
     description: Option<String>,
     enabled: bool,
     disabled_reason: Option<String>,
@@ -57,6 +60,12 @@ fn keys(
     })
 }
 
+fn payload_format(stored: &str) -> Result<PayloadFormat, DbError> {
+    stored
+        .parse()
+        .map_err(|e: String| DbError::Corrupt(anyhow::anyhow!(e)))
+}
+
 impl TryFrom<EndpointRow> for Endpoint {
     type Error = DbError;
     fn try_from(row: EndpointRow) -> Result<Self, DbError> {
@@ -65,6 +74,7 @@ impl TryFrom<EndpointRow> for Endpoint {
             tenant_id: TenantId(row.tenant_id),
             url: row.url,
             event_types: row.event_types.0,
+            payload_format: payload_format(&row.payload_format)?,
             description: row.description,
             enabled: row.enabled,
             disabled_reason: row.disabled_reason,
@@ -89,6 +99,7 @@ struct DeliveryRow {
     job_id: Option<Uuid>,
     batch_id: Option<Uuid>,
     payload: String,
+    payload_format: String,
     status: String,
     attempts: i32,
     next_attempt_at: Option<DateTime<Utc>>,
@@ -108,6 +119,7 @@ impl TryFrom<DeliveryRow> for Delivery {
             job_id: row.job_id.map(JobId),
             batch_id: row.batch_id.map(BatchId),
             payload: row.payload,
+            payload_format: payload_format(&row.payload_format)?,
             status: row.status.parse().map_err(anyhow::Error::msg)?,
             attempts: row.attempts,
             next_attempt_at: row.next_attempt_at,
@@ -131,7 +143,7 @@ impl WebhookStore for PostgresJobStore {
     async fn create_endpoint(&self, e: &NewEndpoint) -> Result<Endpoint, DbError> {
         let row: EndpointRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "insert into webhook_endpoints (id, tenant_id, url, event_types, description, \
-                 enabled, secret) values ($1, $2, $3, $4, $5, $6, $7) \
+                 enabled, secret, payload_format) values ($1, $2, $3, $4, $5, $6, $7, $8) \
              returning {ENDPOINT_COLUMNS}"
         )))
         .bind(e.id.0)
@@ -141,6 +153,7 @@ impl WebhookStore for PostgresJobStore {
         .bind(&e.description)
         .bind(e.enabled)
         .bind(e.secret.expose())
+        .bind(e.payload_format.as_str())
         .fetch_one(&self.pool)
         .await?;
         row.try_into()
@@ -183,7 +196,7 @@ impl WebhookStore for PostgresJobStore {
                  description = case when $5 then $6 else description end, \
                  enabled = coalesce($7, enabled), \
                  disabled_reason = case when $7 then null else disabled_reason end, \
-                 updated_at = $8 \
+                 updated_at = $8, payload_format = coalesce($9, payload_format) \
              where id = $1 and tenant_id = $2 returning {ENDPOINT_COLUMNS}"
         )))
         .bind(id.0)
@@ -194,6 +207,7 @@ impl WebhookStore for PostgresJobStore {
         .bind(u.description.clone().flatten())
         .bind(u.enabled)
         .bind(Utc::now())
+        .bind(u.payload_format.map(PayloadFormat::as_str))
         .fetch_optional(&self.pool)
         .await?;
         row.map(Endpoint::try_from).transpose()
@@ -484,8 +498,8 @@ pub(super) async fn insert_deliveries(
     for d in deliveries {
         sqlx::query(
             "insert into webhook_deliveries (id, tenant_id, endpoint_id, url, event_type, \
-                 job_id, batch_id, payload, status, next_attempt_at) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9)",
+                 job_id, batch_id, payload, payload_format, status, next_attempt_at) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $10, 'pending', $9)",
         )
         .bind(d.id.as_str())
         .bind(tenant.0)
@@ -496,6 +510,7 @@ pub(super) async fn insert_deliveries(
         .bind(batch)
         .bind(&d.payload)
         .bind(Utc::now())
+        .bind(d.payload_format.as_str())
         .execute(&mut *tx)
         .await?;
     }

@@ -17,14 +17,16 @@ use crate::db::{
 use crate::job::{BatchId, Job, JobId};
 use crate::tenant::TenantId;
 use crate::webhooks::{
-    Attempt, Delivery, DeliveryId, Endpoint, EndpointId, EventType, Secret, SigningKeys,
+    Attempt, Delivery, DeliveryId, Endpoint, EndpointId, EventType, PayloadFormat, Secret,
+    SigningKeys,
 };
 
-const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, event_types, description, enabled, \
-     disabled_reason, secret, previous_secret, previous_secret_expires_at, created_at, updated_at";
+const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, event_types, payload_format, description, \
+     enabled, disabled_reason, secret, previous_secret, previous_secret_expires_at, created_at, \
+     updated_at";
 
 const DELIVERY_COLUMNS: &str = "id, tenant_id, endpoint_id, url, event_type, job_id, batch_id, \
-     payload, status, attempts, next_attempt_at, created_at, updated_at";
+     payload, payload_format, status, attempts, next_attempt_at, created_at, updated_at";
 
 #[derive(sqlx::FromRow)]
 struct EndpointRow {
@@ -32,6 +34,7 @@ struct EndpointRow {
     tenant_id: String,
     url: String,
     event_types: String,
+    payload_format: String,
     description: Option<String>,
     enabled: bool,
     disabled_reason: Option<String>,
@@ -58,6 +61,12 @@ fn keys(
     })
 }
 
+fn payload_format(stored: &str) -> Result<PayloadFormat, DbError> {
+    stored
+        .parse()
+        .map_err(|e: String| DbError::Corrupt(anyhow::anyhow!(e)))
+}
+
 impl TryFrom<EndpointRow> for Endpoint {
     type Error = DbError;
     fn try_from(row: EndpointRow) -> Result<Self, DbError> {
@@ -66,6 +75,7 @@ impl TryFrom<EndpointRow> for Endpoint {
             tenant_id: TenantId::from_str(&row.tenant_id).context("tenant id")?,
             url: row.url,
             event_types: serde_json::from_str(&row.event_types).context("stored event types")?,
+            payload_format: payload_format(&row.payload_format)?,
             description: row.description,
             enabled: row.enabled,
             disabled_reason: row.disabled_reason,
@@ -90,6 +100,7 @@ struct DeliveryRow {
     job_id: Option<String>,
     batch_id: Option<String>,
     payload: String,
+    payload_format: String,
     status: String,
     attempts: i32,
     next_attempt_at: Option<i64>,
@@ -121,6 +132,7 @@ impl TryFrom<DeliveryRow> for Delivery {
                 .transpose()
                 .context("batch id")?,
             payload: row.payload,
+            payload_format: payload_format(&row.payload_format)?,
             status: row.status.parse().map_err(anyhow::Error::msg)?,
             attempts: row.attempts,
             next_attempt_at: row.next_attempt_at.map(time).transpose()?,
@@ -152,8 +164,8 @@ impl WebhookStore for SqliteJobStore {
     async fn create_endpoint(&self, e: &NewEndpoint) -> Result<Endpoint, DbError> {
         let row: EndpointRow = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "insert into webhook_endpoints (id, tenant_id, url, event_types, description, \
-                 enabled, secret, created_at, updated_at) \
-             values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8) returning {ENDPOINT_COLUMNS}"
+                 enabled, secret, created_at, updated_at, payload_format) \
+             values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9) returning {ENDPOINT_COLUMNS}"
         )))
         .bind(e.id.to_string())
         .bind(e.tenant_id.to_string())
@@ -163,6 +175,7 @@ impl WebhookStore for SqliteJobStore {
         .bind(e.enabled)
         .bind(e.secret.expose())
         .bind(now_ms())
+        .bind(e.payload_format.as_str())
         .fetch_one(&self.pool)
         .await?;
         row.try_into()
@@ -205,7 +218,7 @@ impl WebhookStore for SqliteJobStore {
                  description = case when ?5 then ?6 else description end, \
                  enabled = coalesce(?7, enabled), \
                  disabled_reason = case when ?7 then null else disabled_reason end, \
-                 updated_at = ?8 \
+                 updated_at = ?8, payload_format = coalesce(?9, payload_format) \
              where id = ?1 and tenant_id = ?2 returning {ENDPOINT_COLUMNS}"
         )))
         .bind(id.to_string())
@@ -216,6 +229,7 @@ impl WebhookStore for SqliteJobStore {
         .bind(u.description.clone().flatten())
         .bind(u.enabled)
         .bind(now_ms())
+        .bind(u.payload_format.map(PayloadFormat::as_str))
         .fetch_optional(&self.pool)
         .await?;
         row.map(Endpoint::try_from).transpose()
@@ -516,8 +530,9 @@ pub(super) async fn insert_deliveries(
     for d in deliveries {
         sqlx::query(
             "insert into webhook_deliveries (id, tenant_id, endpoint_id, url, event_type, \
-                 job_id, batch_id, payload, status, next_attempt_at, created_at, updated_at) \
-             values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'pending', ?9, ?9, ?9)",
+                 job_id, batch_id, payload, payload_format, status, next_attempt_at, \
+                 created_at, updated_at) \
+             values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?10, 'pending', ?9, ?9, ?9)",
         )
         .bind(d.id.as_str())
         .bind(tenant.to_string())
@@ -528,6 +543,7 @@ pub(super) async fn insert_deliveries(
         .bind(&batch)
         .bind(&d.payload)
         .bind(now)
+        .bind(d.payload_format.as_str())
         .execute(&mut *tx)
         .await?;
     }
