@@ -12,7 +12,7 @@
 # turns them all on), every request sent with `Authorization: Bearer <key>`. Exits non-zero on any
 # finding, after the server's ERROR and WARN lines. The last line is for the summary of infra/test:
 # "schemathesis: N passed, N failed, N skipped", one test per operation and one for the stateful
-# sequences.
+# sequences. hooks.py (SCHEMATHESIS_HOOKS) sends STOW-RS bodies as multipart/related.
 #
 # Environment:
 #   MEDINFORM_TEST_SCHEMATHESIS_BINARY   the binary (default target/debug/medinform, built by the
@@ -103,7 +103,8 @@ rc=0
 # From the temporary directory, so that schemathesis' caches stay out of the tree.
 (
     cd "$work"
-    "$schemathesis" --config-file "$here/schemathesis.toml" run "$base/openapi.json" \
+    SCHEMATHESIS_HOOKS="$here/hooks.py" \
+        "$schemathesis" --config-file "$here/schemathesis.toml" run "$base/openapi.json" \
         --max-examples "$examples" \
         --seed "$seed" \
         --header "Authorization: Bearer $key" \
