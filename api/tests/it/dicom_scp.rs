@@ -16,7 +16,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::dicom::{STUDY, chest_options, chest_xray, dx_instance, probabilities};
 use crate::on_both_backends;
-use crate::support::{Kind, Options, TestApp, repo_root};
+use crate::support::{Kind, Options, TestApp, files_under, repo_root};
 
 /// The service's AE title (the default of `dicom.ae_title`).
 const AE_TITLE: &str = "MEDINFORM";
@@ -189,33 +189,11 @@ async fn jobs_of(app: &TestApp, key: &str) -> Vec<Value> {
     list["jobs"].as_array().unwrap().clone()
 }
 
-async fn wait_finished_as(app: &TestApp, key: &str, id: &str) -> Value {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (status, job) = app.get_as(key, &format!("/v1/jobs/{id}")).await;
-        assert_eq!(status, 200, "{job}");
-        if ["succeeded", "failed", "canceled"].contains(&job["status"].as_str().unwrap_or("")) {
-            return job;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "job {id} did not finish: {job}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The files of the local image folder under `dicom/` (instances no rule routes).
 fn unrouted_files(app: &TestApp) -> Option<usize> {
-    fn count(dir: &Path) -> usize {
-        std::fs::read_dir(dir).map_or(0, |entries| {
-            entries
-                .map(|e| e.unwrap().path())
-                .map(|p| if p.is_dir() { count(&p) } else { 1 })
-                .sum()
-        })
-    }
-    app.image_dir.as_ref().map(|dir| count(&dir.join("dicom")))
+    app.image_dir
+        .as_ref()
+        .map(|dir| files_under(&dir.join("dicom")).len())
 }
 
 async fn a_study_sent_by_a_modality_is_screened_as_one_batch(kind: Kind) {
@@ -256,7 +234,9 @@ async fn a_study_sent_by_a_modality_is_screened_as_one_batch(kind: Kind) {
     for job in &jobs {
         assert_eq!(job["batch_id"], batch.as_str(), "{job}");
         assert_eq!(job["model"], "tuberculosis", "{job}");
-        let job = wait_finished_as(&app, &key, job["id"].as_str().unwrap()).await;
+        let job = app
+            .wait_finished_as(&key, job["id"].as_str().unwrap())
+            .await;
         assert_eq!(job["status"], "succeeded", "{job}");
         assert_eq!(job["dicom"]["study_instance_uid"], STUDY, "{job}");
         let instance = job["dicom"]["sop_instance_uid"]
@@ -282,7 +262,9 @@ async fn a_study_sent_by_a_modality_is_screened_as_one_batch(kind: Kind) {
         .submit_as(&key, "tuberculosis", "chest.dcm", first)
         .await;
     assert_eq!(status, 202, "{uploaded}");
-    let uploaded = wait_finished_as(&app, &key, uploaded["id"].as_str().unwrap()).await;
+    let uploaded = app
+        .wait_finished_as(&key, uploaded["id"].as_str().unwrap())
+        .await;
     assert_eq!(uploaded["status"], "succeeded", "{uploaded}");
     assert_eq!(
         probabilities(&screened[&format!("{STUDY}.1.1")]),

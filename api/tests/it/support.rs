@@ -523,9 +523,22 @@ impl TestApp {
 
     /// Polls the job until it is final (`succeeded`, `failed` or `canceled`).
     pub async fn wait_finished(&self, id: &str) -> Value {
+        self.wait_final(None, id).await
+    }
+
+    /// [`TestApp::wait_finished`] for a job of `key`'s tenant.
+    pub async fn wait_finished_as(&self, key: &str, id: &str) -> Value {
+        self.wait_final(Some(key), id).await
+    }
+
+    async fn wait_final(&self, key: Option<&str>, id: &str) -> Value {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let path = format!("/v1/jobs/{id}");
         loop {
-            let (status, job) = self.get(&format!("/v1/jobs/{id}")).await;
+            let (status, job) = match key {
+                Some(key) => self.get_as(key, &path).await,
+                None => self.get(&path).await,
+            };
             assert_eq!(status, 200, "{job}");
             if ["succeeded", "failed", "canceled"].contains(&job["status"].as_str().unwrap_or("")) {
                 return job;
