@@ -5,7 +5,7 @@
 //! refused in the negotiation, with nothing stored; a shutdown releases an open association.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::dicom::{STUDY, chest_options, chest_xray, dx_instance, probabilities};
 use crate::on_both_backends;
-use crate::support::{Kind, Options, TestApp, files_under, repo_root};
+use crate::support::{Kind, Options, TestApp, files_under, python};
 
 /// The service's AE title (the default of `dicom.ae_title`).
 const AE_TITLE: &str = "MEDINFORM";
@@ -110,19 +110,6 @@ async fn storescu(
     args.extend_from_slice(&["127.0.0.1", &port]);
     args.extend_from_slice(files);
     dcmtk("storescu", &args).await
-}
-
-/// The Python with pynetdicom: `$MEDINFORM_PYTHON`, else the repository's `.venv`.
-fn python() -> PathBuf {
-    let python = std::env::var_os("MEDINFORM_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".venv/bin/python"));
-    assert!(
-        python.exists(),
-        "{} is missing: run infra/setup-python.sh --dev (pynetdicom) or set MEDINFORM_PYTHON",
-        python.display()
-    );
-    python
 }
 
 /// A pynetdicom association told by a JSON argument: the presentation contexts it proposes, a

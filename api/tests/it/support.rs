@@ -44,6 +44,20 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The project's Python (pynetdicom, fhir.resources): `$MEDINFORM_PYTHON`, else the
+/// repository's `.venv`.
+pub fn python() -> PathBuf {
+    let python = std::env::var_os("MEDINFORM_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv/bin/python"));
+    assert!(
+        python.exists(),
+        "{} is missing: run infra/setup-python.sh --dev or set MEDINFORM_PYTHON",
+        python.display()
+    );
+    python
+}
+
 /// `../shared` beside the repository.
 pub fn shared_dir() -> PathBuf {
     let dir = repo_root().join("../shared");

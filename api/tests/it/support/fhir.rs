@@ -3,12 +3,9 @@
 //! service's own.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
-
-use super::repo_root;
 
 /// Reads a Bundle on stdin, validates it and then each entry's resource with its own model, and
 /// prints the resource types in order.
@@ -27,23 +24,10 @@ for entry in bundle["entry"]:
 print(json.dumps(types))
 "#;
 
-/// The Python with `fhir.resources`: `$MEDINFORM_PYTHON`, else the repository's `.venv`.
-fn python() -> PathBuf {
-    let python = std::env::var_os("MEDINFORM_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".venv/bin/python"));
-    assert!(
-        python.exists(),
-        "{} is missing: run infra/setup-python.sh --dev (fhir.resources) or set MEDINFORM_PYTHON",
-        python.display()
-    );
-    python
-}
-
 /// The resource types of `bundle`'s entries, in order, once the Bundle and every resource in it
 /// validate as FHIR R4B; what the validator said otherwise.
 pub fn validate_r4_bundle(bundle: &Value) -> Result<Vec<String>, String> {
-    let mut child = Command::new(python())
+    let mut child = Command::new(super::python())
         .args(["-c", VALIDATE_BUNDLE])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
