@@ -283,11 +283,6 @@ fn check_transfer_syntax(uid: &str) -> Result<(), ImageRejection> {
 }
 
 impl DicomFile {
-    /// The transfer syntax UID.
-    pub fn transfer_syntax(&self) -> &str {
-        &self.transfer_syntax
-    }
-
     fn text(&self, tag: dicom_core::Tag) -> Option<String> {
         text_of(&self.object, tag)
     }
@@ -315,7 +310,7 @@ impl DicomFile {
     }
 
     /// Rows, columns, frames and sample layout, from the header alone.
-    pub fn geometry(&self) -> Result<Geometry, ImageRejection> {
+    fn geometry(&self) -> Result<Geometry, ImageRejection> {
         if self
             .object
             .element_opt(tags::PIXEL_DATA)
@@ -364,7 +359,7 @@ impl DicomFile {
     /// Checks the compressed stream's own dimensions against Rows and Columns, so that a
     /// fragment declaring a far larger image is refused before a decoder allocates for it; and
     /// refuses 12-bit JPEG Extended (Process 4), which the pure-Rust JPEG decoder does not read.
-    pub fn check_compressed_dimensions(&self, geometry: &Geometry) -> Result<(), ImageRejection> {
+    fn check_compressed_dimensions(&self, geometry: &Geometry) -> Result<(), ImageRejection> {
         let Ok(element) = self.object.element(tags::PIXEL_DATA) else {
             return Err(ImageRejection::NoPixelData);
         };
