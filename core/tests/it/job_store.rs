@@ -822,3 +822,50 @@ async fn the_backlog_is_counted_per_model_with_its_oldest_job(db: TestJobStore) 
     );
     assert_eq!(backlog[0].oldest, first.created_at);
 }
+
+/// SQLite: jobs reach the database file itself through the background checkpointer, not
+/// through an automatic checkpoint inside one of the writer's commits (which held every write
+/// queued behind it for the copy and its syncs). Twenty jobs are far fewer pages than the
+/// automatic checkpoint's 1,000: without the checkpointer they stay in the write-ahead log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_jobs_are_checkpointed_into_the_database_file_in_the_background() {
+    use medinform_core::db::SqliteJobStore;
+    use sqlx::sqlite::SqliteConnectOptions;
+    use sqlx::{ConnectOptions, Connection};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs.db");
+    let store = SqliteJobStore::connect(&format!("sqlite://{}", path.display()), 4)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    for _ in 0..20 {
+        store.insert(&new_job("malaria")).await.unwrap();
+    }
+    // `immutable`: the database file alone, without the write-ahead log.
+    let in_file = || async {
+        let mut conn = SqliteConnectOptions::new()
+            .filename(&path)
+            .read_only(true)
+            .immutable(true)
+            .connect()
+            .await
+            .ok()?;
+        let count: Option<i64> = sqlx::query_scalar("select count(*) from jobs")
+            .fetch_one(&mut conn)
+            .await
+            .ok();
+        let _ = conn.close().await;
+        count
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut seen = None;
+    while tokio::time::Instant::now() < deadline {
+        seen = in_file().await;
+        if seen == Some(20) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the database file holds {seen:?} jobs 10 s after 20 were committed");
+}
