@@ -7,7 +7,7 @@
 use ndarray::Array3;
 
 use crate::imaging::{self, ImageLimits, ImageRejection};
-use crate::job::{FailureCode, JobFailure, ScreeningResult};
+use crate::job::{FailureCode, JobFailure, Priority, ScreeningResult};
 use crate::registry::{InferenceError, Model};
 
 /// Why one image could not be screened.
@@ -44,7 +44,8 @@ impl ScreenError {
 
 /// Screens `images` with `model`, returning one outcome per image, in order. The images that
 /// decode are run together in one batch; if that run fails, each is run alone so that one bad
-/// input cannot fail its neighbours.
+/// input cannot fail its neighbours. The runs take the interactive lane's turn (a person
+/// waits for them).
 pub fn screen<B: AsRef<[u8]>>(
     model: &Model,
     images: &[B],
@@ -54,7 +55,7 @@ pub fn screen<B: AsRef<[u8]>>(
         .iter()
         .map(|bytes| prepare(model, bytes.as_ref(), limits))
         .collect();
-    screen_prepared(model, inputs)
+    screen_prepared(model, inputs, Priority::Interactive)
 }
 
 /// The model's input for an encoded image: decoded, then preprocessed.
@@ -69,10 +70,11 @@ pub fn prepare(
 }
 
 /// Screens inputs already prepared (or the reason each could not be), returning one outcome
-/// per input, in order, as [`screen`] does.
+/// per input, in order, as [`screen`] does, in the turns of `lane` ([`Model::predict`]).
 pub fn screen_prepared(
     model: &Model,
     prepared: Vec<Result<Array3<f32>, ScreenError>>,
+    lane: Priority,
 ) -> Vec<Result<ScreeningResult, ScreenError>> {
     let mut outcomes: Vec<Option<Result<ScreeningResult, ScreenError>>> =
         Vec::with_capacity(prepared.len());
@@ -89,7 +91,7 @@ pub fn screen_prepared(
         }
     }
 
-    match model.predict(&inputs) {
+    match model.predict(&inputs, lane) {
         Ok(results) => {
             for (slot, result) in slots.into_iter().zip(results) {
                 outcomes[slot] = Some(Ok(result));
@@ -100,7 +102,7 @@ pub fn screen_prepared(
             tracing::warn!(model = model.id(), error = %e, "batch run failed; running one by one");
             for (slot, input) in slots.into_iter().zip(inputs) {
                 let single = model
-                    .predict(std::slice::from_ref(&input))
+                    .predict(std::slice::from_ref(&input), lane)
                     .map_err(ScreenError::from)
                     .and_then(|mut r| {
                         r.pop().ok_or_else(|| {

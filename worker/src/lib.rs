@@ -19,6 +19,7 @@ use std::time::Duration;
 use medinform_core::app::Backends;
 use medinform_core::config::{JobsConfig, WorkerConfig};
 use medinform_core::imaging::ImageLimits;
+use medinform_core::job::Priority;
 use medinform_core::queue::{Delivery, Subscription};
 use medinform_core::registry::Registry;
 use tokio::sync::Semaphore;
@@ -298,7 +299,14 @@ fn start(
 ) {
     let processor = processor.clone();
     running.spawn(async move {
-        processor.process(&batch.model, batch.deliveries).await;
+        let lane = if batch.interactive {
+            Priority::Interactive
+        } else {
+            Priority::Bulk
+        };
+        processor
+            .process(&batch.model, lane, batch.deliveries)
+            .await;
         drop(permit);
     });
 }

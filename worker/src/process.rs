@@ -20,7 +20,9 @@ use bytes::Bytes;
 use futures::future::join_all;
 use medinform_core::app::Backends;
 use medinform_core::db::Claim;
-use medinform_core::job::{FailureCode, Job, JobFailure, JobId, JobStatus, ScreeningResult};
+use medinform_core::job::{
+    FailureCode, Job, JobFailure, JobId, JobStatus, Priority, ScreeningResult,
+};
 use medinform_core::metrics;
 use medinform_core::queue::Delivery;
 use medinform_core::registry::{Model, Registry};
@@ -70,7 +72,8 @@ impl Processor {
         }
     }
 
-    pub(crate) async fn process(&self, model_id: &str, deliveries: Vec<Delivery>) {
+    /// Screens one batch of `lane`'s deliveries (its model runs take that lane's turns).
+    pub(crate) async fn process(&self, model_id: &str, lane: Priority, deliveries: Vec<Delivery>) {
         let claimed = self.claim(deliveries).await;
         if claimed.is_empty() {
             return;
@@ -106,7 +109,7 @@ impl Processor {
         }
 
         if !to_screen.is_empty() {
-            let screened = self.screen(model_id, model, to_screen).await;
+            let screened = self.screen(model_id, model, lane, to_screen).await;
             for (index, outcome) in slots.into_iter().zip(screened) {
                 outcomes[index] = Some(outcome);
             }
@@ -184,6 +187,7 @@ impl Processor {
         &self,
         model_id: &str,
         model: Option<Arc<Model>>,
+        lane: Priority,
         images: Vec<Source>,
     ) -> Vec<Outcome> {
         let count = images.len();
@@ -206,7 +210,7 @@ impl Processor {
                     Source::Encoded(bytes) => screening::prepare(&model, &bytes, &limits),
                 })
                 .collect();
-            screening::screen_prepared(&model, inputs)
+            screening::screen_prepared(&model, inputs, lane)
         })
         .await;
         match screened {

@@ -8,10 +8,14 @@
 //! concurrent runs: the worker passes many jobs' tensors to one [`Runner::run`] call, and ONNX
 //! Runtime's intra-op thread pool already spreads that one run over the cores, so a pool of
 //! sessions would only make runs compete for the same cores (and hold the weights twice).
+//!
+//! Runs take their turns by lane ([`Turns`]): a clinic's interactive batch waiting for the
+//! session goes before every bulk batch waiting for it, so it waits for the run in progress at
+//! most, never for a drive's queue of batches.
 
-use crate::job::FailureCode;
+use crate::job::{FailureCode, Priority};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use anyhow::{Context, anyhow, bail};
 use ort::environment::Environment;
@@ -229,9 +233,64 @@ pub(crate) struct Threads {
     pub spinning: bool,
 }
 
+/// Whose turn it is on a session: one run at a time, interactive runs before bulk ones.
+#[derive(Default)]
+struct Turns {
+    state: Mutex<TurnState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct TurnState {
+    running: bool,
+    interactive_waiting: usize,
+    /// Every run waiting, of both lanes.
+    waiting: usize,
+}
+
+/// A run's turn, handed on when dropped.
+struct Turn<'a>(&'a Turns);
+
+impl Turns {
+    /// Waits until no run is in progress and, for a bulk run, no interactive run waits.
+    fn take(&self, lane: Priority) -> Turn<'_> {
+        let interactive = lane == Priority::Interactive;
+        let mut state = self.lock();
+        if interactive {
+            state.interactive_waiting += 1;
+        }
+        state.waiting += 1;
+        while state.running || (!interactive && state.interactive_waiting > 0) {
+            state = self
+                .changed
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        state.waiting -= 1;
+        if interactive {
+            state.interactive_waiting -= 1;
+        }
+        state.running = true;
+        Turn(self)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, TurnState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.0.lock().running = false;
+        self.0.changed.notify_all();
+    }
+}
+
 /// A loaded ONNX session, checked against its manifest.
 pub(crate) struct Runner {
+    /// Taken only during a [`Turn`], so never contended.
     session: Mutex<Session>,
+    turns: Turns,
     provider: ActiveProvider,
     input_name: String,
     output_name: String,
@@ -302,6 +361,7 @@ impl Runner {
         tracing::info!(model = %id, version = %manifest.version, provider = provider.as_str(), "model loaded");
         Ok(Self {
             session: Mutex::new(session),
+            turns: Turns::default(),
             provider,
             input_name: manifest.input.name.clone(),
             output_name: manifest.output.name.clone(),
@@ -314,11 +374,12 @@ impl Runner {
         self.provider
     }
 
-    /// Runs a batch (`batch` tensors of `shape`, stacked in `data`) and returns the output
-    /// values, `batch * per_image` of them.
+    /// Runs a batch (`batch` tensors of `shape`, stacked in `data`) in its lane's turn and
+    /// returns the output values, `batch * per_image` of them.
     pub(crate) fn run(
         &self,
         id: &str,
+        lane: Priority,
         data: &[f32],
         batch: usize,
         shape: [usize; 3],
@@ -335,6 +396,7 @@ impl Runner {
             .heatmap
             .as_ref()
             .map(|(_, [h, w])| Vec::with_capacity(batch * h * w));
+        let _turn = self.turns.take(lane);
         let mut session = self.session.lock().unwrap_or_else(PoisonError::into_inner);
         for images in data.chunks(chunk * image_len) {
             let n = images.len() / image_len;
@@ -557,6 +619,40 @@ mod tests {
             runtime_version("", Path::new("/opt/libonnxruntime.so")),
             "unknown"
         );
+    }
+
+    #[test]
+    fn an_interactive_run_goes_before_every_bulk_run_waiting() {
+        let turns = std::sync::Arc::new(Turns::default());
+        let order = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let first = turns.take(Priority::Bulk);
+        let wait_for = |n: usize| {
+            while turns.lock().waiting < n {
+                std::thread::yield_now();
+            }
+        };
+        let mut threads = Vec::new();
+        for (index, lane) in [Priority::Bulk, Priority::Bulk, Priority::Interactive]
+            .into_iter()
+            .enumerate()
+        {
+            let (turns, order) = (turns.clone(), order.clone());
+            threads.push(std::thread::spawn(move || {
+                let _turn = turns.take(lane);
+                order.lock().unwrap().push(lane);
+            }));
+            // Each waits before the next comes: the interactive run is the last to ask.
+            wait_for(index + 1);
+        }
+        drop(first);
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(
+            *order.lock().unwrap(),
+            [Priority::Interactive, Priority::Bulk, Priority::Bulk]
+        );
+        assert!(!turns.lock().running);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use ndarray::Array3;
 use serde::Serialize;
 
 use crate::imaging::ImageRejection;
-use crate::job::{Heatmap, ScreeningResult};
+use crate::job::{Heatmap, Priority, ScreeningResult};
 
 use self::decision::Decision;
 pub use self::inference::{ActiveProvider, ExecutionProvider, InferenceError, init_onnxruntime};
@@ -236,8 +236,13 @@ impl Model {
     }
 
     /// Screens a batch of preprocessed images in one ONNX Runtime run (several only if the
-    /// graph's batch axis is fixed), returning one result per input, in order.
-    pub fn predict(&self, inputs: &[Array3<f32>]) -> Result<Vec<ScreeningResult>, InferenceError> {
+    /// graph's batch axis is fixed), returning one result per input, in order. The run waits
+    /// for its `lane`'s turn: an interactive batch goes before every bulk batch waiting.
+    pub fn predict(
+        &self,
+        inputs: &[Array3<f32>],
+        lane: Priority,
+    ) -> Result<Vec<ScreeningResult>, InferenceError> {
         let (Some(manifest), Some(loaded), Some(threshold)) =
             (&self.manifest, &self.loaded, self.threshold())
         else {
@@ -266,7 +271,7 @@ impl Model {
         let started = std::time::Instant::now();
         let raw = loaded
             .runner
-            .run(&self.id, &data, inputs.len(), shape, per_image)?;
+            .run(&self.id, lane, &data, inputs.len(), shape, per_image)?;
         crate::metrics::inference(&self.id, inputs.len(), started.elapsed());
         let mut maps = raw.maps.as_ref().map(|(values, [h, w])| {
             values.chunks_exact(h * w).map(|map| Heatmap {
@@ -539,7 +544,7 @@ threshold = 0.4
         assert_eq!(model.version(), Some("2.1.0"));
         assert_eq!(model.threshold(), Some(0.4));
         assert!(model.card().is_none());
-        let err = model.predict(&[]).unwrap_err();
+        let err = model.predict(&[], Priority::Bulk).unwrap_err();
         assert_eq!(err.code(), "model_unavailable");
         assert!(err.to_string().contains("library not found"), "{err}");
     }

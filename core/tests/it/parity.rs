@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use medinform_core::job::Priority;
 use medinform_core::registry::manifest::InputSpec;
 use medinform_core::registry::preprocess::preprocess;
 use medinform_core::registry::{Manifest, ModelStatus, Registry, Stage};
@@ -267,7 +268,7 @@ fn original_keras_malaria_model_gives_its_recorded_probabilities() {
         .iter()
         .map(|p| model.preprocess(&decode_file(p)).unwrap())
         .collect();
-    let results = model.predict(&inputs).unwrap();
+    let results = model.predict(&inputs, Priority::Interactive).unwrap();
     let mut worst = 0f64;
     for (png, result) in pngs.iter().zip(&results) {
         let name = png.file_name().unwrap().to_str().unwrap();

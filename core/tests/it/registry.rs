@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use medinform_core::imaging::{self, ImageLimits};
-use medinform_core::job::Heatmap;
+use medinform_core::job::{Heatmap, Priority};
 use medinform_core::registry::{ExecutionProvider, ModelStatus, Registry, RegistryOptions};
 use serde::Deserialize;
 
@@ -237,7 +237,7 @@ pub fn assert_parity(registry: &Registry, id: &str, model_dir: &Path, files: &[P
             file.display()
         );
     }
-    let results = model.predict(&inputs).unwrap();
+    let results = model.predict(&inputs, Priority::Interactive).unwrap();
     let mut worst = 0f64;
     for (result, reference) in results.iter().zip(&expected) {
         let labels: Vec<_> = result
@@ -431,7 +431,7 @@ fn each_folder_is_listed_with_a_status_and_broken_ones_say_why() {
     let no_weights = registry.get("no_weights").unwrap();
     assert!(!no_weights.is_available());
     assert_eq!(no_weights.version(), Some("0.0.1"));
-    let err = no_weights.predict(&[]).unwrap_err();
+    let err = no_weights.predict(&[], Priority::Interactive).unwrap_err();
     assert_eq!(err.code(), "model_unavailable");
     assert!(registry.get("broken").unwrap().manifest().is_none());
 }
@@ -452,7 +452,7 @@ fn site_thresholds_override_the_manifest_and_decide_the_label() {
         let model = registry.get("tiny").unwrap();
         assert_eq!(model.threshold(), Some(threshold));
         let result = model
-            .predict(&[model.preprocess(&img).unwrap()])
+            .predict(&[model.preprocess(&img).unwrap()], Priority::Interactive)
             .unwrap()
             .remove(0);
         assert_eq!(result.threshold, threshold);
@@ -490,7 +490,13 @@ fn only_loads_the_named_models_and_lists_the_others() {
     let first = registry.get("first").unwrap();
     assert_eq!(first.status(), &ModelStatus::NotLoaded);
     assert!(first.is_available() && !first.is_ready());
-    assert_eq!(first.predict(&[]).unwrap_err().code(), "model_unavailable");
+    assert_eq!(
+        first
+            .predict(&[], Priority::Interactive)
+            .unwrap_err()
+            .code(),
+        "model_unavailable"
+    );
     assert!(registry.get("second").unwrap().is_ready());
     assert!(Registry::empty().list().is_empty());
 }
@@ -597,5 +603,11 @@ fn cuda_requested_without_a_usable_gpu_falls_back_to_the_cpu() {
         model.execution_provider()
     );
     let input = model.preprocess(&decode_file(&golden_pngs()[0])).unwrap();
-    assert_eq!(model.predict(&[input]).unwrap().len(), 1);
+    assert_eq!(
+        model
+            .predict(&[input], Priority::Interactive)
+            .unwrap()
+            .len(),
+        1
+    );
 }
