@@ -6,7 +6,8 @@ Starts `medinform serve` (embedded, one model, the peers benchmark's settings) t
    timed from the upload to the poll that saw it final;
 2. batch alone: a batch of --batch images (`POST /v1/batches/{id}/jobs`, 100 images a request,
    4 requests in flight), timed from the first request to the poll that saw every job final;
-3. batch + singles: the same batch, and the same single uploads sent all the while it drains.
+3. batch + singles: the same batch, and the same single uploads sent all the while it drains,
+   from a second client process (a clinic is not the drive's client).
 
 It prints the singles' latency p50/p99 idle and under load (goal: p99 under load below twice the
 idle p99), and the batch's images/s alone and with the singles (goal: under 10 % lost). Every job
@@ -25,11 +26,14 @@ import argparse
 import asyncio
 import importlib
 import json
+import multiprocessing
 import os
 import statistics
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,15 +59,17 @@ async def wait_final(api, session, job_id: str, poll: float) -> dict:
 
 
 async def singles(api, session, model: str, images: list, interval: float, poll: float,
-                  until: asyncio.Event | None, count: int) -> tuple[list[float], list[str], list[float]]:
-    """Uploads one image at a time, every `interval` s: `count` of them, or until `until`.
+                  until, count: int) -> tuple[list[float], list[str], list[float]]:
+    """Uploads one image at a time, every `interval` s: `count` of them, or until `until()` is
+    true (when given).
     Answers each upload's latency (upload to final), the problems, and each upload's answer
     time (upload to 202) on its own."""
     latencies: list[float] = []
     answered: list[float] = []
+    phases: list[tuple[float, float]] = []
     problems: list[str] = []
     index = 0
-    while (until is None and index < count) or (until is not None and not until.is_set()):
+    while (until is None and index < count) or (until is not None and not until()):
         started = time.perf_counter()
         job = await api.submit(session, model, images[index % len(images)])
         answered.append(time.perf_counter() - started)
@@ -71,9 +77,32 @@ async def singles(api, session, model: str, images: list, interval: float, poll:
         latencies.append(time.perf_counter() - started)
         if job["status"] != "succeeded":
             problems.append(f"single {job['id']}: {job['status']}")
+        else:
+            phases.append(phases_of(job))
         index += 1
         await asyncio.sleep(max(0.0, interval - (time.perf_counter() - started)))
-    return latencies, problems, answered
+    return latencies, problems, answered, phases
+
+
+def phases_of(job: dict) -> tuple[float, float]:
+    """The server's own clock on a job: accepted -> claimed (the queue and the claim's commit),
+    claimed -> finished (inference and the result's commit), in seconds."""
+    created, started, finished = (datetime.fromisoformat(job[k]) for k in ("created_at", "started_at", "finished_at"))
+    return (started - created).total_seconds(), (finished - started).total_seconds()
+
+
+def singles_in_a_process(base: str, model: str, images: list, interval: float, poll: float, stop):
+    """`singles` in a process of its own (a clinic is not the drive's client): its own event loop
+    and connection, so the drive's requests (100-image forms built and answers parsed in the
+    drive's loop) do not delay its uploads or its clock. Runs until `stop` (a manager's Event)."""
+    medinform, client = peers("medinform"), peers("client")
+
+    async def run():
+        api = medinform.Api(base, {})
+        async with client.new_session(1) as session:
+            return await singles(api, session, model, images, interval, poll, stop.is_set, 0)
+
+    return asyncio.run(run())
 
 
 async def batch(api, session, model: str, images: list, poll: float) -> tuple[float, int, list[str]]:
@@ -98,6 +127,15 @@ async def run_server(args, name: str, work) -> dict:
             return await work(api, session)
 
 
+def phase_figures(phases: list[tuple[float, float]]) -> dict:
+    queued = [q for q, _ in phases]
+    running = [r for _, r in phases]
+    return {"queued_to_claimed_p50_ms": percentile(queued, 0.5) * 1e3,
+            "queued_to_claimed_p99_ms": percentile(queued, 0.99) * 1e3,
+            "claimed_to_finished_p50_ms": percentile(running, 0.5) * 1e3,
+            "claimed_to_finished_p99_ms": percentile(running, 0.99) * 1e3}
+
+
 async def main(args) -> int:
     images = peers("images").load(args.model, min(args.batch, peers("images").DEFAULT_COUNTS[args.model]))
     batch_images = [images[i % len(images)] for i in range(args.batch)]
@@ -120,17 +158,22 @@ async def main(args) -> int:
             finally:
                 done.set()
 
-        # The singles start once the batch's first images are in.
+        # The singles start once the batch's first images are in, from a process of their own.
         drive_task = asyncio.create_task(drive())
-        await asyncio.sleep(2.0)
-        single_task = asyncio.create_task(
-            singles(api, session, args.model, images, args.interval, args.poll, done, 0)
-        )
-        return await drive_task, await single_task
+        context = multiprocessing.get_context("spawn")
+        with context.Manager() as manager, ProcessPoolExecutor(1, mp_context=context) as pool:
+            stop = manager.Event()
+            await asyncio.sleep(2.0)
+            single_task = asyncio.get_running_loop().run_in_executor(
+                pool, singles_in_a_process, api.base, args.model, images, args.interval, args.poll, stop
+            )
+            await done.wait()
+            stop.set()
+            return await drive_task, await single_task
 
-    idle_latency, idle_problems, idle_answered = await run_server(args, "idle", idle)
+    idle_latency, idle_problems, idle_answered, idle_phases = await run_server(args, "idle", idle)
     alone_seconds, alone_images, alone_problems = await run_server(args, "batch-alone", alone)
-    (load_seconds, load_images, load_problems), (load_latency, single_problems, load_answered) = await run_server(
+    (load_seconds, load_images, load_problems), (load_latency, single_problems, load_answered, load_phases) = await run_server(
         args, "batch-and-singles", loaded
     )
     problems = idle_problems + alone_problems + load_problems + single_problems
@@ -142,12 +185,14 @@ async def main(args) -> int:
         "idle": {"singles": len(idle_latency), "p50_ms": percentile(idle_latency, 0.5) * 1e3,
                  "p99_ms": percentile(idle_latency, 0.99) * 1e3,
                  "upload_answered_p50_ms": percentile(idle_answered, 0.5) * 1e3,
-                 "upload_answered_p99_ms": percentile(idle_answered, 0.99) * 1e3},
+                 "upload_answered_p99_ms": percentile(idle_answered, 0.99) * 1e3,
+                 **phase_figures(idle_phases)},
         "under_load": {"singles": len(load_latency), "p50_ms": percentile(load_latency, 0.5) * 1e3,
                        "p99_ms": percentile(load_latency, 0.99) * 1e3,
                        "mean_ms": statistics.fmean(load_latency) * 1e3,
                        "upload_answered_p50_ms": percentile(load_answered, 0.5) * 1e3,
-                       "upload_answered_p99_ms": percentile(load_answered, 0.99) * 1e3},
+                       "upload_answered_p99_ms": percentile(load_answered, 0.99) * 1e3,
+                       **phase_figures(load_phases)},
         "batch_alone": {"images": alone_images, "seconds": alone_seconds,
                         "images_per_s": alone_images / alone_seconds},
         "batch_with_singles": {"images": load_images, "seconds": load_seconds,
