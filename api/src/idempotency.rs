@@ -111,7 +111,7 @@ async fn handle(
         key: key.clone(),
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
-        request_sha256: fingerprint(&parts.headers, &bytes).await,
+        request_sha256: fingerprint(&parts.headers, parts.uri.query(), &bytes).await,
         now,
         expires_at: now
             + chrono::TimeDelta::from_std(settings.ttl).unwrap_or(chrono::TimeDelta::MAX),
@@ -228,8 +228,9 @@ fn replay(stored: StoredResponse) -> Response {
     response
 }
 
-/// SHA-256 of what the request asks: its media type and its content, normalised.
-async fn fingerprint(headers: &HeaderMap, body: &Bytes) -> String {
+/// SHA-256 of what the request asks: its media type, its query string (an image sent as the
+/// body names its model there) and its content, normalised.
+async fn fingerprint(headers: &HeaderMap, query: Option<&str>, body: &Bytes) -> String {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -243,6 +244,12 @@ async fn fingerprint(headers: &HeaderMap, body: &Bytes) -> String {
     let mut hash = Sha256::new();
     hash.update(essence.as_bytes());
     hash.update([0]);
+    // Only when there is one: the fingerprints of keys stored before stay as they were.
+    if let Some(query) = query.filter(|q| !q.is_empty()) {
+        hash.update(b"?");
+        hash.update(query.as_bytes());
+        hash.update([0]);
+    }
     if essence == "multipart/form-data"
         && let Some(fields) = multipart_fields(content_type, body.clone()).await
     {
@@ -301,9 +308,25 @@ mod tests {
         let (h1, b1) = form("aaaa1111", "malaria");
         let (h2, b2) = form("zzzz9999", "malaria");
         let (h3, b3) = form("aaaa1111", "tuberculosis");
-        let one = fingerprint(&h1, &b1).await;
-        assert_eq!(one, fingerprint(&h2, &b2).await);
-        assert_ne!(one, fingerprint(&h3, &b3).await);
+        let one = fingerprint(&h1, None, &b1).await;
+        assert_eq!(one, fingerprint(&h2, None, &b2).await);
+        assert_ne!(one, fingerprint(&h3, None, &b3).await);
+    }
+
+    #[tokio::test]
+    async fn an_image_sent_as_the_body_is_fingerprinted_with_its_query() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
+        let image = Bytes::from_static(b"PNGDATA");
+        let malaria = fingerprint(&headers, Some("model=malaria"), &image).await;
+        assert_eq!(
+            malaria,
+            fingerprint(&headers, Some("model=malaria"), &image).await
+        );
+        assert_ne!(
+            malaria,
+            fingerprint(&headers, Some("model=skin_cancer"), &image).await
+        );
     }
 
     #[tokio::test]
@@ -313,9 +336,14 @@ mod tests {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        let a = fingerprint(&headers, &Bytes::from_static(br#"{"a":1,"b":[2,3]}"#)).await;
-        let b = fingerprint(&headers, &Bytes::from_static(br#"{ "b":[2,3], "a":1 }"#)).await;
-        let c = fingerprint(&headers, &Bytes::from_static(br#"{"a":1,"b":[3,2]}"#)).await;
+        let a = fingerprint(&headers, None, &Bytes::from_static(br#"{"a":1,"b":[2,3]}"#)).await;
+        let b = fingerprint(
+            &headers,
+            None,
+            &Bytes::from_static(br#"{ "b":[2,3], "a":1 }"#),
+        )
+        .await;
+        let c = fingerprint(&headers, None, &Bytes::from_static(br#"{"a":1,"b":[3,2]}"#)).await;
         assert_eq!(a, b);
         assert_ne!(a, c);
     }

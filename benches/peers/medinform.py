@@ -5,9 +5,11 @@ one model, no rate limit and no backlog bound (as benches/drive.rs starts it), a
 loopback. With `--medinform-url` an already-running deployment is driven instead (its CPU is
 not measured then).
 
-Two rows, each on a freshly started server warmed up with single uploads:
+Three rows, each on a freshly started server warmed up with single uploads:
 - single uploads: `POST /v1/jobs` (multipart `model` + `image`), 16 in flight; done when no job
   of the run is `queued` or `processing` (two one-row listings per poll);
+- single uploads, the image as the body: `POST /v1/jobs?model=...` with the image's bytes and
+  its `Content-Type` (as mosec and Starlette take it), 16 in flight, done as above;
 - batches: `POST /v1/batches` (JSON), then `POST /v1/batches/{id}/jobs` with 100 `image` parts
   a request, 16 requests in flight; done when the batch's counts say every job is final
   (`GET /v1/batches/{id}` per poll).
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import tempfile
 import time
@@ -42,6 +45,7 @@ BATCH_CHUNK = 100
 PAGE = 200
 LABELS = {
     "medinform-single": "MedInform single uploads (POST /v1/jobs, 16 in flight)",
+    "medinform-raw": "MedInform single uploads, the image as the body (POST /v1/jobs?model=..., 16 in flight)",
     "medinform-batch": f"MedInform batches (POST /v1/batches/{{id}}/jobs, {BATCH_CHUNK} images a request)",
 }
 
@@ -59,6 +63,13 @@ class Api:
         form.add_field("model", model)
         form.add_field("image", image.data, filename=image.name, content_type=image.content_type)
         return await self.call(session, "POST", "/v1/jobs", data=form)
+
+    async def submit_raw(self, session: aiohttp.ClientSession, model: str, image: ImageFile) -> dict[str, Any]:
+        """The image itself as the body, the model in the query (as mosec and Starlette take it)."""
+        headers = {**self.headers, "Content-Type": image.content_type}
+        return await client.request_json(
+            session, "POST", f"{self.base}/v1/jobs", params={"model": model}, data=image.data, headers=headers
+        )
 
     async def add_to_batch(
         self, session: aiohttp.ClientSession, batch_id: str, images: list[ImageFile]
@@ -114,11 +125,14 @@ def read_back(
 
 
 async def single_uploads(
-    api: Api, session: aiohttp.ClientSession, model: str, images: list[ImageFile], concurrency: int, poll: float
+    api: Api, session: aiohttp.ClientSession, model: str, images: list[ImageFile], concurrency: int, poll: float,
+    *, raw: bool = False,
 ) -> tuple[float, dict[int, list[float]], list[str]]:
-    """Seconds from the first upload to the last job final, answers by index, problems."""
+    """Seconds from the first upload to the last job final, answers by index, problems. `raw`:
+    each image as the request body (`POST /v1/jobs?model=`) instead of in a form."""
+    submit = api.submit_raw if raw else api.submit
     started = time.perf_counter()
-    sent = await client.drive(session, lambda s, i: api.submit(s, model, images[i]), len(images), concurrency)
+    sent = await client.drive(session, lambda s, i: submit(s, model, images[i]), len(images), concurrency)
     finished = time.perf_counter()
     index_by_id = {job["id"]: index for index, job in sent.answers.items()}
     jobs: list[dict[str, Any]] = []
@@ -192,7 +206,11 @@ async def measure(
     if not url and not binary.is_file():
         row.error = f"{binary} not found (cargo build --release, or pass --medinform-binary)"
         return row
-    upload = single_uploads if key == "medinform-single" else batch_uploads
+    upload = {
+        "medinform-single": single_uploads,
+        "medinform-raw": functools.partial(single_uploads, raw=True),
+        "medinform-batch": batch_uploads,
+    }[key]
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
         with contextlib.ExitStack() as stack:

@@ -20,10 +20,11 @@ ORDER = [
     "bentoml",
     "starlette",
     "medinform-single",
+    "medinform-raw",
     "medinform-batch",
 ]
 PEER_KEYS = ["mosec", "litserve", "bentoml", "starlette"]
-MEDINFORM_KEYS = ["medinform-single", "medinform-batch"]
+MEDINFORM_KEYS = ["medinform-single", "medinform-raw", "medinform-batch"]
 PACKAGES = ["onnxruntime", "numpy", "pillow", "mosec", "litserve", "bentoml", "starlette", "uvicorn", "aiohttp"]
 
 

@@ -1,14 +1,15 @@
 //! `/v1/jobs`: submit one image, poll a job, list and filter jobs, cancel one, fetch its image.
 
 use axum::body::Body;
-use axum::extract::{Multipart, Query, State};
+use axum::extract::{FromRequest, Multipart, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use medinform_core::db::{Cancel, JobFilter};
-use medinform_core::job::{Job, JobFailure, JobId, JobStatus, Priority};
+use medinform_core::job::{BatchId, Job, JobFailure, JobId, JobStatus, Priority};
 use medinform_core::queue::bulk_rank;
 use medinform_core::storage::StorageError;
 use medinform_core::tenant::Scope;
@@ -65,6 +66,12 @@ pub struct JobForm {
     priority: String,
 }
 
+/// The image file itself, as the body of `POST /v1/jobs` (its fields then in the query).
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+#[allow(dead_code)] // Describes the body for the OpenAPI document; read as bytes.
+pub struct ImageBody(Vec<u8>);
+
 /// `POST /v1/jobs`: validate, store, record, publish; `202 Accepted` with the job.
 #[utoipa::path(
     post,
@@ -75,9 +82,27 @@ pub struct JobForm {
                    `jobs.max_backlog`, model ready, size, format, pixel count, a full decode); \
                    the image is kept under its SHA-256, the job recorded as `queued` and \
                    published to the workers. Send an `Idempotency-Key` header to make a retry \
-                   safe.",
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request return the first response")),
-    request_body(content = inline(JobForm), content_type = "multipart/form-data"),
+                   safe.\n\n\
+                   Two ways to send it: a multipart/form-data form (the fields below), or the \
+                   image itself as the body (`Content-Type` `image/*`, `application/dicom` or \
+                   `application/octet-stream`; the bytes decide the format) with the form's \
+                   text fields in the query string (`?model=malaria&tags=a&tags=b`). The query \
+                   is read only for an image sent as the body.",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request return the first response"),
+        ("model" = Option<String>, Query, description = "An image sent as the body: the model id (required then)"),
+        ("client_reference" = Option<String>, Query, description = "An image sent as the body: as the form's field"),
+        ("site" = Option<String>, Query, description = "An image sent as the body: as the form's field"),
+        ("tags" = Option<String>, Query, description = "An image sent as the body: as the form's field (may repeat)"),
+        ("batch_id" = Option<String>, Query, description = "An image sent as the body: as the form's field"),
+        ("webhook_url" = Option<String>, Query, description = "An image sent as the body: as the form's field"),
+        ("deadline" = Option<String>, Query, description = "An image sent as the body: as the form's field (RFC 3339)"),
+        ("priority" = Option<String>, Query, description = "An image sent as the body: `interactive` or `bulk`"),
+    ),
+    request_body(content(
+        (inline(JobForm) = "multipart/form-data"),
+        (inline(ImageBody) = "application/octet-stream"),
+    )),
     responses(
         (status = 202, description = "Accepted and queued; `Location` names the job.", body = JobView),
         (status = 400, description = "`empty_file`, `missing_field`, `invalid_field`, `invalid_client_reference`, `invalid_multipart`, `invalid_batch_id`", body = crate::ErrorBody),
@@ -96,39 +121,41 @@ pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     submission: Option<Extension<SubmissionKey>>,
-    form: Result<Multipart, axum::extract::multipart::MultipartRejection>,
+    request: Request,
 ) -> Result<impl IntoResponse, ApiError> {
-    let mut form = form.map_err(submit::not_multipart)?;
+    let raw = is_raw_image(request.headers());
+    if !raw && !is_multipart(request.headers()) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidMultipart,
+            "Expected a multipart/form-data upload, or the image itself as the body (Content-Type              image/*, application/dicom or application/octet-stream) with `model` in the query.",
+        ));
+    }
     caller.require(Scope::Submit)?;
     // The lane is in the form, read below: the tenant's jobs are counted now only for a
     // per-tenant bound, and for a bulk upload once the form says so.
     let counted = crate::admission::check_backlog(&state, caller.tenant, 1, false).await?;
 
-    let mut model = None;
-    let mut image = None;
-    let mut batch_id = None;
-    let mut metadata = Metadata::default();
-    while let Some(field) = form.next_field().await.map_err(submit::multipart_error)? {
-        let Some(name) = field.name().map(str::to_owned) else {
-            continue;
-        };
-        match name.as_str() {
-            "image" => image = Some(submit::read_image(field, state.limits.max_bytes).await?),
-            "model" => model = Some(submit::read_text(field, "model").await?),
-            "batch_id" => {
-                let value = submit::read_text(field, "batch_id").await?;
-                batch_id = Some(extract::batch_id(&value)?);
-            }
-            // Unknown fields are ignored, so that clients can send more than we read.
-            _ => {
-                let value = submit::read_text(field, &name).await?;
-                metadata.set(&name, value)?;
-            }
-        }
+    let mut upload = Upload::default();
+    if raw {
+        upload.read_raw(&state, request).await?;
+    } else {
+        let form = Multipart::from_request(request, &state)
+            .await
+            .map_err(submit::not_multipart)?;
+        upload.read_form(&state, form).await?;
     }
-    let model = model
-        .filter(|m| !m.is_empty())
-        .ok_or_else(|| ApiError::new(ErrorCode::MissingField, "The form has no `model` field."))?;
+    let Upload {
+        model,
+        image,
+        batch_id,
+        mut metadata,
+    } = upload;
+    let model = model.filter(|m| !m.is_empty()).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::MissingField,
+            "The upload names no model: send a `model` field (in the query for an image sent              as the body).",
+        )
+    })?;
     let image = image
         .ok_or_else(|| ApiError::new(ErrorCode::MissingField, "The form has no `image` file."))?;
 
@@ -170,6 +197,103 @@ pub async fn create(
         headers.insert(header::LOCATION, location);
     }
     Ok((StatusCode::ACCEPTED, headers, Json(response)))
+}
+
+/// What an upload carries, from a form or from the query and body.
+#[derive(Default)]
+struct Upload {
+    model: Option<String>,
+    image: Option<Bytes>,
+    batch_id: Option<BatchId>,
+    metadata: Metadata,
+}
+
+impl Upload {
+    /// A text field, by its name; unknown fields are ignored, so that clients can send more
+    /// than we read.
+    fn set(&mut self, name: &str, value: String) -> Result<(), ApiError> {
+        match name {
+            "model" => self.model = Some(value),
+            "batch_id" => self.batch_id = Some(extract::batch_id(&value)?),
+            _ => {
+                self.metadata.set(name, value)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A multipart/form-data upload: the `image` file and text fields.
+    async fn read_form(&mut self, state: &AppState, mut form: Multipart) -> Result<(), ApiError> {
+        while let Some(field) = form.next_field().await.map_err(submit::multipart_error)? {
+            let Some(name) = field.name().map(str::to_owned) else {
+                continue;
+            };
+            if name == "image" {
+                self.image = Some(submit::read_image(field, state.limits.max_bytes).await?);
+            } else {
+                let value = submit::read_text(field, &name).await?;
+                self.set(&name, value)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The image as the request body, the fields in the query string (`tags` may repeat).
+    async fn read_raw(&mut self, state: &AppState, request: Request) -> Result<(), ApiError> {
+        let Query(fields) =
+            Query::<Vec<(String, String)>>::try_from_uri(request.uri()).map_err(|e| {
+                ApiError::new(
+                    ErrorCode::InvalidField,
+                    format!("The query string cannot be read: {e}"),
+                )
+            })?;
+        for (name, value) in fields {
+            if name != "image" {
+                let value = submit::clean_text(&name, &value)?;
+                self.set(&name, value)?;
+            }
+        }
+        let max_bytes = state.limits.max_bytes;
+        let mut body = request.into_body().into_data_stream();
+        let mut image = BytesMut::new();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| {
+                if crate::http::body_timed_out(&e) {
+                    crate::http::request_timeout()
+                } else {
+                    ApiError::new(
+                        ErrorCode::InvalidMultipart,
+                        format!("The request body could not be read: {e}"),
+                    )
+                }
+            })?;
+            if image.len() + chunk.len() > max_bytes {
+                return Err(submit::too_large(max_bytes));
+            }
+            image.extend_from_slice(&chunk);
+        }
+        self.image = Some(image.freeze());
+        Ok(())
+    }
+}
+
+/// Whether the body is a form (`multipart/form-data`).
+fn is_multipart(headers: &HeaderMap) -> bool {
+    media_type(headers).is_some_and(|t| t == "multipart/form-data")
+}
+
+/// Whether the body is the image itself: `image/*`, `application/dicom` or
+/// `application/octet-stream` (the bytes decide the format either way).
+fn is_raw_image(headers: &HeaderMap) -> bool {
+    media_type(headers).is_some_and(|t| {
+        t.starts_with("image/") || t == "application/dicom" || t == "application/octet-stream"
+    })
+}
+
+/// The Content-Type's essence, lower case.
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(value.split(';').next()?.trim().to_ascii_lowercase())
 }
 
 pub(crate) fn job_not_found(id: JobId) -> ApiError {

@@ -255,7 +255,12 @@ pub(crate) async fn patient_data(
 /// A text field, trimmed; control characters are refused.
 pub async fn read_text(field: Field<'_>, name: &str) -> Result<String, ApiError> {
     let bytes = field.bytes().await.map_err(multipart_error)?;
-    let text = fields::utf8(name, &bytes)?.trim().to_owned();
+    clean_text(name, &fields::utf8(name, &bytes)?)
+}
+
+/// A field's text (from a form or a query string), trimmed; control characters are refused.
+pub fn clean_text(name: &str, text: &str) -> Result<String, ApiError> {
+    let text = text.trim().to_owned();
     if text.chars().any(char::is_control) {
         return Err(ApiError::new(
             ErrorCode::InvalidField,
@@ -277,7 +282,7 @@ pub async fn read_image(mut field: Field<'_>, max_bytes: usize) -> Result<Bytes,
     Ok(image.freeze())
 }
 
-fn too_large(max_bytes: usize) -> ApiError {
+pub fn too_large(max_bytes: usize) -> ApiError {
     ApiError::new(
         ErrorCode::ImageTooLarge,
         format!(

@@ -5,7 +5,7 @@ use std::io::Cursor;
 use medinform_core::imaging::ImageLimits;
 use serde_json::Value;
 
-use crate::support::{Kind, Options, TestApp, cell_images, files_under};
+use crate::support::{Kind, Options, TestApp, cell_images, files_under, send};
 
 fn png(width: u32, height: u32) -> Vec<u8> {
     let img = image::RgbImage::from_pixel(width, height, image::Rgb([200, 120, 160]));
@@ -181,6 +181,101 @@ async fn bad_uploads_are_refused_with_stable_codes_and_nothing_is_stored() {
     let job = app.wait_finished(body["id"].as_str().unwrap()).await;
     assert_eq!(job["status"], "succeeded");
     assert_eq!(files_under(&images).len(), 1);
+    app.stop().await;
+}
+
+/// A field script can send the image itself as the body, with the form's fields in the query:
+/// screened as the same image in a form is, and refused with the same codes.
+#[tokio::test]
+async fn an_image_sent_as_the_body_is_screened_like_a_form_upload() {
+    let mut options = Options::new(Kind::Embedded);
+    options.limits = ImageLimits {
+        max_bytes: 1024 * 1024,
+        ..ImageLimits::default()
+    };
+    let app = TestApp::start_with(options).await;
+    let (_, cell) = cell_images().remove(0);
+    let raw = |query: &str, content_type: &str, body: Vec<u8>| {
+        send(
+            app.http
+                .post(app.url(&format!("/v1/jobs{query}")))
+                .header("content-type", content_type)
+                .body(body),
+        )
+    };
+
+    let (status, body) = raw(
+        "?model=malaria&client_reference=camp-7%2Fslide-12&tags=night&tags=follow-up",
+        "image/png",
+        cell.clone(),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["client_reference"], "camp-7/slide-12");
+    assert_eq!(body["tags"], serde_json::json!(["night", "follow-up"]));
+    let as_body = app.wait_finished(body["id"].as_str().unwrap()).await;
+    let (status, body) = app.submit("malaria", "cell.png", cell.clone()).await;
+    assert_eq!(status, 202, "{body}");
+    let in_form = app.wait_finished(body["id"].as_str().unwrap()).await;
+    assert_eq!(as_body["status"], "succeeded", "{as_body}");
+    assert_eq!(as_body["result"], in_form["result"]);
+
+    // The content type is only a promise: the bytes decide.
+    let (status, body) = raw("?model=malaria", "application/octet-stream", cell.clone()).await;
+    assert_eq!(status, 202, "{body}");
+    let refusals = [
+        ("", "image/png", cell.clone(), 400, "missing_field"),
+        (
+            "?model=no_such_model",
+            "image/png",
+            cell.clone(),
+            422,
+            "unknown_model",
+        ),
+        (
+            "?model=malaria",
+            "image/png",
+            b"not an image".to_vec(),
+            415,
+            "not_an_image",
+        ),
+        (
+            "?model=malaria",
+            "image/png",
+            vec![0x89; 2 * 1024 * 1024],
+            413,
+            "image_too_large",
+        ),
+        (
+            "?model=malaria&deadline=yesterday",
+            "image/png",
+            cell.clone(),
+            400,
+            "invalid_field",
+        ),
+        (
+            "?model=malaria&site=a%07b",
+            "image/png",
+            cell.clone(),
+            400,
+            "invalid_field",
+        ),
+        (
+            "?model=malaria",
+            "text/plain",
+            cell.clone(),
+            400,
+            "invalid_multipart",
+        ),
+    ];
+    for (query, content_type, bytes, want, code) in refusals {
+        let (status, body) = raw(query, content_type, bytes).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (want, Some(code)),
+            "{query} {content_type}: {body}"
+        );
+    }
     app.stop().await;
 }
 
