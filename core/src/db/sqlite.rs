@@ -7,6 +7,7 @@ mod webhooks;
 mod writer;
 
 use std::str::FromStr;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -15,6 +16,7 @@ use chrono::{DateTime, Utc};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
 };
+use tokio::sync::oneshot;
 
 use self::writer::Writer;
 
@@ -32,7 +34,88 @@ use crate::tenant::TenantId;
 pub struct SqliteJobStore {
     pool: SqlitePool,
     writer: Writer,
+    published: PublishRecords,
     description: String,
+}
+
+/// Publishes to record, gathered: every job is published once, and one statement records the
+/// publishes that arrived while the previous one waited for the writer, instead of one write
+/// each (the writer, not the model, had become what limited throughput on small images).
+#[derive(Debug, Clone, Default)]
+struct PublishRecords {
+    waiting: Arc<std::sync::Mutex<Vec<PublishRecord>>>,
+}
+
+/// A job whose publish is to be recorded, and where its caller waits for the commit.
+type PublishRecord = (JobId, oneshot::Sender<Result<(), String>>);
+
+impl PublishRecords {
+    /// Records `id`'s publish; returns once that is committed.
+    async fn record(&self, writer: &Writer, id: JobId) -> Result<(), DbError> {
+        let (reply, answer) = oneshot::channel();
+        let first = {
+            let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+            waiting.push((id, reply));
+            waiting.len() == 1
+        };
+        if first {
+            // This call writes every publish waiting when its turn in the writer comes (its own
+            // included), and answers them once the write is committed.
+            let waiting = self.waiting.clone();
+            let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let running = ran.clone();
+            let written = writer
+                .write(move |conn| {
+                    Box::pin(async move {
+                        running.store(true, std::sync::atomic::Ordering::Release);
+                        let taken = std::mem::take(
+                            &mut *waiting.lock().unwrap_or_else(PoisonError::into_inner),
+                        );
+                        let ids: Vec<String> = taken.iter().map(|(id, _)| id.to_string()).collect();
+                        let ids = serde_json::to_string(&ids).context("encoding job ids")?;
+                        sqlx::query(
+                            "update jobs set published_at = ?2 \
+                             where id in (select value from json_each(?1)) and status = 'queued'",
+                        )
+                        .bind(ids)
+                        .bind(millis(Utc::now()))
+                        .execute(&mut *conn)
+                        .await?;
+                        Ok(taken)
+                    })
+                })
+                .await;
+            match written {
+                Ok(taken) => {
+                    for (_, reply) in taken {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+                Err(e) => {
+                    // Taken and not committed: their answers were dropped with the statement's
+                    // output, which answers them with an error. Never run (the writer stopped):
+                    // those waiting for this call are answered here.
+                    if !ran.load(std::sync::atomic::Ordering::Acquire) {
+                        let message = e.to_string();
+                        let left = std::mem::take(
+                            &mut *self.waiting.lock().unwrap_or_else(PoisonError::into_inner),
+                        );
+                        for (_, reply) in left {
+                            let _ = reply.send(Err(message.clone()));
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        match answer.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => Err(DbError::Unavailable(anyhow::Error::msg(message))),
+            Err(_) => Err(DbError::Unavailable(anyhow::anyhow!(
+                "the publish record was dropped"
+            ))),
+        }
+    }
 }
 
 const JOB_COLUMNS: &str = "id, tenant_id, batch_id, model, model_version, status, image_key, \
@@ -152,6 +235,7 @@ impl SqliteJobStore {
         Ok(Self {
             pool,
             writer: Writer::start(options),
+            published: PublishRecords::default(),
             description: format!("SQLite {url}"),
         })
     }
@@ -260,20 +344,7 @@ impl JobStore for SqliteJobStore {
     }
 
     async fn mark_published(&self, id: JobId) -> Result<(), DbError> {
-        self.writer
-            .write(move |conn| {
-                Box::pin(async move {
-                    sqlx::query(
-                        "update jobs set published_at = ?2 where id = ?1 and status = 'queued'",
-                    )
-                    .bind(id.to_string())
-                    .bind(millis(Utc::now()))
-                    .execute(&mut *conn)
-                    .await?;
-                    Ok(())
-                })
-            })
-            .await
+        self.published.record(&self.writer, id).await
     }
 
     async fn claim(&self, id: JobId, lease: Duration, take_over: bool) -> Result<Claim, DbError> {

@@ -40,6 +40,7 @@ each_job_store!(
     migrate_is_idempotent,
     insert_and_get_round_trip_every_field,
     mark_published_leaves_only_unconfirmed_jobs_due,
+    concurrent_publish_records_are_each_committed,
     claim_takes_a_queued_job_once,
     claim_of_a_finished_job_answers_finished,
     claim_of_an_unknown_job_answers_missing,
@@ -242,6 +243,36 @@ async fn mark_published_leaves_only_unconfirmed_jobs_due(db: TestJobStore) {
     let after = get(store, confirmed.id).await;
     assert_eq!(after.status, JobStatus::Queued);
     assert_eq!(after.attempts, 0);
+}
+
+/// Many publishes recorded at once (SQLite gathers them into shared statements): each call
+/// returns once its own record is committed, and none is lost.
+async fn concurrent_publish_records_are_each_committed(db: TestJobStore) {
+    let store = db.store.clone();
+    let mut jobs = Vec::new();
+    for _ in 0..40 {
+        jobs.push(store.insert(&new_job("malaria")).await.unwrap().id);
+    }
+    let marked = jobs.iter().take(30).map(|&id| {
+        let store = store.clone();
+        tokio::spawn(async move { store.mark_published(id).await })
+    });
+    for done in futures::future::join_all(marked).await {
+        done.unwrap().unwrap();
+    }
+    let soon = Utc::now() + TimeDelta::seconds(1);
+    let hour_ago = Utc::now() - TimeDelta::hours(1);
+    let mut due: Vec<String> = store
+        .due_for_publish(soon, hour_ago, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id.to_string())
+        .collect();
+    due.sort();
+    let mut unmarked: Vec<String> = jobs[30..].iter().map(JobId::to_string).collect();
+    unmarked.sort();
+    assert_eq!(due, unmarked);
 }
 
 async fn claim_takes_a_queued_job_once(db: TestJobStore) {
