@@ -51,14 +51,14 @@ struct Pending {
     due: Instant,
 }
 
-/// What pending batches are kept by: the model, and whether its jobs are interactive.
-type BatchKey = (String, bool);
+/// What pending batches are kept by: the model, and the lane of its jobs.
+type BatchKey = (String, Priority);
 
 /// A batch waiting for a free slot.
 struct Ready {
     model: String,
     deliveries: Vec<Delivery>,
-    interactive: bool,
+    lane: Priority,
 }
 
 /// Batches waiting for a slot: the interactive ones first, each kind in arrival order.
@@ -66,9 +66,12 @@ struct Ready {
 struct ReadyBatches(VecDeque<Ready>);
 
 impl ReadyBatches {
-    fn push(&mut self, (model, interactive): BatchKey, pending: Pending) {
-        let at = if interactive {
-            self.0.iter().take_while(|b| b.interactive).count()
+    fn push(&mut self, (model, lane): BatchKey, pending: Pending) {
+        let at = if lane.is_interactive() {
+            self.0
+                .iter()
+                .take_while(|b| b.lane.is_interactive())
+                .count()
         } else {
             self.0.len()
         };
@@ -77,7 +80,7 @@ impl ReadyBatches {
             Ready {
                 model,
                 deliveries: pending.deliveries,
-                interactive,
+                lane,
             },
         );
     }
@@ -170,7 +173,7 @@ impl Worker {
                         tracing::error!(error = %e, "a batch task panicked");
                     }
                 }
-                permit = express.clone().acquire_owned(), if ready.0.front().is_some_and(|b| b.interactive) => {
+                permit = express.clone().acquire_owned(), if ready.0.front().is_some_and(|b| b.lane.is_interactive()) => {
                     let batch = ready.0.pop_front().expect("a ready batch");
                     start(&processor, &mut running, batch, permit.expect("never closed"));
                 }
@@ -192,13 +195,13 @@ impl Worker {
                 }
                 delivery = subscription.next() => match delivery {
                     Some(Ok(delivery)) => {
-                        let interactive = delivery.message.priority().is_interactive();
-                        let key = (delivery.message.model().to_owned(), interactive);
+                        let lane = delivery.message.priority();
+                        let key = (delivery.message.model().to_owned(), lane);
                         let entry = pending.entry(key.clone()).or_insert_with(|| Pending {
                             deliveries: Vec::with_capacity(max_batch),
                             // A clinic waits for an interactive job: its batch goes now, with
                             // what else has arrived by then.
-                            due: if interactive { Instant::now() } else { Instant::now() + window },
+                            due: if lane.is_interactive() { Instant::now() } else { Instant::now() + window },
                         });
                         entry.deliveries.push(delivery);
                         if entry.deliveries.len() >= max_batch {
@@ -299,13 +302,8 @@ fn start(
 ) {
     let processor = processor.clone();
     running.spawn(async move {
-        let lane = if batch.interactive {
-            Priority::Interactive
-        } else {
-            Priority::Bulk
-        };
         processor
-            .process(&batch.model, lane, batch.deliveries)
+            .process(&batch.model, batch.lane, batch.deliveries)
             .await;
         drop(permit);
     });
