@@ -15,7 +15,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -123,16 +123,10 @@ pub(crate) async fn limit_headers(request: Request, next: Next) -> Response {
 pub(crate) async fn json_errors(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|essence| {
-            let essence = essence.trim();
-            essence == "application/json"
-                || essence.starts_with("application/") && essence.ends_with("+json")
-        });
+    let is_json = media_type(response.headers()).is_some_and(|essence| {
+        essence == "application/json"
+            || essence.starts_with("application/") && essence.ends_with("+json")
+    });
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }
@@ -175,6 +169,13 @@ pub(crate) async fn json_errors(request: Request, next: Next) -> Response {
         HeaderValue::from_static("application/json"),
     );
     rewritten
+}
+
+/// The essence of a message's `Content-Type` (`multipart/form-data`, without parameters), in
+/// lower case.
+pub(crate) fn media_type(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    Some(value.split(';').next()?.trim().to_ascii_lowercase())
 }
 
 /// Whether reading a request body failed because the client stopped sending it.

@@ -235,12 +235,7 @@ async fn fingerprint(headers: &HeaderMap, query: Option<&str>, body: &Bytes) -> 
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
+    let essence = crate::http::media_type(headers).unwrap_or_default();
     let mut hash = Sha256::new();
     hash.update(essence.as_bytes());
     hash.update([0]);

@@ -5,9 +5,8 @@ use axum::extract::{FromRequest, Multipart, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use medinform_core::db::{Cancel, JobFilter};
 use medinform_core::job::{BatchId, Job, JobFailure, JobId, JobStatus, Priority};
 use medinform_core::queue::bulk_rank;
@@ -123,11 +122,13 @@ pub async fn create(
     submission: Option<Extension<SubmissionKey>>,
     request: Request,
 ) -> Result<impl IntoResponse, ApiError> {
-    let raw = is_raw_image(request.headers());
-    if !raw && !is_multipart(request.headers()) {
+    let media_type = crate::http::media_type(request.headers()).unwrap_or_default();
+    let raw = is_image_itself(&media_type);
+    if !raw && media_type != "multipart/form-data" {
         return Err(ApiError::new(
             ErrorCode::InvalidMultipart,
-            "Expected a multipart/form-data upload, or the image itself as the body (Content-Type              image/*, application/dicom or application/octet-stream) with `model` in the query.",
+            "Expected a multipart/form-data upload, or the image itself as the body (Content-Type \
+             image/*, application/dicom or application/octet-stream) with `model` in the query.",
         ));
     }
     caller.require(Scope::Submit)?;
@@ -153,7 +154,8 @@ pub async fn create(
     let model = model.filter(|m| !m.is_empty()).ok_or_else(|| {
         ApiError::new(
             ErrorCode::MissingField,
-            "The upload names no model: send a `model` field (in the query for an image sent              as the body).",
+            "The upload names no model: send a `model` field (in the query for an image sent \
+             as the body).",
         )
     })?;
     let image = image
@@ -253,47 +255,17 @@ impl Upload {
                 self.set(&name, value)?;
             }
         }
-        let max_bytes = state.limits.max_bytes;
-        let mut body = request.into_body().into_data_stream();
-        let mut image = BytesMut::new();
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| {
-                if crate::http::body_timed_out(&e) {
-                    crate::http::request_timeout()
-                } else {
-                    ApiError::new(
-                        ErrorCode::InvalidMultipart,
-                        format!("The request body could not be read: {e}"),
-                    )
-                }
-            })?;
-            if image.len() + chunk.len() > max_bytes {
-                return Err(submit::too_large(max_bytes));
-            }
-            image.extend_from_slice(&chunk);
-        }
-        self.image = Some(image.freeze());
+        self.image = Some(submit::read_body(request.into_body(), state.limits.max_bytes).await?);
         Ok(())
     }
 }
 
-/// Whether the body is a form (`multipart/form-data`).
-fn is_multipart(headers: &HeaderMap) -> bool {
-    media_type(headers).is_some_and(|t| t == "multipart/form-data")
-}
-
-/// Whether the body is the image itself: `image/*`, `application/dicom` or
+/// Whether a body of `media_type` is the image itself: `image/*`, `application/dicom` or
 /// `application/octet-stream` (the bytes decide the format either way).
-fn is_raw_image(headers: &HeaderMap) -> bool {
-    media_type(headers).is_some_and(|t| {
-        t.starts_with("image/") || t == "application/dicom" || t == "application/octet-stream"
-    })
-}
-
-/// The Content-Type's essence, lower case.
-fn media_type(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
-    Some(value.split(';').next()?.trim().to_ascii_lowercase())
+fn is_image_itself(media_type: &str) -> bool {
+    media_type.starts_with("image/")
+        || media_type == "application/dicom"
+        || media_type == "application/octet-stream"
 }
 
 pub(crate) fn job_not_found(id: JobId) -> ApiError {

@@ -8,6 +8,7 @@ use axum::extract::multipart::{Field, MultipartError};
 use axum::http::StatusCode;
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
 use medinform_core::db::NewJob;
 use medinform_core::imaging::{self, DicomAttributes, PatientData, dicom};
 use medinform_core::job::{BatchId, Job, JobId, Priority};
@@ -271,9 +272,35 @@ pub fn clean_text(name: &str, text: &str) -> Result<String, ApiError> {
 }
 
 /// A file field, read chunk by chunk and refused as soon as it passes `max_bytes`.
-pub async fn read_image(mut field: Field<'_>, max_bytes: usize) -> Result<Bytes, ApiError> {
+pub async fn read_image(field: Field<'_>, max_bytes: usize) -> Result<Bytes, ApiError> {
+    read_limited(field, max_bytes, multipart_error).await
+}
+
+/// A request body that is the image itself, read as [`read_image`] reads a file field.
+pub async fn read_body(body: axum::body::Body, max_bytes: usize) -> Result<Bytes, ApiError> {
+    read_limited(body.into_data_stream(), max_bytes, |e: axum::Error| {
+        if crate::http::body_timed_out(&e) {
+            crate::http::request_timeout()
+        } else {
+            ApiError::new(
+                ErrorCode::InvalidMultipart,
+                format!("The request body could not be read: {e}"),
+            )
+        }
+    })
+    .await
+}
+
+/// Bytes of `chunks`, refused with `image_too_large` as soon as they pass `max_bytes`.
+async fn read_limited<E>(
+    chunks: impl Stream<Item = Result<Bytes, E>>,
+    max_bytes: usize,
+    error: impl Fn(E) -> ApiError,
+) -> Result<Bytes, ApiError> {
+    let mut chunks = std::pin::pin!(chunks);
     let mut image = BytesMut::new();
-    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(&error)?;
         if image.len() + chunk.len() > max_bytes {
             return Err(too_large(max_bytes));
         }
@@ -282,7 +309,7 @@ pub async fn read_image(mut field: Field<'_>, max_bytes: usize) -> Result<Bytes,
     Ok(image.freeze())
 }
 
-pub fn too_large(max_bytes: usize) -> ApiError {
+fn too_large(max_bytes: usize) -> ApiError {
     ApiError::new(
         ErrorCode::ImageTooLarge,
         format!(
