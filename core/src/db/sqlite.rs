@@ -7,6 +7,7 @@ mod webhooks;
 mod writer;
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
@@ -62,12 +63,12 @@ impl PublishRecords {
             // This call writes every publish waiting when its turn in the writer comes (its own
             // included), and answers them once the write is committed.
             let waiting = self.waiting.clone();
-            let ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let ran = Arc::new(AtomicBool::new(false));
             let running = ran.clone();
             let written = writer
                 .write(move |conn| {
                     Box::pin(async move {
-                        running.store(true, std::sync::atomic::Ordering::Release);
+                        running.store(true, Ordering::Release);
                         let taken = std::mem::take(
                             &mut *waiting.lock().unwrap_or_else(PoisonError::into_inner),
                         );
@@ -95,7 +96,7 @@ impl PublishRecords {
                     // Taken and not committed: their answers were dropped with the statement's
                     // output, which answers them with an error. Never run (the writer stopped):
                     // those waiting for this call are answered here.
-                    if !ran.load(std::sync::atomic::Ordering::Acquire) {
+                    if !ran.load(Ordering::Acquire) {
                         let message = e.to_string();
                         let left = std::mem::take(
                             &mut *self.waiting.lock().unwrap_or_else(PoisonError::into_inner),
