@@ -15,9 +15,9 @@ Exits 1 with the reason when a check fails.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import yaml
@@ -42,17 +42,16 @@ def interpolated(path: Path) -> dict:
     """`docker-compose config` of the file (without `name`), as a mapping with `name` back."""
     source = yaml.safe_load(path.read_text())
     name = source.pop("name", None)
-    with tempfile.TemporaryDirectory() as work:
-        # Beside the original, so relative paths (build contexts, mounts) resolve the same.
-        copy = path.parent / f".compose-check-{Path(work).name}.yml"
-        try:
-            copy.write_text(yaml.safe_dump(source, sort_keys=False))
-            run = subprocess.run(
-                ["docker-compose", "--project-directory", str(path.parent), "-f", str(copy), "config"],
-                capture_output=True, text=True, cwd=path.parent,
-            )
-        finally:
-            copy.unlink(missing_ok=True)
+    # Beside the original, so relative paths (build contexts, mounts) resolve the same.
+    copy = path.parent / f".compose-check-{os.getpid()}.yml"
+    try:
+        copy.write_text(yaml.safe_dump(source, sort_keys=False))
+        run = subprocess.run(
+            ["docker-compose", "--project-directory", str(path.parent), "-f", str(copy), "config"],
+            capture_output=True, text=True, cwd=path.parent,
+        )
+    finally:
+        copy.unlink(missing_ok=True)
     if run.returncode != 0:
         sys.exit(f"docker-compose config {path.name}: {run.stderr.strip()}")
     config = yaml.safe_load(run.stdout)
