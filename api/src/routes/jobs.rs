@@ -89,14 +89,6 @@ pub struct ImageBody(Vec<u8>);
                    is read only for an image sent as the body.",
     params(
         ("Idempotency-Key" = Option<String>, Header, description = "Makes a retried request return the first response"),
-        ("model" = Option<String>, Query, description = "An image sent as the body: the model id (required then)"),
-        ("client_reference" = Option<String>, Query, description = "An image sent as the body: as the form's field"),
-        ("site" = Option<String>, Query, description = "An image sent as the body: as the form's field"),
-        ("tags" = Option<String>, Query, description = "An image sent as the body: as the form's field (may repeat)"),
-        ("batch_id" = Option<String>, Query, description = "An image sent as the body: as the form's field"),
-        ("webhook_url" = Option<String>, Query, description = "An image sent as the body: as the form's field"),
-        ("deadline" = Option<String>, Query, description = "An image sent as the body: as the form's field (RFC 3339)"),
-        ("priority" = Option<String>, Query, description = "An image sent as the body: `interactive` or `bulk`"),
     ),
     request_body(content(
         (inline(JobForm) = "multipart/form-data"),
