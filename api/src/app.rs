@@ -283,6 +283,8 @@ fn check_dicom_routes(config: &Config, registry: &Registry) -> anyhow::Result<()
 /// Loads the registry. A process without a worker never runs a model: it reads the manifests
 /// and checks that the weights are there, without loading them.
 pub fn load_registry(config: &Config, load_sessions: bool) -> anyhow::Result<Registry> {
+    // Before any of the bulk lane's threads (ONNX Runtime's among them) starts.
+    medinform_core::cpu::set_bulk_nice(config.inference.bulk_nice);
     let library = &config.inference.onnxruntime_library;
     let options = RegistryOptions {
         thresholds: config.models.thresholds.clone(),

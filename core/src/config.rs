@@ -254,6 +254,11 @@ pub struct InferenceConfig {
     /// default) instead of sleeping. Spinning makes each run a little faster and burns the CPU
     /// between runs that the API, the decoders and the database need when they share the cores.
     pub spinning: bool,
+    /// How many steps below the process (0-19, Linux) the bulk lane's threads are scheduled:
+    /// a drive's decoding and model runs ([`crate::cpu`]). 0 shares the cores as equals; 10
+    /// gives a clinic's work about nine tenths of them while a drive runs, at the cost of the
+    /// drive's CPU efficiency when the cores are contended.
+    pub bulk_nice: i32,
     /// Path of `libonnxruntime.so`; empty means `ORT_DYLIB_PATH` or the project's `.venv`.
     pub onnxruntime_library: PathBuf,
 }
@@ -264,6 +269,7 @@ impl Default for InferenceConfig {
             execution_provider: ExecutionProvider::default(),
             threads: 0,
             spinning: false,
+            bulk_nice: 0,
             onnxruntime_library: PathBuf::new(),
         }
     }

@@ -8,6 +8,7 @@
 pub mod app;
 pub mod batch;
 pub mod config;
+pub mod cpu;
 pub mod db;
 pub mod fhir;
 pub mod heatmap;

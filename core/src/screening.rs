@@ -44,8 +44,8 @@ impl ScreenError {
 
 /// Screens `images` with `model`, returning one outcome per image, in order. The images that
 /// decode are run together in one batch; if that run fails, each is run alone so that one bad
-/// input cannot fail its neighbours. The runs take the interactive lane's turn (a person
-/// waits for them).
+/// input cannot fail its neighbours. The runs are the interactive lane's (a person waits
+/// for them).
 pub fn screen<B: AsRef<[u8]>>(
     model: &Model,
     images: &[B],
@@ -70,7 +70,7 @@ pub fn prepare(
 }
 
 /// Screens inputs already prepared (or the reason each could not be), returning one outcome
-/// per input, in order, as [`screen`] does, in the turns of `lane` ([`Model::predict`]).
+/// per input, in order, as [`screen`] does, on `lane`'s session ([`Model::predict`]).
 pub fn screen_prepared(
     model: &Model,
     prepared: Vec<Result<Array3<f32>, ScreenError>>,

@@ -19,6 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::join_all;
 use medinform_core::app::Backends;
+use medinform_core::cpu;
 use medinform_core::db::Claim;
 use medinform_core::job::{
     FailureCode, Job, JobFailure, JobId, JobStatus, Priority, ScreeningResult,
@@ -72,7 +73,7 @@ impl Processor {
         }
     }
 
-    /// Screens one batch of `lane`'s deliveries (its model runs take that lane's turns).
+    /// Screens one batch of `lane`'s deliveries (on that lane's threads and model session).
     pub(crate) async fn process(&self, model_id: &str, lane: Priority, deliveries: Vec<Delivery>) {
         let claimed = self.claim(deliveries).await;
         if claimed.is_empty() {
@@ -182,7 +183,7 @@ impl Processor {
     }
 
     /// Decodes and preprocesses what is not prepared yet, and runs the model, on a blocking
-    /// thread.
+    /// thread of `lane`'s CPU priority.
     async fn screen(
         &self,
         model_id: &str,
@@ -202,7 +203,7 @@ impl Processor {
         };
         let limits = self.settings.limits;
         let started = std::time::Instant::now();
-        let screened = tokio::task::spawn_blocking(move || {
+        let screened = cpu::run(lane, move || {
             let inputs = images
                 .into_iter()
                 .map(|image| match image {

@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
+use medinform_core::cpu;
 use medinform_core::db::NewJob;
 use medinform_core::imaging::{self, DicomAttributes, PatientData, dicom};
 use medinform_core::job::{BatchId, Job, JobId, Priority};
@@ -112,12 +113,13 @@ pub async fn accept(
     } else {
         None
     };
-    // Decoding and hashing are CPU work: off the async runtime. Where the model runs in this
-    // process, the decoded image becomes its input now, so the worker does not decode it again.
+    // Decoding and hashing are CPU work: off the async runtime, at the lane's CPU priority.
+    // Where the model runs in this process, the decoded image becomes its input now, so the
+    // worker does not decode it again.
     let limits = state.limits;
     let runs_here = model.clone();
     let policy = state.dicom.clone();
-    let (info, image, sha256, dicom) = tokio::task::spawn_blocking(move || {
+    let (info, image, sha256, dicom) = cpu::run(metadata.priority, move || {
         let (info, img) = imaging::decode_with_info(&image, &limits)?;
         runs_here.check_dicom(&img)?;
         let (stored, dicom) = match (img.dicom.as_deref(), patient_data) {

@@ -110,6 +110,12 @@ impl Config {
                 "limits.max_decoding_bytes must be at least limits.max_decoded_bytes, which must be at least 1"
             );
         }
+        if !(0..=19).contains(&self.inference.bulk_nice) {
+            bail!(
+                "inference.bulk_nice must be between 0 and 19, got {}",
+                self.inference.bulk_nice
+            );
+        }
         if self.jobs.max_attempts < 1 {
             bail!("jobs.max_attempts must be at least 1");
         }

@@ -261,3 +261,18 @@ fn dicom_patient_data_is_set_per_tenant_and_pseudonyms_need_a_key() {
     let err = Config::load(None, env(&[("MEDINFORM_DICOM_PATIENT_DATA", "hide")])).unwrap_err();
     assert!(format!("{err:#}").contains("patient_data"), "{err:#}");
 }
+
+#[test]
+fn the_bulk_lanes_nice_value_is_a_setting_from_0_to_19() {
+    assert_eq!(Config::load(None, env(&[])).unwrap().inference.bulk_nice, 0);
+    let set = Config::load(None, env(&[("MEDINFORM_INFERENCE_BULK_NICE", "10")])).unwrap();
+    assert_eq!(set.inference.bulk_nice, 10);
+    for refused in ["20", "-1"] {
+        let err =
+            Config::load(None, env(&[("MEDINFORM_INFERENCE_BULK_NICE", refused)])).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("inference.bulk_nice must be between 0 and 19"),
+            "{refused}: {err:#}"
+        );
+    }
+}

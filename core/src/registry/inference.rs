@@ -4,18 +4,18 @@
 //! `onnxruntime` Python wheel, so the worker and the training pipeline run the very same build.
 //!
 //! `ort`'s `Session::run` takes `&mut self` (some ONNX Runtime internals are not thread-safe), so
-//! each model holds one session behind a `Mutex`. Throughput comes from batching, not from
-//! concurrent runs: the worker passes many jobs' tensors to one [`Runner::run`] call, and ONNX
-//! Runtime's intra-op thread pool already spreads that one run over the cores, so a pool of
-//! sessions would only make runs compete for the same cores (and hold the weights twice).
+//! each session is behind a `Mutex`. Throughput comes from batching, not from concurrent runs:
+//! the worker passes many jobs' tensors to one [`Runner::run`] call, and ONNX Runtime's intra-op
+//! thread pool already spreads that one run over the cores.
 //!
-//! Runs take their turns by lane ([`Turns`]): a clinic's interactive batch waiting for the
-//! session goes before every bulk batch waiting for it, so it waits for the run in progress at
-//! most, never for a drive's queue of batches.
+//! A model has one session per lane. A clinic's run never waits for a drive's run in progress
+//! (a batch of 16 chest X-rays takes some 40 ms on two cores), and the bulk session's intra-op
+//! threads, like the threads that call it, run at the bulk lane's lower CPU priority
+//! ([`crate::cpu`]): when both lanes run at once, the kernel gives the cores to the clinic's.
 
 use crate::job::{FailureCode, Priority};
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, PoisonError};
 
 use anyhow::{Context, anyhow, bail};
 use ort::environment::Environment;
@@ -233,64 +233,11 @@ pub(crate) struct Threads {
     pub spinning: bool,
 }
 
-/// Whose turn it is on a session: one run at a time, interactive runs before bulk ones.
-#[derive(Default)]
-struct Turns {
-    state: Mutex<TurnState>,
-    changed: Condvar,
-}
-
-#[derive(Default)]
-struct TurnState {
-    running: bool,
-    interactive_waiting: usize,
-    /// Every run waiting, of both lanes.
-    waiting: usize,
-}
-
-/// A run's turn, handed on when dropped.
-struct Turn<'a>(&'a Turns);
-
-impl Turns {
-    /// Waits until no run is in progress and, for a bulk run, no interactive run waits.
-    fn take(&self, lane: Priority) -> Turn<'_> {
-        let interactive = lane == Priority::Interactive;
-        let mut state = self.lock();
-        if interactive {
-            state.interactive_waiting += 1;
-        }
-        state.waiting += 1;
-        while state.running || (!interactive && state.interactive_waiting > 0) {
-            state = self
-                .changed
-                .wait(state)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-        state.waiting -= 1;
-        if interactive {
-            state.interactive_waiting -= 1;
-        }
-        state.running = true;
-        Turn(self)
-    }
-
-    fn lock(&self) -> MutexGuard<'_, TurnState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl Drop for Turn<'_> {
-    fn drop(&mut self) {
-        self.0.lock().running = false;
-        self.0.changed.notify_all();
-    }
-}
-
-/// A loaded ONNX session, checked against its manifest.
+/// A model's ONNX sessions, one per lane, checked against its manifest.
 pub(crate) struct Runner {
-    /// Taken only during a [`Turn`], so never contended.
-    session: Mutex<Session>,
-    turns: Turns,
+    interactive: Mutex<Session>,
+    /// Its intra-op threads run at the bulk lane's CPU priority.
+    bulk: Mutex<Session>,
     provider: ActiveProvider,
     input_name: String,
     output_name: String,
@@ -308,8 +255,8 @@ pub(crate) struct RunOutput {
 }
 
 impl Runner {
-    /// Builds a session for `weights` and checks its input and output against the manifest.
-    /// The error is the reason a person reads in the model list.
+    /// Builds the sessions for `weights` and checks their input and output against the
+    /// manifest. The error is the reason a person reads in the model list.
     pub(crate) fn load(
         weights: &Path,
         manifest: &Manifest,
@@ -317,10 +264,15 @@ impl Runner {
         threads: Threads,
     ) -> anyhow::Result<Self> {
         let environment = environment().context("ONNX Runtime is not loaded")?;
-        let build = |cuda: bool| -> anyhow::Result<Session> {
+        let build = |cuda: bool, lane: Priority| -> anyhow::Result<Session> {
             let mut builder = Session::builder(&environment)?
                 .with_intra_op_spinning(threads.spinning)
                 .map_err(<ort::Error>::from)?;
+            if lane == Priority::Bulk {
+                builder = builder
+                    .with_thread_manager(crate::cpu::BulkThreads)
+                    .map_err(<ort::Error>::from)?;
+            }
             if threads.intra > 0 {
                 builder = builder
                     .with_intra_threads(threads.intra)
@@ -335,10 +287,10 @@ impl Runner {
         };
         let id = &manifest.id;
         let (session, provider) = match requested {
-            ExecutionProvider::Cpu => (build(false)?, ActiveProvider::Cpu),
+            ExecutionProvider::Cpu => (build(false, Priority::Interactive)?, ActiveProvider::Cpu),
             ExecutionProvider::Cuda | ExecutionProvider::Auto => {
                 let cuda = match ort::ep::CUDA::is_available() {
-                    Ok(true) => build(true).map_err(|e| e.to_string()),
+                    Ok(true) => build(true, Priority::Interactive).map_err(|e| e.to_string()),
                     Ok(false) => {
                         Err("this ONNX Runtime build has no CUDA execution provider".to_owned())
                     }
@@ -352,16 +304,17 @@ impl Runner {
                         } else {
                             tracing::info!(model = %id, reason = %why, "CUDA not available; running on the CPU");
                         }
-                        (build(false)?, ActiveProvider::Cpu)
+                        (build(false, Priority::Interactive)?, ActiveProvider::Cpu)
                     }
                 }
             }
         };
         let (fixed_batch, heatmap) = check_io(&session, manifest)?;
+        let bulk = build(provider == ActiveProvider::Cuda, Priority::Bulk)?;
         tracing::info!(model = %id, version = %manifest.version, provider = provider.as_str(), "model loaded");
         Ok(Self {
-            session: Mutex::new(session),
-            turns: Turns::default(),
+            interactive: Mutex::new(session),
+            bulk: Mutex::new(bulk),
             provider,
             input_name: manifest.input.name.clone(),
             output_name: manifest.output.name.clone(),
@@ -374,7 +327,7 @@ impl Runner {
         self.provider
     }
 
-    /// Runs a batch (`batch` tensors of `shape`, stacked in `data`) in its lane's turn and
+    /// Runs a batch (`batch` tensors of `shape`, stacked in `data`) on its lane's session and
     /// returns the output values, `batch * per_image` of them.
     pub(crate) fn run(
         &self,
@@ -396,8 +349,11 @@ impl Runner {
             .heatmap
             .as_ref()
             .map(|(_, [h, w])| Vec::with_capacity(batch * h * w));
-        let _turn = self.turns.take(lane);
-        let mut session = self.session.lock().unwrap_or_else(PoisonError::into_inner);
+        let session = match lane {
+            Priority::Interactive => &self.interactive,
+            Priority::Bulk => &self.bulk,
+        };
+        let mut session = session.lock().unwrap_or_else(PoisonError::into_inner);
         for images in data.chunks(chunk * image_len) {
             let n = images.len() / image_len;
             let tensor = TensorRef::from_array_view(([n, shape[0], shape[1], shape[2]], images))
@@ -621,38 +577,92 @@ mod tests {
         );
     }
 
-    #[test]
-    fn an_interactive_run_goes_before_every_bulk_run_waiting() {
-        let turns = std::sync::Arc::new(Turns::default());
-        let order = std::sync::Arc::new(Mutex::new(Vec::new()));
-        let first = turns.take(Priority::Bulk);
-        let wait_for = |n: usize| {
-            while turns.lock().waiting < n {
-                std::thread::yield_now();
-            }
+    /// The repository's malaria model, loaded with two intra-op threads per session.
+    fn malaria() -> super::super::Registry {
+        let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+        let options = super::super::RegistryOptions {
+            execution_provider: ExecutionProvider::Cpu,
+            intra_threads: 2,
+            only: Some(vec!["malaria".to_owned()]),
+            ..super::super::RegistryOptions::new(models)
         };
-        let mut threads = Vec::new();
-        for (index, lane) in [Priority::Bulk, Priority::Bulk, Priority::Interactive]
-            .into_iter()
-            .enumerate()
-        {
-            let (turns, order) = (turns.clone(), order.clone());
-            threads.push(std::thread::spawn(move || {
-                let _turn = turns.take(lane);
-                order.lock().unwrap().push(lane);
-            }));
-            // Each waits before the next comes: the interactive run is the last to ask.
-            wait_for(index + 1);
-        }
-        drop(first);
-        for thread in threads {
-            thread.join().unwrap();
-        }
+        let registry = super::super::Registry::load(&options).unwrap();
+        let model = registry.get("malaria").unwrap();
+        assert!(model.is_ready(), "{:?}", model.status());
+        registry
+    }
+
+    #[test]
+    fn an_interactive_run_does_not_wait_for_a_bulk_run_in_progress() {
+        let registry = malaria();
+        let model = registry.get("malaria").unwrap();
+        let loaded = model.loaded.as_ref().unwrap();
+        let runner = &loaded.runner;
+        let shape = model.manifest.as_ref().unwrap().input.tensor_shape();
+        let per_image = loaded.decision.outputs_per_image();
+        let data = vec![0.5f32; shape.iter().product::<usize>()];
+        let run = |lane| {
+            runner
+                .run("malaria", lane, &data, 1, shape, per_image)
+                .map(|o| o.values)
+                .map_err(|e| e.to_string())
+        };
+
+        // A drive's run in progress holds the bulk session for as long as it runs.
+        let bulk_run = runner.bulk.lock().unwrap();
+        let (answered, answer) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            scope.spawn(|| answered.send(run(Priority::Interactive)).unwrap());
+            let interactive = answer.recv_timeout(std::time::Duration::from_secs(20));
+            drop(bulk_run);
+            let values = interactive.expect("the interactive run waited for the bulk run");
+            assert_eq!(values.unwrap().len(), per_image);
+        });
+        // Both sessions are the same network: the same answer, to the bit.
         assert_eq!(
-            *order.lock().unwrap(),
-            [Priority::Interactive, Priority::Bulk, Priority::Bulk]
+            run(Priority::Interactive).unwrap(),
+            run(Priority::Bulk).unwrap()
         );
-        assert!(!turns.lock().running);
+    }
+
+    /// This process's threads named `ort-bulk`, with their nice values (field 19 of
+    /// /proc/self/task/<tid>/stat).
+    #[cfg(target_os = "linux")]
+    fn ort_bulk_threads() -> std::collections::HashMap<String, i32> {
+        let mut threads = std::collections::HashMap::new();
+        for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+                continue; // gone since it was listed
+            };
+            if comm.trim() == "ort-bulk" {
+                let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+                let nice = after_name.split(' ').nth(16).unwrap().parse().unwrap();
+                threads.insert(task.file_name().to_string_lossy().into_owned(), nice);
+            }
+        }
+        threads
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_bulk_sessions_threads_run_at_the_bulk_lanes_priority() {
+        use crate::cpu::tests::TEST_BULK_NICE;
+        crate::cpu::set_bulk_nice(TEST_BULK_NICE);
+        // Other tests load models too: only the threads started from now on are looked at.
+        let before = ort_bulk_threads();
+        let _registry = malaria();
+        let started: Vec<i32> = ort_bulk_threads()
+            .into_iter()
+            .filter(|(tid, _)| !before.contains_key(tid))
+            .map(|(_, nice)| nice)
+            .collect();
+        assert!(!started.is_empty(), "no ONNX Runtime thread named ort-bulk");
+        let expected = (crate::cpu::this_threads_nice() + TEST_BULK_NICE).min(19);
+        assert!(
+            started.iter().all(|n| *n == expected),
+            "{started:?}, expected {expected}"
+        );
     }
 
     #[test]

@@ -236,8 +236,8 @@ impl Model {
     }
 
     /// Screens a batch of preprocessed images in one ONNX Runtime run (several only if the
-    /// graph's batch axis is fixed), returning one result per input, in order. The run waits
-    /// for its `lane`'s turn: an interactive batch goes before every bulk batch waiting.
+    /// graph's batch axis is fixed), returning one result per input, in order, on `lane`'s
+    /// session: an interactive batch never waits for a bulk run in progress.
     pub fn predict(
         &self,
         inputs: &[Array3<f32>],

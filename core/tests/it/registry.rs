@@ -238,6 +238,11 @@ pub fn assert_parity(registry: &Registry, id: &str, model_dir: &Path, files: &[P
         );
     }
     let results = model.predict(&inputs, Priority::Interactive).unwrap();
+    // The bulk lane's session is the same network on threads of its own: the same answers.
+    let bulk = model.predict(&inputs, Priority::Bulk).unwrap();
+    for (a, b) in results.iter().zip(&bulk) {
+        assert_eq!(a.probabilities, b.probabilities, "{id}: the lanes disagree");
+    }
     let mut worst = 0f64;
     for (result, reference) in results.iter().zip(&expected) {
         let labels: Vec<_> = result
