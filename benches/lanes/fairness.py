@@ -14,7 +14,7 @@ idle p99), and the batch's images/s alone and with the singles (goal: under 10 %
 must end `succeeded`.
 
     cargo build --release --bin medinform
-    python3 benches/lanes/fairness.py [--model malaria] [--batch 20000]
+    python3 benches/lanes/fairness.py [--model malaria] [--batch 20000] [--setting NAME=VALUE]
 
 It runs in the peers benchmark's virtual environment (target/peers-venv, made on first use) and
 uses its modules (load client, images, server process).
@@ -116,7 +116,7 @@ async def run_server(args, name: str, work) -> dict:
     data_dir = tempfile.mkdtemp(prefix=f"lanes-{name}-", dir=args.data_root)
     port = peers("peers").free_port()
     command = [str(args.medinform_binary), "serve", "--listen", f"127.0.0.1:{port}", "--data-dir", data_dir]
-    env = medinform.embedded_env(args.model, args.threads, args.ort_library, {})
+    env = medinform.embedded_env(args.model, args.threads, args.ort_library, dict(args.setting))
     log = args.log_dir / f"{name}.log"
     with process.ServerProcess(command, env, log, REPO) as server:
         api = medinform.Api(f"http://127.0.0.1:{port}", {})
@@ -179,6 +179,7 @@ async def main(args) -> int:
     problems = idle_problems + alone_problems + load_problems + single_problems
     figures = {
         "model": args.model,
+        "settings": dict(args.setting),
         "batch_images": args.batch,
         "single_interval_s": args.interval,
         "poll_interval_s": args.poll,
@@ -228,6 +229,9 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--interval", type=float, default=0.1, help="seconds between single uploads")
     parser.add_argument("--poll", type=float, default=0.005, help="seconds between polls of a single job")
     parser.add_argument("--threads", type=int, default=2, help="inference.threads")
+    parser.add_argument("--setting", action="append", default=[], metavar="NAME=VALUE",
+                        type=lambda text: tuple(text.split("=", 1)),
+                        help="a MEDINFORM_* variable for the server, e.g. MEDINFORM_INFERENCE_BULK_NICE=10")
     parser.add_argument("--medinform-binary", type=Path, default=REPO / "target" / "release" / "medinform")
     parser.add_argument("--ort-library", type=Path, default=None)
     parser.add_argument("--venv", type=Path, default=REPO / "target" / "peers-venv")
