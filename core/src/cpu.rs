@@ -2,7 +2,8 @@
 //!
 //! The queues put a clinic's job ahead of a drive's backlog, but once both are running, a
 //! drive's decoding and model runs share the cores with the clinic's. Here a drive's CPU work
-//! (the bulk lane) runs on threads that the kernel schedules after everything else. On Linux
+//! (the bulk lane) runs on threads of its own, which the kernel can be told to schedule after
+//! everything else. On Linux
 //! the nice value is a per-thread attribute, and bulk threads run `inference.bulk_nice` steps
 //! below the process ([`set_bulk_nice`]): at 10, when a clinic's image and a drive's batch both
 //! want the cores, the clinic's work gets about nine tenths of them (the scheduler's weights are

@@ -8,10 +8,10 @@
 //! the worker passes many jobs' tensors to one [`Runner::run`] call, and ONNX Runtime's intra-op
 //! thread pool already spreads that one run over the cores.
 //!
-//! A model has one session per lane. A clinic's run never waits for a drive's run in progress
-//! (a batch of 16 chest X-rays takes some 40 ms on two cores), and the bulk session's intra-op
-//! threads, like the threads that call it, run at the bulk lane's lower CPU priority
-//! ([`crate::cpu`]): when both lanes run at once, the kernel gives the cores to the clinic's.
+//! A model has one session per lane (its weights are held twice). A clinic's run never waits
+//! for a drive's run in progress (a batch of 16 chest X-rays takes some 40 ms on two cores), and
+//! the bulk session's intra-op threads, like the threads that call it, run at the bulk lane's CPU
+//! priority ([`crate::cpu`]; `inference.bulk_nice`, the process's own unless configured).
 
 use crate::job::{FailureCode, Priority};
 use std::path::{Path, PathBuf};
