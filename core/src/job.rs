@@ -320,3 +320,23 @@ mod failure_code_tests {
         }
     }
 }
+
+#[cfg(test)]
+mod result_tests {
+    use super::ClassProbability;
+
+    #[test]
+    fn a_probability_reads_back_from_json_as_the_very_number_written() {
+        // A malaria model's answer on a real cell; serde_json's default parser read it back one
+        // unit in the last place higher, so a stored result differed from the model's.
+        for probability in [0.9935643919967823, 0.006435608003217713, 1e-300, 0.1 + 0.2] {
+            let written = ClassProbability {
+                label: "Parasitized".to_owned(),
+                probability,
+            };
+            let text = serde_json::to_string(&written).unwrap();
+            let read: ClassProbability = serde_json::from_str(&text).unwrap();
+            assert_eq!(read.probability.to_bits(), probability.to_bits(), "{text}");
+        }
+    }
+}
