@@ -106,7 +106,7 @@ if [[ ! -f "$config" ]]; then
 # Written by infra/garage/start-local.sh: a throw-away single-node Garage on loopback.
 metadata_dir = "$data_dir/meta"
 data_dir = "$data_dir/data"
-db_engine = "sqlite"
+db_engine = "lmdb"
 replication_factor = 1
 
 rpc_bind_addr = "127.0.0.1:$rpc_port"
