@@ -900,3 +900,86 @@ async fn sqlite_jobs_are_checkpointed_into_the_database_file_in_the_background()
     }
     panic!("the database file holds {seen:?} jobs 10 s after 20 were committed");
 }
+
+/// PostgreSQL: publishes that arrive while one is being recorded are recorded together by one
+/// more statement, not by a transaction each (half the write transactions an upload cost the
+/// database that every API replica shares). A statement-level trigger counts the statements.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_records_publishes_that_arrive_together_in_one_statement() {
+    let database = crate::support::PostgresDatabase::create().await;
+    let store = medinform_core::db::PostgresJobStore::connect(&database.url, 8)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let pool = store.pool();
+    sqlx::raw_sql(
+        "create table publish_statements (n int not null); \
+         insert into publish_statements values (0); \
+         create function count_publish_statement() returns trigger language plpgsql as \
+             $$ begin update publish_statements set n = n + 1; return null; end $$; \
+         create trigger count_publish_statements after update of published_at on jobs \
+             for each statement execute function count_publish_statement();",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let mut jobs = Vec::new();
+    for _ in 0..30 {
+        jobs.push(store.insert(&new_job("malaria")).await.unwrap().id);
+    }
+    let mark = |id: JobId| {
+        let store = store.clone();
+        tokio::spawn(async move { store.mark_published(id).await })
+    };
+
+    // The first job's row is locked, so the statement that records its publish waits; the
+    // other 29 publishes arrive meanwhile.
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("select 1 from jobs where id = $1 for update")
+        .bind(jobs[0].0)
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let mut marked = vec![mark(jobs[0])];
+    let waiting_for_the_lock = async {
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "select count(*) from pg_stat_activity \
+                 where datname = current_database() and wait_event_type = 'Lock'",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), waiting_for_the_lock)
+        .await
+        .expect("the first publish record waits for the locked row");
+    marked.extend(jobs[1..].iter().map(|&id| mark(id)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lock.commit().await.unwrap();
+    for done in futures::future::join_all(marked).await {
+        done.unwrap().unwrap();
+    }
+
+    let statements: i32 = sqlx::query_scalar("select n from publish_statements")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert!(
+        statements <= 3,
+        "30 publishes took {statements} statements: the 29 that arrived while the first waited \
+         were not recorded together"
+    );
+    let soon = Utc::now() + TimeDelta::seconds(1);
+    let hour_ago = Utc::now() - TimeDelta::hours(1);
+    assert_eq!(
+        store.due_for_publish(soon, hour_ago, 100).await.unwrap(),
+        vec![],
+        "every publish is recorded"
+    );
+}
