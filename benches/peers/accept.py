@@ -4,7 +4,9 @@
     python3 benches/peers/accept.py --url http://127.0.0.1:8080 --api-key "$KEY" --images 5000
 
 Sends `POST /v1/jobs` (multipart `model` + `image`) with `--concurrency` requests in flight and
-prints uploads accepted per second and the latency percentiles of the accepted ones. Meant for
+prints uploads accepted per second and the latency percentiles of the accepted ones; with
+`--server-pid`, also the API process's own CPU per 1,000 uploads (what sizes an API machine
+when the database, the broker and the object store are elsewhere). Meant for
 the API alone (`medinform api`, its workers stopped or on other machines), so that what is
 measured is accepting: checking, storing, recording and publishing. Images: real chest X-ray
 JPEGs of `shared/datasets/covid19` between `--min-kb` and `--max-kb`, reused in turn (the store
@@ -23,8 +25,10 @@ import time
 from pathlib import Path
 
 import aiohttp
+import psutil
 
 import client
+from process import tree_cpu_seconds
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 
@@ -63,7 +67,10 @@ async def run(args: argparse.Namespace) -> int:
     async with client.new_session(args.concurrency) as session:
         await client.drive(session, submit, args.warmup, args.concurrency)
         latencies.clear()
+        server = psutil.Process(args.server_pid) if args.server_pid else None
+        cpu_before = tree_cpu_seconds(server) if server else 0.0
         sent = await client.drive(session, submit, args.images, args.concurrency)
+        cpu = tree_cpu_seconds(server) - cpu_before if server else None
     accepted = sorted(latencies[i] * 1000 for i in sent.answers)
     mean_kb = statistics.mean(len(data) for _, data in files) / 1024
     print(f"{len(files)} distinct JPEGs, {mean_kb:.0f} KB on average; {args.concurrency} in flight")
@@ -73,6 +80,12 @@ async def run(args: argparse.Namespace) -> int:
             "latency ms: p50 {:.1f}, p95 {:.1f}, p99 {:.1f}, max {:.1f}".format(
                 percentile(accepted, 50), percentile(accepted, 95), percentile(accepted, 99), accepted[-1]
             )
+        )
+    if cpu is not None and sent.answers:
+        per_upload = cpu / len(sent.answers)
+        print(
+            f"API process CPU: {per_upload * 1000:.2f} CPU-s per 1,000 uploads "
+            f"(one core's worth: {1 / per_upload:.0f} uploads/s)"
         )
     for index, reason in list(sent.failures.items())[:5]:
         print(f"failed {index}: {reason}", file=sys.stderr)
@@ -89,6 +102,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--min-kb", type=int, default=80)
     parser.add_argument("--max-kb", type=int, default=130)
+    parser.add_argument("--server-pid", type=int, help="the API's process id: its CPU per upload is printed")
     return asyncio.run(run(parser.parse_args()))
 
 

@@ -8,7 +8,9 @@
 # 1. end to end: run.py --only medinform --medinform-url (single uploads and batches, every job
 #    checked against ONNX Runtime);
 # 2. the API alone, the worker stopped (as when the workers are on other machines): accept.py,
-#    uploads of real ~100 KB chest X-ray JPEGs, accepted per second and latency percentiles.
+#    uploads of real ~100 KB chest X-ray JPEGs, accepted per second and latency percentiles, the
+#    API process's CPU per 1,000 uploads, and the PostgreSQL transactions each upload took
+#    (reads included).
 #
 # Needs: target/release/medinform (cargo build --release), PostgreSQL on 127.0.0.1:5432 (trust
 # auth, user postgres), RabbitMQ on 127.0.0.1:5672 (guest/guest), ORT_DYLIB_PATH or .venv's
@@ -88,4 +90,14 @@ echo
 echo "## the API alone (worker stopped): uploads accepted"
 kill "${pids[1]}"
 wait "${pids[1]}" 2>/dev/null || true
-"$root/target/peers-venv/bin/python" "$here/accept.py" --url "$url" --api-key "$key"
+commits() { # the bench database's committed transactions so far (statistics settle within 1 s)
+    sleep 2
+    psql -h 127.0.0.1 -U postgres -Atc "select xact_commit from pg_stat_database where datname = '$db'"
+}
+uploads=5000
+warmup=200
+before="$(commits)"
+"$root/target/peers-venv/bin/python" "$here/accept.py" --url "$url" --api-key "$key" \
+    --images "$uploads" --warmup "$warmup" --server-pid "${pids[0]}"
+after="$(commits)"
+echo "PostgreSQL transactions per upload: $(python3 -c "print(f'{($after - $before) / ($uploads + $warmup):.2f}')")"
