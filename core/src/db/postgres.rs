@@ -53,9 +53,14 @@ impl PublishRecords {
             let mut group = Vec::new();
             while queue.recv_many(&mut group, MAX_PUBLISH_GROUP).await > 0 {
                 let ids: Vec<Uuid> = group.iter().map(|(id, _)| id.0).collect();
+                // Rows another transaction holds are skipped, never waited for: their holder is
+                // claiming or ending the job, which leaves nothing to republish, and a statement
+                // that waited for rows a claim locks in another order could deadlock with it.
+                // Were the holder to roll back, the job would only be published once more.
                 let written = sqlx::query(
-                    "update jobs set published_at = $2 \
-                     where id = any($1) and status = 'queued'",
+                    "update jobs set published_at = $2 where id in \
+                         (select id from jobs where id = any($1) and status = 'queued' \
+                          for update skip locked)",
                 )
                 .bind(ids)
                 .bind(Utc::now())

@@ -901,6 +901,23 @@ async fn sqlite_jobs_are_checkpointed_into_the_database_file_in_the_background()
     panic!("the database file holds {seen:?} jobs 10 s after 20 were committed");
 }
 
+/// Waits until a statement of this database waits for a lock.
+async fn waiting_for_a_lock(pool: &sqlx::PgPool) {
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "select count(*) from pg_stat_activity \
+             where datname = current_database() and wait_event_type = 'Lock'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// PostgreSQL: publishes that arrive while one is being recorded are recorded together by one
 /// more statement, not by a transaction each (half the write transactions an upload cost the
 /// database that every API replica shares). A statement-level trigger counts the statements.
@@ -932,33 +949,17 @@ async fn postgres_records_publishes_that_arrive_together_in_one_statement() {
         tokio::spawn(async move { store.mark_published(id).await })
     };
 
-    // The first job's row is locked, so the statement that records its publish waits; the
-    // other 29 publishes arrive meanwhile.
+    // The table is locked against writes, so the statement that records the first publish
+    // waits; the other 29 publishes arrive meanwhile.
     let mut lock = pool.begin().await.unwrap();
-    sqlx::query("select 1 from jobs where id = $1 for update")
-        .bind(jobs[0].0)
+    sqlx::query("lock table jobs in share mode")
         .execute(&mut *lock)
         .await
         .unwrap();
     let mut marked = vec![mark(jobs[0])];
-    let waiting_for_the_lock = async {
-        loop {
-            let waiting: i64 = sqlx::query_scalar(
-                "select count(*) from pg_stat_activity \
-                 where datname = current_database() and wait_event_type = 'Lock'",
-            )
-            .fetch_one(pool)
-            .await
-            .unwrap();
-            if waiting > 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), waiting_for_the_lock)
+    tokio::time::timeout(Duration::from_secs(10), waiting_for_a_lock(pool))
         .await
-        .expect("the first publish record waits for the locked row");
+        .expect("the first publish record waits for the table lock");
     marked.extend(jobs[1..].iter().map(|&id| mark(id)));
     tokio::time::sleep(Duration::from_millis(300)).await;
     lock.commit().await.unwrap();
@@ -981,5 +982,48 @@ async fn postgres_records_publishes_that_arrive_together_in_one_statement() {
         store.due_for_publish(soon, hour_ago, 100).await.unwrap(),
         vec![],
         "every publish is recorded"
+    );
+}
+
+/// PostgreSQL: recording a publish never waits for a job's row that another transaction holds
+/// (a claim of a batch locks its rows in its own order; a gathered publish statement that waited
+/// for them could deadlock with it). The held job is left for its holder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_publish_records_skip_rows_a_claim_holds() {
+    let database = crate::support::PostgresDatabase::create().await;
+    let store = medinform_core::db::PostgresJobStore::connect(&database.url, 8)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    let held = store.insert(&new_job("malaria")).await.unwrap().id;
+    let free = store.insert(&new_job("malaria")).await.unwrap().id;
+
+    let mut claim = store.pool().begin().await.unwrap();
+    sqlx::query("select 1 from jobs where id = $1 for update")
+        .bind(held.0)
+        .execute(&mut *claim)
+        .await
+        .unwrap();
+    let both = futures::future::join(store.mark_published(held), store.mark_published(free));
+    let (a, b) = tokio::time::timeout(Duration::from_secs(10), both)
+        .await
+        .expect("the publish records do not wait for the held row");
+    a.unwrap();
+    b.unwrap();
+    claim.commit().await.unwrap();
+
+    let soon = Utc::now() + TimeDelta::seconds(1);
+    let hour_ago = Utc::now() - TimeDelta::hours(1);
+    let due: Vec<JobId> = store
+        .due_for_publish(soon, hour_ago, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(
+        due,
+        vec![held],
+        "the free job's publish is recorded, the held one's is not"
     );
 }
