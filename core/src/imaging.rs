@@ -376,7 +376,12 @@ fn jpeg_reaches_eoi(bytes: &[u8]) -> bool {
     let mut i = 2; // after SOI
     while i + 1 < bytes.len() {
         if bytes[i] != 0xFF {
-            i += 1; // scan data, or stray bytes between segments (tolerated, as decoders do)
+            // Scan data, or stray bytes between segments (tolerated, as decoders do): on to
+            // the next 0xFF.
+            match memchr::memchr(0xFF, &bytes[i..]) {
+                Some(skip) => i += skip,
+                None => return false,
+            }
             continue;
         }
         match bytes[i + 1] {
@@ -589,6 +594,66 @@ mod tests {
                 bytes.len()
             );
         }
+    }
+
+    /// The end-of-image scan, one byte at a time: what [`jpeg_reaches_eoi`] must answer.
+    fn reaches_eoi_byte_by_byte(bytes: &[u8]) -> bool {
+        let mut i = 2;
+        while i + 1 < bytes.len() {
+            if bytes[i] != 0xFF {
+                i += 1;
+                continue;
+            }
+            match bytes[i + 1] {
+                0xD9 => return true,
+                0xFF => i += 1,
+                0x00 | 0x01 | 0xD0..=0xD8 => i += 2,
+                _ => match bytes.get(i + 2..i + 4) {
+                    Some(len) => i += 2 + usize::from(u16::from_be_bytes([len[0], len[1]])),
+                    None => return false,
+                },
+            }
+        }
+        false
+    }
+
+    #[test]
+    fn the_end_marker_scan_answers_as_a_byte_by_byte_scan() {
+        let whole = encode(&sample(), image::ImageFormat::Jpeg);
+        // An EXIF-like segment whose payload holds an end marker of its own, before the frame.
+        let mut with_app1 = whole[..2].to_vec();
+        with_app1.extend([0xFF, 0xE1, 0x00, 0x08, 0xAB, 0xFF, 0xD9, 0x00, 0xFF, 0x12]);
+        with_app1.extend(&whole[2..]);
+        for bytes in [&whole, &with_app1] {
+            for cut in 0..=bytes.len() {
+                let part = &bytes[..cut];
+                assert_eq!(
+                    jpeg_reaches_eoi(part),
+                    reaches_eoi_byte_by_byte(part),
+                    "cut at {cut}"
+                );
+            }
+            // Every byte in turn set to 0xFF, and to 0xD9 after a 0xFF: markers where none were.
+            for at in 2..bytes.len() {
+                let mut damaged = bytes.clone();
+                damaged[at] = 0xFF;
+                assert_eq!(
+                    jpeg_reaches_eoi(&damaged),
+                    reaches_eoi_byte_by_byte(&damaged),
+                    "0xFF at {at}"
+                );
+                if at + 1 < bytes.len() {
+                    damaged[at + 1] = 0xD9;
+                    assert_eq!(
+                        jpeg_reaches_eoi(&damaged),
+                        reaches_eoi_byte_by_byte(&damaged),
+                        "0xFF 0xD9 at {at}"
+                    );
+                }
+            }
+        }
+        assert!(jpeg_reaches_eoi(&whole));
+        assert!(!jpeg_reaches_eoi(&with_app1[..with_app1.len() - 2]));
     }
 
     #[test]
