@@ -141,18 +141,18 @@ fn lower_priority() {
     }
 }
 
-/// The calling thread's nice value (Linux).
-#[cfg(all(test, target_os = "linux"))]
-pub(crate) fn this_threads_nice() -> i32 {
-    rustix::process::getpriority_process(None).expect("getpriority")
-}
-
 #[cfg(all(test, target_os = "linux"))]
 pub(crate) mod tests {
     use super::*;
 
-    fn process_nice() -> i32 {
+    /// The process's nice value: its main thread's (Linux).
+    pub(crate) fn process_nice() -> i32 {
         rustix::process::getpriority_process(Some(rustix::process::getpid())).unwrap()
+    }
+
+    /// The calling thread's nice value (Linux).
+    fn this_threads_nice() -> i32 {
+        rustix::process::getpriority_process(None).unwrap()
     }
 
     /// What every test of this crate that lowers the bulk lane sets (the first value stays).

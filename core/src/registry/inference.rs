@@ -647,7 +647,7 @@ mod tests {
     #[cfg(target_os = "linux")]
     #[test]
     fn the_bulk_sessions_threads_run_at_the_bulk_lanes_priority() {
-        use crate::cpu::tests::TEST_BULK_NICE;
+        use crate::cpu::tests::{TEST_BULK_NICE, process_nice};
         crate::cpu::set_bulk_nice(TEST_BULK_NICE);
         // Other tests load models too: only the threads started from now on are looked at.
         let before = ort_bulk_threads();
@@ -658,7 +658,7 @@ mod tests {
             .map(|(_, nice)| nice)
             .collect();
         assert!(!started.is_empty(), "no ONNX Runtime thread named ort-bulk");
-        let expected = (crate::cpu::this_threads_nice() + TEST_BULK_NICE).min(19);
+        let expected = (process_nice() + TEST_BULK_NICE).min(19);
         assert!(
             started.iter().all(|n| *n == expected),
             "{started:?}, expected {expected}"
