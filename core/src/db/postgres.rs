@@ -16,8 +16,8 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{
-    Cancel, Claim, DbError, JobFilter, JobStore, NewJob, QueuedModel, Republish, claims_in_order,
-    deadline_failure, lease_duration,
+    Cancel, Claim, DbError, JobFilter, JobStore, NewJob, PublishRecord, QueuedModel, Republish,
+    claims_in_order, deadline_failure, lease_duration, publish_committed,
 };
 use crate::imaging::DicomAttributes;
 use crate::job::{BatchId, FailureCode, Job, JobFailure, JobId, JobStatus, ScreeningResult};
@@ -38,9 +38,6 @@ pub struct PostgresJobStore {
 struct PublishRecords {
     waiting: mpsc::UnboundedSender<PublishRecord>,
 }
-
-/// A job whose publish is to be recorded, and where its caller waits for the commit.
-type PublishRecord = (JobId, oneshot::Sender<Result<(), String>>);
 
 /// The most publishes one statement records.
 const MAX_PUBLISH_GROUP: usize = 1_000;
@@ -79,15 +76,10 @@ impl PublishRecords {
     /// Records `id`'s publish; returns once that is committed.
     async fn record(&self, id: JobId) -> Result<(), DbError> {
         let (reply, answer) = oneshot::channel();
-        let unavailable = |why: &str| DbError::Unavailable(anyhow::Error::msg(why.to_owned()));
-        self.waiting
-            .send((id, reply))
-            .map_err(|_| unavailable("the publish records' writer has stopped"))?;
-        match answer.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(unavailable(&message)),
-            Err(_) => Err(unavailable("the publish record was dropped")),
-        }
+        self.waiting.send((id, reply)).map_err(|_| {
+            DbError::Unavailable(anyhow::anyhow!("the publish records' writer has stopped"))
+        })?;
+        publish_committed(answer).await
     }
 }
 

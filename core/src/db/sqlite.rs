@@ -22,8 +22,8 @@ use tokio::sync::oneshot;
 use self::writer::Writer;
 
 use super::{
-    Cancel, Claim, DbError, JobFilter, JobStore, NewJob, QueuedModel, Republish, claims_in_order,
-    deadline_failure, lease_duration,
+    Cancel, Claim, DbError, JobFilter, JobStore, NewJob, PublishRecord, QueuedModel, Republish,
+    claims_in_order, deadline_failure, lease_duration, publish_committed,
 };
 use crate::job::{BatchId, FailureCode, Job, JobFailure, JobId, JobStatus, ScreeningResult};
 use crate::tenant::TenantId;
@@ -46,9 +46,6 @@ pub struct SqliteJobStore {
 struct PublishRecords {
     waiting: Arc<std::sync::Mutex<Vec<PublishRecord>>>,
 }
-
-/// A job whose publish is to be recorded, and where its caller waits for the commit.
-type PublishRecord = (JobId, oneshot::Sender<Result<(), String>>);
 
 impl PublishRecords {
     /// Records `id`'s publish; returns once that is committed.
@@ -109,13 +106,7 @@ impl PublishRecords {
                 }
             }
         }
-        match answer.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(message)) => Err(DbError::Unavailable(anyhow::Error::msg(message))),
-            Err(_) => Err(DbError::Unavailable(anyhow::anyhow!(
-                "the publish record was dropped"
-            ))),
-        }
+        publish_committed(answer).await
     }
 }
 
