@@ -923,11 +923,7 @@ async fn waiting_for_a_lock(pool: &sqlx::PgPool) {
 /// database that every API replica shares). A statement-level trigger counts the statements.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_records_publishes_that_arrive_together_in_one_statement() {
-    let database = crate::support::PostgresDatabase::create().await;
-    let store = medinform_core::db::PostgresJobStore::connect(&database.url, 8)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    let (_database, store) = crate::support::postgres_store().await;
     let pool = store.pool();
     sqlx::raw_sql(
         "create table publish_statements (n int not null); \
@@ -990,11 +986,7 @@ async fn postgres_records_publishes_that_arrive_together_in_one_statement() {
 /// for them could deadlock with it). The held job is left for its holder.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_publish_records_skip_rows_a_claim_holds() {
-    let database = crate::support::PostgresDatabase::create().await;
-    let store = medinform_core::db::PostgresJobStore::connect(&database.url, 8)
-        .await
-        .unwrap();
-    store.migrate().await.unwrap();
+    let (_database, store) = crate::support::postgres_store().await;
     let held = store.insert(&new_job("malaria")).await.unwrap().id;
     let free = store.insert(&new_job("malaria")).await.unwrap().id;
 

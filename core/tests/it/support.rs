@@ -111,6 +111,15 @@ impl TestJobStore {
     }
 }
 
+/// A fresh, migrated PostgreSQL database and its store, for tests of PostgreSQL itself (the
+/// database is dropped with the first).
+pub async fn postgres_store() -> (PostgresDatabase, PostgresJobStore) {
+    let database = PostgresDatabase::create().await;
+    let store = PostgresJobStore::connect(&database.url, 8).await.unwrap();
+    store.migrate().await.unwrap();
+    (database, store)
+}
+
 /// A migrated database of its own, with every store.
 pub struct TestDatabase {
     pub db: Arc<dyn Database>,
@@ -121,9 +130,7 @@ pub struct TestDatabase {
 impl TestDatabase {
     /// A fresh PostgreSQL database.
     pub async fn postgres() -> Self {
-        let database = PostgresDatabase::create().await;
-        let store = PostgresJobStore::connect(&database.url, 8).await.unwrap();
-        store.migrate().await.unwrap();
+        let (database, store) = postgres_store().await;
         Self {
             db: Arc::new(store),
             _database: Some(database),
