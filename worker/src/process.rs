@@ -75,7 +75,7 @@ impl Processor {
 
     /// Screens one batch of `lane`'s deliveries (on that lane's threads and model session).
     pub(crate) async fn process(&self, model_id: &str, lane: Priority, deliveries: Vec<Delivery>) {
-        let claimed = self.claim(deliveries).await;
+        let claimed = self.claim(lane, deliveries).await;
         if claimed.is_empty() {
             return;
         }
@@ -120,18 +120,18 @@ impl Processor {
             .into_iter()
             .zip(outcomes)
             .map(|(claimed, outcome)| (claimed, outcome.expect("every job has an outcome")));
-        self.finish(outcomes.collect()).await;
+        self.finish(lane, outcomes.collect()).await;
     }
 
     /// Claims the deliveries' jobs in one round trip; those with nothing to do are settled
     /// here and left out.
-    async fn claim(&self, deliveries: Vec<Delivery>) -> Vec<Claimed> {
+    async fn claim(&self, lane: Priority, deliveries: Vec<Delivery>) -> Vec<Claimed> {
         let asked: Vec<(JobId, bool)> = deliveries
             .iter()
             .map(|d| (d.message.job_id(), d.redelivered))
             .collect();
         let lease = Duration::from_secs(self.settings.jobs.lease_secs);
-        let claims = match self.backends.jobs.claim_many(&asked, lease).await {
+        let claims = match self.backends.jobs.claim_many(&asked, lease, lane).await {
             Ok(claims) => claims,
             Err(e) => {
                 tracing::warn!(jobs = asked.len(), error = %e, "could not claim jobs; handing them back");
@@ -237,7 +237,7 @@ impl Processor {
     }
 
     /// Records each outcome (the results in one round trip), then settles each message.
-    async fn finish(&self, outcomes: Vec<(Claimed, Outcome)>) {
+    async fn finish(&self, lane: Priority, outcomes: Vec<(Claimed, Outcome)>) {
         let mut succeeded = Vec::new();
         let mut unsuccessful = Vec::new();
         for (claimed, outcome) in outcomes {
@@ -254,7 +254,7 @@ impl Processor {
         let written: Vec<Result<bool, String>> = if results.is_empty() {
             Vec::new()
         } else {
-            match self.backends.jobs.succeed_many(&results).await {
+            match self.backends.jobs.succeed_many(&results, lane).await {
                 Ok(written) => written.into_iter().map(Ok).collect(),
                 Err(e) => vec![Err(e.to_string()); results.len()],
             }

@@ -219,17 +219,21 @@ pub trait JobStore: Send + Sync + 'static {
     async fn claim(&self, id: JobId, lease: Duration, take_over: bool) -> Result<Claim, DbError>;
     /// Claims a worker's batch, each job as [`JobStore::claim`] would (`(id, take_over)`), in
     /// one round trip for the jobs that can simply be taken; the answers are in the order of
-    /// `jobs`. An error answers for the whole batch.
+    /// `jobs`. An error answers for the whole batch. `lane` is the lane the batch came from:
+    /// the embedded store commits an interactive batch's writes ahead of a drive's.
     async fn claim_many(
         &self,
         jobs: &[(JobId, bool)],
         lease: Duration,
+        lane: Priority,
     ) -> Result<Vec<Claim>, DbError>;
     /// Writes a batch's results, each as [`JobStore::succeed`] would (`(id, attempt, result)`),
-    /// in one round trip; the answers are in the order of `results`.
+    /// in one round trip; the answers are in the order of `results`. `lane` as for
+    /// [`JobStore::claim_many`].
     async fn succeed_many(
         &self,
         results: &[(JobId, i32, &ScreeningResult)],
+        lane: Priority,
     ) -> Result<Vec<bool>, DbError>;
     /// Writes the result, if the claim `attempt` still holds. False: someone else took over.
     async fn succeed(

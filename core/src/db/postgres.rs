@@ -20,7 +20,9 @@ use super::{
     claims_in_order, deadline_failure, lease_duration, publish_committed,
 };
 use crate::imaging::DicomAttributes;
-use crate::job::{BatchId, FailureCode, Job, JobFailure, JobId, JobStatus, ScreeningResult};
+use crate::job::{
+    BatchId, FailureCode, Job, JobFailure, JobId, JobStatus, Priority, ScreeningResult,
+};
 use crate::tenant::TenantId;
 
 /// Jobs in PostgreSQL; one pool per process.
@@ -352,6 +354,7 @@ impl JobStore for PostgresJobStore {
         &self,
         jobs: &[(JobId, bool)],
         lease: Duration,
+        _lane: Priority,
     ) -> Result<Vec<Claim>, DbError> {
         let (ids, take_overs): (Vec<Uuid>, Vec<bool>) = jobs
             .iter()
@@ -384,6 +387,7 @@ impl JobStore for PostgresJobStore {
     async fn succeed_many(
         &self,
         results: &[(JobId, i32, &ScreeningResult)],
+        _lane: Priority,
     ) -> Result<Vec<bool>, DbError> {
         let mut ids = Vec::with_capacity(results.len());
         let mut attempts = Vec::with_capacity(results.len());

@@ -25,7 +25,9 @@ use super::{
     Cancel, Claim, DbError, JobFilter, JobStore, NewJob, PublishRecord, QueuedModel, Republish,
     claims_in_order, deadline_failure, lease_duration, publish_committed,
 };
-use crate::job::{BatchId, FailureCode, Job, JobFailure, JobId, JobStatus, ScreeningResult};
+use crate::job::{
+    BatchId, FailureCode, Job, JobFailure, JobId, JobStatus, Priority, ScreeningResult,
+};
 use crate::tenant::TenantId;
 
 /// Jobs in one SQLite file (write-ahead log, so readers never wait for the writer). A job's
@@ -63,7 +65,7 @@ impl PublishRecords {
             let ran = Arc::new(AtomicBool::new(false));
             let running = ran.clone();
             let written = writer
-                .write(move |conn| {
+                .write(Priority::Bulk, move |conn| {
                     Box::pin(async move {
                         running.store(true, Ordering::Release);
                         let taken = std::mem::take(
@@ -246,7 +248,9 @@ impl JobStore for SqliteJobStore {
     async fn insert(&self, job: &NewJob) -> Result<Job, DbError> {
         let job = job.clone();
         self.writer
-            .write(move |conn| Box::pin(async move { insert_job(conn, &job).await }))
+            .write(job.priority, move |conn| {
+                Box::pin(async move { insert_job(conn, &job).await })
+            })
             .await
     }
 
@@ -331,7 +335,9 @@ impl JobStore for SqliteJobStore {
 
     async fn expire_deadlines(&self, now: DateTime<Utc>) -> Result<u64, DbError> {
         self.writer
-            .write(move |conn| Box::pin(async move { cancel_past_deadline(conn, None, now).await }))
+            .write(Priority::Bulk, move |conn| {
+                Box::pin(async move { cancel_past_deadline(conn, None, now).await })
+            })
             .await
     }
 
@@ -341,7 +347,9 @@ impl JobStore for SqliteJobStore {
 
     async fn claim(&self, id: JobId, lease: Duration, take_over: bool) -> Result<Claim, DbError> {
         self.writer
-            .write(move |conn| Box::pin(async move { claim_job(conn, id, lease, take_over).await }))
+            .write(Priority::Bulk, move |conn| {
+                Box::pin(async move { claim_job(conn, id, lease, take_over).await })
+            })
             .await
     }
 
@@ -349,6 +357,7 @@ impl JobStore for SqliteJobStore {
         &self,
         jobs: &[(JobId, bool)],
         lease: Duration,
+        lane: Priority,
     ) -> Result<Vec<Claim>, DbError> {
         let asked: Vec<(String, bool)> = jobs
             .iter()
@@ -357,7 +366,7 @@ impl JobStore for SqliteJobStore {
         let asked = serde_json::to_string(&asked).context("encoding job ids")?;
         let taken = self
             .writer
-            .write(move |conn| {
+            .write(lane, move |conn| {
                 Box::pin(async move {
                     let now = Utc::now();
                     let rows: Vec<JobRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -390,6 +399,7 @@ impl JobStore for SqliteJobStore {
     async fn succeed_many(
         &self,
         results: &[(JobId, i32, &ScreeningResult)],
+        lane: Priority,
     ) -> Result<Vec<bool>, DbError> {
         let done = results
             .iter()
@@ -401,7 +411,7 @@ impl JobStore for SqliteJobStore {
         let done = serde_json::to_string(&done).context("encoding the results")?;
         let written: Vec<(String,)> = self
             .writer
-            .write(move |conn| {
+            .write(lane, move |conn| {
                 Box::pin(async move {
                     Ok(sqlx::query_as(
                         "update jobs set status = 'succeeded', result = done_result, \
@@ -437,7 +447,7 @@ impl JobStore for SqliteJobStore {
     ) -> Result<bool, DbError> {
         let result = serde_json::to_string(result).context("encoding the result")?;
         self.writer
-            .write(move |conn| {
+            .write(Priority::Bulk, move |conn| {
                 Box::pin(async move {
                     let done = sqlx::query(
                         "update jobs set status = 'succeeded', result = ?3, error_code = null, \
@@ -579,7 +589,7 @@ impl SqliteJobStore {
     ) -> Result<bool, DbError> {
         let failure = failure.clone();
         self.writer
-            .write(move |conn| {
+            .write(Priority::Bulk, move |conn| {
                 Box::pin(async move {
                     let now = millis(Utc::now());
                     let done = sqlx::query(

@@ -732,6 +732,7 @@ async fn a_batch_claim_answers_each_job_as_its_own_claim_would(db: TestJobStore)
                 (unknown, false),
             ],
             LEASE,
+            Priority::Interactive,
         )
         .await
         .unwrap();
@@ -792,10 +793,13 @@ async fn a_batch_of_results_is_written_once_each_under_its_own_attempt(db: TestJ
     let mut other = result();
     other.label = "Uninfected".into();
     let written = store
-        .succeed_many(&[
-            (kept, kept_job.attempts, &result()),
-            (lost, lost_job.attempts, &other),
-        ])
+        .succeed_many(
+            &[
+                (kept, kept_job.attempts, &result()),
+                (lost, lost_job.attempts, &other),
+            ],
+            Priority::Interactive,
+        )
         .await
         .unwrap();
     assert_eq!(written, vec![true, false]);
@@ -811,10 +815,13 @@ async fn a_batch_of_results_is_written_once_each_under_its_own_attempt(db: TestJ
 
     // Written once: a second delivery of the same results changes nothing.
     let written = store
-        .succeed_many(&[
-            (kept, kept_job.attempts, &other),
-            (lost, taken_over.attempts, &result()),
-        ])
+        .succeed_many(
+            &[
+                (kept, kept_job.attempts, &other),
+                (lost, taken_over.attempts, &result()),
+            ],
+            Priority::Bulk,
+        )
         .await
         .unwrap();
     assert_eq!(written, vec![false, true]);

@@ -4,8 +4,8 @@
 //! page the transaction touched. A job is written four times (recorded, published, claimed,
 //! finished), so at a few hundred jobs a second one-transaction-per-write spends more CPU in
 //! SQLite than in the model. Instead, the job store's writes are sent to one task that owns one
-//! connection: it takes every write waiting at that moment (up to [`MAX_GROUP`]), runs them one
-//! after the other and commits them in one transaction. Nobody hears back before that commit is
+//! connection: it runs the writes one after the other, taking after each statement the next one
+//! waiting (up to [`MAX_GROUP`]), and commits them in one transaction. Nobody hears back before that commit is
 //! durable, so a caller sees exactly what it saw before: its write committed, or an error.
 //!
 //! Each write changes the database with one statement at most (it may read besides): SQLite
@@ -19,6 +19,13 @@
 //! statement of a group and the next it never waits for a busy runtime worker to poll it: under
 //! a drive's load that wait had doubled the time of each statement, and the writer, through
 //! which every job passes several times, had become what limited throughput on small images.
+//!
+//! A walk-in's writes go first. The writer has two ways in, one per [`Priority`]: a group starts
+//! with the interactive writes waiting, and an interactive write that arrives while a group of
+//! bulk writes runs is taken next and ends that group, so that it commits after one more
+//! statement instead of after the hundreds of a drive's uploads queued ahead of it (the other
+//! writes stay queued for the next group). Until a bulk write has run, a group goes on with the
+//! bulk writes waiting, so the interactive lane cannot keep them out unless it never pauses.
 //!
 //! The write-ahead log is copied back into the database by a checkpointer of its own, not by
 //! the writer. SQLite's automatic checkpoint runs inside the commit that crosses its threshold
@@ -38,6 +45,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::MissedTickBehavior;
 
 use crate::db::DbError;
+use crate::job::Priority;
 
 /// The most writes one transaction commits.
 const MAX_GROUP: usize = 256;
@@ -53,20 +61,32 @@ struct Op {
     reply: oneshot::Sender<Output>,
 }
 
-/// The way into the writer task. Cloning shares the task; it stops when the last clone is
-/// dropped.
+/// The ways into the writer task, one per lane. Cloning shares the task; it stops when the last
+/// clone is dropped.
 #[derive(Debug, Clone)]
 pub(super) struct Writer {
-    ops: mpsc::Sender<Op>,
+    interactive: mpsc::Sender<Op>,
+    bulk: mpsc::Sender<Op>,
+}
+
+/// The writes waiting for the writer, by lane.
+struct Queues {
+    interactive: mpsc::Receiver<Op>,
+    bulk: mpsc::Receiver<Op>,
 }
 
 impl Writer {
     /// Starts the writer task and its checkpointer on the current runtime, each with its own
     /// connection.
     pub(super) fn start(options: SqliteConnectOptions) -> Self {
-        let (ops, queue) = mpsc::channel(4 * MAX_GROUP);
+        let (interactive, interactive_queue) = mpsc::channel(MAX_GROUP);
+        let (bulk, bulk_queue) = mpsc::channel(4 * MAX_GROUP);
+        let queues = Queues {
+            interactive: interactive_queue,
+            bulk: bulk_queue,
+        };
         let options = options.pragma("wal_autocheckpoint", "0");
-        tokio::spawn(checkpoint(options.clone(), ops.downgrade()));
+        tokio::spawn(checkpoint(options.clone(), bulk.downgrade()));
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
@@ -74,15 +94,17 @@ impl Writer {
                     .enable_all()
                     .build()
                     .expect("a runtime for the SQLite writer")
-                    .block_on(serve(options, queue));
+                    .block_on(serve(options, queues));
             })
             .expect("the SQLite writer's thread");
-        Self { ops }
+        Self { interactive, bulk }
     }
 
-    /// Runs `work` in the next group and returns its result once the group is committed.
-    /// `work` changes the database with one statement at most (see the module's documentation).
-    pub(super) async fn write<R, F>(&self, work: F) -> Result<R, DbError>
+    /// Runs `work` in a group (the next one that takes `lane`'s writes) and returns its result
+    /// once that group is committed. `work` changes the database with one statement at most (see
+    /// the module's documentation). Writes that are nobody's walk-in (a drive's, the service's
+    /// own housekeeping) go in the bulk lane.
+    pub(super) async fn write<R, F>(&self, lane: Priority, work: F) -> Result<R, DbError>
     where
         R: Send + 'static,
         F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<R, DbError>>
@@ -96,7 +118,11 @@ impl Writer {
                 Ok(Box::new(out) as Box<dyn Any + Send>)
             })
         });
-        self.ops
+        let way_in = match lane {
+            Priority::Interactive => &self.interactive,
+            Priority::Bulk => &self.bulk,
+        };
+        way_in
             .send(Op { work, reply })
             .await
             .map_err(|_| stopped())?;
@@ -111,21 +137,20 @@ fn stopped() -> DbError {
     DbError::Unavailable(anyhow::anyhow!("the SQLite writer has stopped"))
 }
 
-async fn serve(options: SqliteConnectOptions, mut queue: mpsc::Receiver<Op>) {
+async fn serve(options: SqliteConnectOptions, mut queues: Queues) {
     let mut conn: Option<SqliteConnection> = None;
-    let mut group = Vec::with_capacity(MAX_GROUP);
-    while queue.recv_many(&mut group, MAX_GROUP).await > 0 {
+    while let Some(first) = queues.first().await {
         if conn.is_none() {
             match options.connect().await {
                 Ok(fresh) => conn = Some(fresh),
                 Err(e) => {
                     let message = format!("cannot open the database for writing: {e}");
-                    fail_all(group.drain(..), &message);
+                    fail_all(std::iter::once(first).chain(queues.waiting()), &message);
                     continue;
                 }
             }
         }
-        let healthy = commit(conn.as_mut().expect("opened above"), group.drain(..)).await;
+        let healthy = commit(conn.as_mut().expect("opened above"), first, &mut queues).await;
         if !healthy {
             // Whatever went wrong, the next group starts on a fresh connection.
             conn = None;
@@ -133,6 +158,45 @@ async fn serve(options: SqliteConnectOptions, mut queue: mpsc::Receiver<Op>) {
     }
     if let Some(conn) = conn {
         let _ = conn.close().await;
+    }
+}
+
+impl Queues {
+    /// Waits for the first write of the next group, an interactive one where both wait; None
+    /// once every sender is gone and nothing waits.
+    async fn first(&mut self) -> Option<(Priority, Op)> {
+        tokio::select! {
+            biased;
+            Some(op) = self.interactive.recv() => Some((Priority::Interactive, op)),
+            Some(op) = self.bulk.recv() => Some((Priority::Bulk, op)),
+            else => None,
+        }
+    }
+
+    /// The write to run next in a group that has run `ran` writes, `bulk_ran` of them bulk, or
+    /// None when the group should commit now: interactive writes first; once one has been
+    /// taken after a bulk write, no more bulk writes.
+    fn next(&mut self, ran: usize, bulk_ran: bool, closing: &mut bool) -> Option<(Priority, Op)> {
+        if ran >= MAX_GROUP {
+            return None;
+        }
+        if let Ok(op) = self.interactive.try_recv() {
+            *closing |= bulk_ran;
+            return Some((Priority::Interactive, op));
+        }
+        if *closing {
+            return None;
+        }
+        self.bulk.try_recv().ok().map(|op| (Priority::Bulk, op))
+    }
+
+    /// The writes waiting now, interactive first (up to a group's worth): those that a group
+    /// which cannot run answers with its error.
+    fn waiting(&mut self) -> Vec<(Priority, Op)> {
+        let mut closing = false;
+        std::iter::from_fn(|| self.next(0, false, &mut closing))
+            .take(MAX_GROUP - 1)
+            .collect()
     }
 }
 
@@ -161,18 +225,23 @@ async fn checkpoint(options: SqliteConnectOptions, writer: mpsc::WeakSender<Op>)
     }
 }
 
-/// Runs the group in one transaction and answers every write; false when the connection
-/// should be replaced.
-async fn commit(conn: &mut SqliteConnection, group: impl Iterator<Item = Op>) -> bool {
-    let group: Vec<Op> = group.collect();
+/// Runs a group in one transaction, `first` and then what [`Queues::next`] gives, and answers
+/// every write; false when the connection should be replaced.
+async fn commit(conn: &mut SqliteConnection, first: (Priority, Op), queues: &mut Queues) -> bool {
     if let Err(e) = conn.execute("begin immediate").await {
-        fail_all(group, &format!("cannot start a transaction: {e}"));
+        let message = format!("cannot start a transaction: {e}");
+        fail_all(std::iter::once(first).chain(queues.waiting()), &message);
         return false;
     }
-    let mut done = Vec::with_capacity(group.len());
-    for Op { work, reply } in group {
+    let mut done = Vec::new();
+    let mut bulk_ran = false;
+    let mut closing = false;
+    let mut next = Some(first);
+    while let Some((lane, Op { work, reply })) = next {
         let out = work(conn).await;
         done.push((reply, out));
+        bulk_ran |= lane == Priority::Bulk;
+        next = queues.next(done.len(), bulk_ran, &mut closing);
     }
     match conn.execute("commit").await {
         Ok(_) => {
@@ -197,8 +266,127 @@ fn unavailable(message: String) -> DbError {
 }
 
 /// Answers writes that never ran.
-fn fail_all(ops: impl IntoIterator<Item = Op>, message: &str) {
-    for op in ops {
+fn fail_all(ops: impl IntoIterator<Item = (Priority, Op)>, message: &str) {
+    for (_, op) in ops {
         let _ = op.reply.send(Err(unavailable(message.to_owned())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::sqlite::SqliteJournalMode;
+
+    use super::*;
+
+    /// A writer on a fresh database with a table `writes (name)`, and a connection to read it.
+    async fn writer_in(dir: &std::path::Path) -> (Writer, SqliteConnection) {
+        let options = SqliteConnectOptions::new()
+            .filename(dir.join("writer.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal);
+        let mut reader = options.connect().await.unwrap();
+        reader
+            .execute("create table writes (name text not null)")
+            .await
+            .unwrap();
+        (Writer::start(options), reader)
+    }
+
+    /// Holds a write in the writer: it says when it has started, and waits for `go`.
+    struct Hold {
+        started: Option<oneshot::Sender<()>>,
+        go: oneshot::Receiver<()>,
+    }
+
+    /// A hold, the sender that releases it, and the receiver that says its write has started.
+    fn hold() -> (Hold, oneshot::Sender<()>, oneshot::Receiver<()>) {
+        let (started, has_started) = oneshot::channel();
+        let (release, go) = oneshot::channel();
+        let started = Some(started);
+        (Hold { started, go }, release, has_started)
+    }
+
+    /// Writes `name` into `writes` (once `hold`, when given, lets it).
+    fn write_name(
+        writer: &Writer,
+        lane: Priority,
+        name: String,
+        hold: Option<Hold>,
+    ) -> tokio::task::JoinHandle<Result<(), DbError>> {
+        let writer = writer.clone();
+        tokio::spawn(async move {
+            writer
+                .write(lane, move |conn| {
+                    Box::pin(async move {
+                        if let Some(Hold { started, go }) = hold {
+                            let _ = started.map(|s| s.send(()));
+                            let _ = go.await;
+                        }
+                        sqlx::query("insert into writes (name) values (?1)")
+                            .bind(name)
+                            .execute(&mut *conn)
+                            .await?;
+                        Ok(())
+                    })
+                })
+                .await
+        })
+    }
+
+    async fn names(reader: &mut SqliteConnection) -> Vec<String> {
+        sqlx::query_scalar("select name from writes order by rowid")
+            .fetch_all(reader)
+            .await
+            .unwrap()
+    }
+
+    /// Waits until `queue` holds `count` writes.
+    async fn queued(queue: &mpsc::Sender<Op>, count: usize) {
+        while queue.max_capacity() - queue.capacity() < count {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_interactive_write_commits_before_the_bulk_writes_queued_ahead_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, mut reader) = writer_in(dir.path()).await;
+
+        // A drive's write holds the writer, and 200 more (the first of which will hold the
+        // group after it) queue behind it; then a walk-in's write arrives.
+        let (first_hold, release_first, first_started) = hold();
+        let first = write_name(&writer, Priority::Bulk, "drive-0".into(), Some(first_hold));
+        first_started.await.unwrap();
+        let (second_hold, release_second, _) = hold();
+        let mut drive = vec![write_name(
+            &writer,
+            Priority::Bulk,
+            "drive-1".into(),
+            Some(second_hold),
+        )];
+        queued(&writer.bulk, 1).await;
+        drive.extend(
+            (2..=200).map(|i| write_name(&writer, Priority::Bulk, format!("drive-{i}"), None)),
+        );
+        queued(&writer.bulk, 200).await;
+        let walk_in = write_name(&writer, Priority::Interactive, "walk-in".into(), None);
+        queued(&writer.interactive, 1).await;
+
+        release_first.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), walk_in)
+            .await
+            .expect("the walk-in's write was committed without waiting for the drive's")
+            .unwrap()
+            .unwrap();
+        first.await.unwrap().unwrap();
+        assert_eq!(names(&mut reader).await, ["drive-0", "walk-in"]);
+
+        release_second.send(()).unwrap();
+        for write in drive {
+            write.await.unwrap().unwrap();
+        }
+        let written = names(&mut reader).await;
+        assert_eq!(written.len(), 202);
+        assert_eq!(written[2], "drive-1", "the drive's writes keep their order");
     }
 }
