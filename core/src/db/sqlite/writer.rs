@@ -4,8 +4,8 @@
 //! page the transaction touched. A job is written four times (recorded, published, claimed,
 //! finished), so at a few hundred jobs a second one-transaction-per-write spends more CPU in
 //! SQLite than in the model. Instead, the job store's writes are sent to one task that owns one
-//! connection: it runs the writes one after the other, taking after each statement the next one
-//! waiting (up to [`MAX_GROUP`]), and commits them in one transaction. Nobody hears back before that commit is
+//! connection: it takes every write waiting at that moment (up to [`MAX_GROUP`]), runs them one
+//! after the other and commits them in one transaction. Nobody hears back before that commit is
 //! durable, so a caller sees exactly what it saw before: its write committed, or an error.
 //!
 //! Each write changes the database with one statement at most (it may read besides): SQLite
@@ -23,9 +23,9 @@
 //! A walk-in's writes go first. The writer has two ways in, one per [`Priority`]: a group starts
 //! with the interactive writes waiting, and an interactive write that arrives while a group of
 //! bulk writes runs is taken next and ends that group, so that it commits after one more
-//! statement instead of after the hundreds of a drive's uploads queued ahead of it (the other
-//! writes stay queued for the next group). Until a bulk write has run, a group goes on with the
-//! bulk writes waiting, so the interactive lane cannot keep them out unless it never pauses.
+//! statement instead of after the hundreds of a drive's uploads queued ahead of it (the bulk
+//! writes left go first in the next group). Until a bulk write has run, a group goes on with
+//! the bulk writes waiting, so the interactive lane cannot keep them out unless it never pauses.
 //!
 //! The write-ahead log is copied back into the database by a checkpointer of its own, not by
 //! the writer. SQLite's automatic checkpoint runs inside the commit that crosses its threshold
@@ -36,6 +36,7 @@
 //! writer or a reader and syncs on its own thread.
 
 use std::any::Any;
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -73,6 +74,9 @@ pub(super) struct Writer {
 struct Queues {
     interactive: mpsc::Receiver<Op>,
     bulk: mpsc::Receiver<Op>,
+    /// Bulk writes taken for the group in progress, or left by a group an interactive write
+    /// cut short, in the order they came.
+    taken: VecDeque<Op>,
 }
 
 impl Writer {
@@ -84,6 +88,7 @@ impl Writer {
         let queues = Queues {
             interactive: interactive_queue,
             bulk: bulk_queue,
+            taken: VecDeque::new(),
         };
         let options = options.pragma("wal_autocheckpoint", "0");
         tokio::spawn(checkpoint(options.clone(), bulk.downgrade()));
@@ -145,7 +150,7 @@ async fn serve(options: SqliteConnectOptions, mut queues: Queues) {
                 Ok(fresh) => conn = Some(fresh),
                 Err(e) => {
                     let message = format!("cannot open the database for writing: {e}");
-                    fail_all(std::iter::once(first).chain(queues.waiting()), &message);
+                    fail_all(queues.group(first), &message);
                     continue;
                 }
             }
@@ -162,20 +167,33 @@ async fn serve(options: SqliteConnectOptions, mut queues: Queues) {
 }
 
 impl Queues {
-    /// Waits for the first write of the next group, an interactive one where both wait; None
-    /// once every sender is gone and nothing waits.
+    /// Waits for the first write of the next group (an interactive one where both lanes wait,
+    /// then the bulk writes a cut-short group left) and takes the bulk writes waiting at that
+    /// moment, up to [`MAX_GROUP`]; None once every sender is gone and nothing waits.
     async fn first(&mut self) -> Option<(Priority, Op)> {
-        tokio::select! {
-            biased;
-            Some(op) = self.interactive.recv() => Some((Priority::Interactive, op)),
-            Some(op) = self.bulk.recv() => Some((Priority::Bulk, op)),
-            else => None,
+        let first = if let Ok(op) = self.interactive.try_recv() {
+            (Priority::Interactive, op)
+        } else if let Some(op) = self.taken.pop_front() {
+            (Priority::Bulk, op)
+        } else {
+            tokio::select! {
+                biased;
+                Some(op) = self.interactive.recv() => (Priority::Interactive, op),
+                Some(op) = self.bulk.recv() => (Priority::Bulk, op),
+                else => return None,
+            }
+        };
+        while self.taken.len() < MAX_GROUP {
+            let Ok(op) = self.bulk.try_recv() else { break };
+            self.taken.push_back(op);
         }
+        Some(first)
     }
 
     /// The write to run next in a group that has run `ran` writes, `bulk_ran` of them bulk, or
-    /// None when the group should commit now: interactive writes first; once one has been
-    /// taken after a bulk write, no more bulk writes.
+    /// None when the group should commit now: the interactive writes waiting first, then the
+    /// bulk writes taken when the group started; once an interactive write has been taken after
+    /// a bulk one, no more bulk writes (those left go first in the next group).
     fn next(&mut self, ran: usize, bulk_ran: bool, closing: &mut bool) -> Option<(Priority, Op)> {
         if ran >= MAX_GROUP {
             return None;
@@ -187,16 +205,12 @@ impl Queues {
         if *closing {
             return None;
         }
-        self.bulk.try_recv().ok().map(|op| (Priority::Bulk, op))
+        self.taken.pop_front().map(|op| (Priority::Bulk, op))
     }
 
-    /// The writes waiting now, interactive first (up to a group's worth): those that a group
-    /// which cannot run answers with its error.
-    fn waiting(&mut self) -> Vec<(Priority, Op)> {
-        let mut closing = false;
-        std::iter::from_fn(|| self.next(0, false, &mut closing))
-            .take(MAX_GROUP - 1)
-            .collect()
+    /// The group that cannot run: `first` and the bulk writes taken with it.
+    fn group(&mut self, first: (Priority, Op)) -> impl Iterator<Item = (Priority, Op)> + '_ {
+        std::iter::once(first).chain(self.taken.drain(..).map(|op| (Priority::Bulk, op)))
     }
 }
 
@@ -230,7 +244,7 @@ async fn checkpoint(options: SqliteConnectOptions, writer: mpsc::WeakSender<Op>)
 async fn commit(conn: &mut SqliteConnection, first: (Priority, Op), queues: &mut Queues) -> bool {
     if let Err(e) = conn.execute("begin immediate").await {
         let message = format!("cannot start a transaction: {e}");
-        fail_all(std::iter::once(first).chain(queues.waiting()), &message);
+        fail_all(queues.group(first), &message);
         return false;
     }
     let mut done = Vec::new();
@@ -352,41 +366,57 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (writer, mut reader) = writer_in(dir.path()).await;
 
-        // A drive's write holds the writer, and 200 more (the first of which will hold the
-        // group after it) queue behind it; then a walk-in's write arrives.
+        // While a clinic's write holds the writer, a drive's 201 writes queue; the first two of
+        // them will hold the groups they run in.
+        let (clinic_hold, release_clinic, clinic_started) = hold();
+        let clinic = write_name(
+            &writer,
+            Priority::Interactive,
+            "clinic".into(),
+            Some(clinic_hold),
+        );
+        clinic_started.await.unwrap();
         let (first_hold, release_first, first_started) = hold();
-        let first = write_name(&writer, Priority::Bulk, "drive-0".into(), Some(first_hold));
-        first_started.await.unwrap();
         let (second_hold, release_second, _) = hold();
         let mut drive = vec![write_name(
             &writer,
             Priority::Bulk,
-            "drive-1".into(),
-            Some(second_hold),
+            "drive-0".into(),
+            Some(first_hold),
         )];
         queued(&writer.bulk, 1).await;
+        drive.push(write_name(
+            &writer,
+            Priority::Bulk,
+            "drive-1".into(),
+            Some(second_hold),
+        ));
+        queued(&writer.bulk, 2).await;
         drive.extend(
             (2..=200).map(|i| write_name(&writer, Priority::Bulk, format!("drive-{i}"), None)),
         );
-        queued(&writer.bulk, 200).await;
+        queued(&writer.bulk, 201).await;
+        release_clinic.send(()).unwrap();
+        clinic.await.unwrap().unwrap();
+
+        // The drive's group has started; a walk-in's write arrives.
+        first_started.await.unwrap();
         let walk_in = write_name(&writer, Priority::Interactive, "walk-in".into(), None);
         queued(&writer.interactive, 1).await;
-
         release_first.send(()).unwrap();
         tokio::time::timeout(Duration::from_secs(10), walk_in)
             .await
             .expect("the walk-in's write was committed without waiting for the drive's")
             .unwrap()
             .unwrap();
-        first.await.unwrap().unwrap();
-        assert_eq!(names(&mut reader).await, ["drive-0", "walk-in"]);
+        assert_eq!(names(&mut reader).await, ["clinic", "drive-0", "walk-in"]);
 
         release_second.send(()).unwrap();
         for write in drive {
             write.await.unwrap().unwrap();
         }
         let written = names(&mut reader).await;
-        assert_eq!(written.len(), 202);
-        assert_eq!(written[2], "drive-1", "the drive's writes keep their order");
+        assert_eq!(written.len(), 203);
+        assert_eq!(written[3], "drive-1", "the drive's writes keep their order");
     }
 }
