@@ -77,6 +77,19 @@ struct Queues {
     /// Bulk writes taken for the group in progress, or left by a group an interactive write
     /// cut short, in the order they came.
     taken: VecDeque<Op>,
+    /// The group in progress.
+    group: Group,
+}
+
+/// What a group has run so far.
+#[derive(Debug, Default)]
+struct Group {
+    /// Writes run (or about to run).
+    ran: usize,
+    /// Whether one of them was bulk.
+    bulk_ran: bool,
+    /// An interactive write came after a bulk one: the group takes no more bulk writes.
+    closing: bool,
 }
 
 impl Writer {
@@ -89,6 +102,7 @@ impl Writer {
             interactive: interactive_queue,
             bulk: bulk_queue,
             taken: VecDeque::new(),
+            group: Group::default(),
         };
         let options = options.pragma("wal_autocheckpoint", "0");
         tokio::spawn(checkpoint(options.clone(), bulk.downgrade()));
@@ -150,7 +164,7 @@ async fn serve(options: SqliteConnectOptions, mut queues: Queues) {
                 Ok(fresh) => conn = Some(fresh),
                 Err(e) => {
                     let message = format!("cannot open the database for writing: {e}");
-                    fail_all(queues.group(first), &message);
+                    fail_all(queues.abandoned(first), &message);
                     continue;
                 }
             }
@@ -170,8 +184,9 @@ impl Queues {
     /// Waits for the first write of the next group (an interactive one where both lanes wait,
     /// then the bulk writes a cut-short group left) and takes the bulk writes waiting at that
     /// moment, up to [`MAX_GROUP`]; None once every sender is gone and nothing waits.
-    async fn first(&mut self) -> Option<(Priority, Op)> {
-        let first = if let Ok(op) = self.interactive.try_recv() {
+    async fn first(&mut self) -> Option<Op> {
+        self.group = Group::default();
+        let (lane, first) = if let Ok(op) = self.interactive.try_recv() {
             (Priority::Interactive, op)
         } else if let Some(op) = self.taken.pop_front() {
             (Priority::Bulk, op)
@@ -187,30 +202,41 @@ impl Queues {
             let Ok(op) = self.bulk.try_recv() else { break };
             self.taken.push_back(op);
         }
-        Some(first)
+        Some(self.count_in(lane, first))
     }
 
-    /// The write to run next in a group that has run `ran` writes, `bulk_ran` of them bulk, or
-    /// None when the group should commit now: the interactive writes waiting first, then the
-    /// bulk writes taken when the group started; once an interactive write has been taken after
-    /// a bulk one, no more bulk writes (those left go first in the next group).
-    fn next(&mut self, ran: usize, bulk_ran: bool, closing: &mut bool) -> Option<(Priority, Op)> {
-        if ran >= MAX_GROUP {
+    /// The write to run next in the group, or None when it should commit now: the interactive
+    /// writes waiting first, then the bulk writes taken when the group started; once an
+    /// interactive write has been taken after a bulk one, no more bulk writes (those left go
+    /// first in the next group).
+    fn next(&mut self) -> Option<Op> {
+        if self.group.ran >= MAX_GROUP {
             return None;
         }
         if let Ok(op) = self.interactive.try_recv() {
-            *closing |= bulk_ran;
-            return Some((Priority::Interactive, op));
+            return Some(self.count_in(Priority::Interactive, op));
         }
-        if *closing {
+        if self.group.closing {
             return None;
         }
-        self.taken.pop_front().map(|op| (Priority::Bulk, op))
+        let op = self.taken.pop_front()?;
+        Some(self.count_in(Priority::Bulk, op))
+    }
+
+    /// Counts `op` into the group.
+    fn count_in(&mut self, lane: Priority, op: Op) -> Op {
+        let group = &mut self.group;
+        group.ran += 1;
+        match lane {
+            Priority::Bulk => group.bulk_ran = true,
+            Priority::Interactive => group.closing |= group.bulk_ran,
+        }
+        op
     }
 
     /// The group that cannot run: `first` and the bulk writes taken with it.
-    fn group(&mut self, first: (Priority, Op)) -> impl Iterator<Item = (Priority, Op)> + '_ {
-        std::iter::once(first).chain(self.taken.drain(..).map(|op| (Priority::Bulk, op)))
+    fn abandoned(&mut self, first: Op) -> impl Iterator<Item = Op> + '_ {
+        std::iter::once(first).chain(self.taken.drain(..))
     }
 }
 
@@ -241,21 +267,18 @@ async fn checkpoint(options: SqliteConnectOptions, writer: mpsc::WeakSender<Op>)
 
 /// Runs a group in one transaction, `first` and then what [`Queues::next`] gives, and answers
 /// every write; false when the connection should be replaced.
-async fn commit(conn: &mut SqliteConnection, first: (Priority, Op), queues: &mut Queues) -> bool {
+async fn commit(conn: &mut SqliteConnection, first: Op, queues: &mut Queues) -> bool {
     if let Err(e) = conn.execute("begin immediate").await {
         let message = format!("cannot start a transaction: {e}");
-        fail_all(queues.group(first), &message);
+        fail_all(queues.abandoned(first), &message);
         return false;
     }
     let mut done = Vec::new();
-    let mut bulk_ran = false;
-    let mut closing = false;
     let mut next = Some(first);
-    while let Some((lane, Op { work, reply })) = next {
+    while let Some(Op { work, reply }) = next {
         let out = work(conn).await;
         done.push((reply, out));
-        bulk_ran |= lane == Priority::Bulk;
-        next = queues.next(done.len(), bulk_ran, &mut closing);
+        next = queues.next();
     }
     match conn.execute("commit").await {
         Ok(_) => {
@@ -280,8 +303,8 @@ fn unavailable(message: String) -> DbError {
 }
 
 /// Answers writes that never ran.
-fn fail_all(ops: impl IntoIterator<Item = (Priority, Op)>, message: &str) {
-    for (_, op) in ops {
+fn fail_all(ops: impl IntoIterator<Item = Op>, message: &str) {
+    for op in ops {
         let _ = op.reply.send(Err(unavailable(message.to_owned())));
     }
 }
