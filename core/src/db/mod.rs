@@ -22,23 +22,6 @@ use crate::job::{
 };
 use crate::tenant::TenantId;
 
-/// A job whose publish is to be recorded, gathered with others into one statement by each
-/// store, and where its caller waits for that statement's commit.
-type PublishRecord = (JobId, tokio::sync::oneshot::Sender<Result<(), String>>);
-
-/// What the caller of a gathered publish record is told: committed, or why not.
-async fn publish_committed(
-    answer: tokio::sync::oneshot::Receiver<Result<(), String>>,
-) -> Result<(), DbError> {
-    match answer.await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(message)) => Err(DbError::Unavailable(anyhow::Error::msg(message))),
-        Err(_) => Err(DbError::Unavailable(anyhow::anyhow!(
-            "the publish record was dropped"
-        ))),
-    }
-}
-
 pub use batches::BatchStore;
 pub use idempotency::{Begin, IdempotencyStore, NewIdempotencyKey, StoredResponse};
 pub use postgres::PostgresJobStore;
@@ -282,6 +265,23 @@ pub struct QueuedModel {
     pub priority: Priority,
     pub jobs: i64,
     pub oldest: DateTime<Utc>,
+}
+
+/// A job whose publish is to be recorded, gathered with others into one statement by each
+/// store, and where its caller waits for that statement's commit.
+type PublishRecord = (JobId, tokio::sync::oneshot::Sender<Result<(), String>>);
+
+/// What the caller of a gathered publish record is told: committed, or why not.
+async fn publish_committed(
+    answer: tokio::sync::oneshot::Receiver<Result<(), String>>,
+) -> Result<(), DbError> {
+    match answer.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(message)) => Err(DbError::Unavailable(anyhow::Error::msg(message))),
+        Err(_) => Err(DbError::Unavailable(anyhow::anyhow!(
+            "the publish record was dropped"
+        ))),
+    }
 }
 
 /// The answers of [`JobStore::claim_many`] in the order asked: the jobs one bulk statement took
