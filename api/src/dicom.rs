@@ -19,6 +19,7 @@ use medinform_core::queue::bulk_rank;
 use medinform_core::storage::{dicom_instance_key, sha256_hex};
 
 use crate::auth::Caller;
+use crate::hold::BatchHold;
 use crate::routes::submit::{self, Metadata};
 use crate::{ApiError, AppState, ErrorCode};
 
@@ -97,8 +98,9 @@ pub struct Ingest {
     caller: Caller,
     /// The study a STOW-RS request names in its path: instances of another are refused.
     study: Option<String>,
-    /// The batch of each (study, model) this ingest has used.
-    batches: HashMap<(String, String), BatchId>,
+    /// The batch of each (study, model) this ingest has used, held open while the request or
+    /// association lasts (the study may have more instances to come).
+    batches: HashMap<(String, String), BatchHold>,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -106,7 +108,7 @@ impl std::fmt::Debug for Ingest {
         f.debug_struct("Ingest")
             .field("tenant", &self.caller.tenant)
             .field("study", &self.study)
-            .field("batches", &self.batches)
+            .field("batches", &self.batches().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
 }
@@ -123,7 +125,7 @@ impl Ingest {
 
     /// The batches the instances went to, by study and model.
     pub fn batches(&self) -> impl Iterator<Item = BatchId> + '_ {
-        self.batches.values().copied()
+        self.batches.values().map(BatchHold::batch)
     }
 
     /// Routes, stores and screens one instance.
@@ -201,8 +203,12 @@ impl Ingest {
         attributes: &DicomAttributes,
     ) -> Result<Job, ApiError> {
         let ready = submit::ready_model(&self.state, model)?;
-        let batch = match &attributes.study_instance_uid {
-            Some(study) => Some(self.batch(study, model).await?),
+        let key = attributes
+            .study_instance_uid
+            .as_ref()
+            .map(|study| (study.clone(), model.to_owned()));
+        let batch = match &key {
+            Some(key) => Some(self.batch(key).await?),
             None => None,
         };
         let tenant_queued =
@@ -230,18 +236,19 @@ impl Ingest {
             submission_key,
         )
         .await?;
-        if let Some(batch) = batch {
-            self.state.backends.batches.reopen_batch(batch).await?;
+        if let Some(hold) = key.and_then(|key| self.batches.get_mut(&key)) {
+            hold.added();
         }
         Ok(job)
     }
 
-    /// The batch of `study` for `model`: opened on its first instance, found again after.
-    async fn batch(&mut self, study: &str, model: &str) -> Result<BatchId, ApiError> {
-        let key = (study.to_owned(), model.to_owned());
-        if let Some(batch) = self.batches.get(&key) {
-            return Ok(*batch);
+    /// The batch of a (study, model): opened on the study's first instance (or found, when an
+    /// earlier request or association opened it) and held, found again after.
+    async fn batch(&mut self, key: &(String, String)) -> Result<BatchId, ApiError> {
+        if let Some(hold) = self.batches.get(key) {
+            return Ok(hold.batch());
         }
+        let (study, model) = key;
         let batch = self
             .state
             .backends
@@ -258,7 +265,8 @@ impl Ingest {
                 submission_key: Some(format!("dicom-study:{study}:{model}")),
             })
             .await?;
-        self.batches.insert(key, batch.id);
+        let hold = BatchHold::take(&self.state, batch.id).await?;
+        self.batches.insert(key.clone(), hold);
         Ok(batch.id)
     }
 

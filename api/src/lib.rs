@@ -15,6 +15,7 @@ mod docs;
 mod error;
 mod extract;
 mod fields;
+mod hold;
 pub mod http;
 pub mod idempotency;
 pub mod openapi;

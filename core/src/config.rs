@@ -72,7 +72,8 @@ pub struct ServerConfig {
     pub idempotency_ttl_secs: u64,
     /// Seconds after which a request with an `Idempotency-Key` that is still unanswered, and
     /// whose process stopped keeping its claim alive, is taken to have died: a retry then runs
-    /// it again, and finds the jobs it had already created.
+    /// it again, and finds the jobs it had already created. A batch that such a request was
+    /// adding images to, which stays open while it runs, is let go after as long.
     pub idempotency_lease_secs: u64,
     /// Seconds a connection may take to send a request's headers; it also bounds how long an
     /// idle connection (a new one, or a kept-alive one between requests) stays open.

@@ -12,8 +12,9 @@
 //!   rejected ("transfer syntaxes not supported"), so that the sender converts the image or
 //!   fails at once rather than sending what would be refused.
 //! - **How.** Each C-STORE's data set becomes a Part 10 file, taken by the association's one
-//!   [`Ingest`]: the instances of a study sent in one association go to one batch per model. The
-//!   C-STORE-RSP status is 0000 when the instance is stored, else the code of its
+//!   [`Ingest`]: the instances of a study sent in one association go to one batch per model,
+//!   which does not complete (nor is announced) before the association ends. The C-STORE-RSP
+//!   status is 0000 when the instance is stored, else the code of its
 //!   [`FailureReason`] with the reason in Error Comment (0000,0902).
 //! - **Limits.** `dicom.max_associations` at once: the next connection is accepted only when an
 //!   association ends, so that more wait (in the listen backlog) for a free one; PDUs of at most

@@ -312,7 +312,7 @@ async fn open_batch(
         .insert_batch(&new_batch(caller, fields, submission.as_ref())?)
         .await?;
     tracing::info!(batch_id = %batch.id, model = %batch.model, "batch opened");
-    let images = Images::new(ready, &batch, submission);
+    let images = Images::open(state, ready, &batch, submission).await?;
     Ok((batch, images))
 }
 
@@ -357,7 +357,8 @@ pub async fn add_jobs(
     let mut form = form.map_err(submit::not_multipart)?;
     let ready = submit::ready_model(&state, &batch.model)?;
     let mut submitted = Submitted::default();
-    Images::new(ready, &batch, submission.map(|Extension(key)| key))
+    Images::open(&state, ready, &batch, submission.map(|Extension(key)| key))
+        .await?
         .all(&state, &caller, &mut form, &mut submitted)
         .await?;
     if submitted.jobs.is_empty() && submitted.rejected.is_empty() {
@@ -365,9 +366,6 @@ pub async fn add_jobs(
             ErrorCode::MissingField,
             "The form has no `image` part: send one or more images to add to the batch.",
         ));
-    }
-    if !submitted.jobs.is_empty() {
-        state.backends.batches.reopen_batch(id).await?;
     }
     Ok((StatusCode::ACCEPTED, Json(submitted)))
 }

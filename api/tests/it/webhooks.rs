@@ -15,6 +15,8 @@ use medinform_core::webhooks::{DeliveryId, EndpointId};
 use reqwest::Method;
 use serde_json::{Value, json};
 use sha2::Sha256;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::support::{Kind, Options, Received, Receiver, TestApp, cell_images, test_webhooks};
 
@@ -259,6 +261,123 @@ async fn a_completed_batch_is_announced_once_with_its_findings(kind: Kind) {
     assert_eq!(got[1].json()["data"]["counts"]["total"], 4);
     assert_ne!(got[0].header("webhook-id"), got[1].header("webhook-id"));
     app.stop().await;
+}
+
+crate::on_both_backends!(a_batch_is_not_announced_while_its_images_are_still_being_sent);
+async fn a_batch_is_not_announced_while_its_images_are_still_being_sent(kind: Kind) {
+    let app = start(kind, true).await;
+    let receiver = Receiver::start().await;
+    register(&app, &receiver.url, &["batch.completed"]).await;
+    let (mut stream, rest) = half_sent_batch(&app).await;
+    let batch = first_image_screened(&app).await;
+    let path = format!("/v1/batches/{}", batch["id"].as_str().unwrap());
+    // Several of the dispatcher's rounds (every 50 ms) pass: the batch stays open.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, open) = app.get(&path).await;
+    assert!(
+        open["completed_at"].is_null(),
+        "completed half sent: {open}"
+    );
+    assert!(receiver.received().is_empty(), "announced half sent");
+
+    stream.write_all(&rest).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 202"), "{response}");
+    let (_, submitted) = response.split_once("\r\n\r\n").unwrap();
+    let submitted: Value = serde_json::from_str(submitted).unwrap();
+    for job in submitted["jobs"].as_array().unwrap() {
+        app.wait_finished(job["id"].as_str().unwrap()).await;
+    }
+    let got = receiver.wait_for(1).await;
+    assert_eq!(got[0].json()["data"]["counts"]["total"], 2);
+    assert_eq!(got[0].json()["data"]["id"], batch["id"]);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(receiver.received().len(), 1, "announced more than once");
+    app.stop().await;
+}
+
+crate::on_both_backends!(a_batch_whose_upload_broke_off_completes_with_the_images_it_took);
+async fn a_batch_whose_upload_broke_off_completes_with_the_images_it_took(kind: Kind) {
+    let app = start(kind, true).await;
+    let receiver = Receiver::start().await;
+    register(&app, &receiver.url, &["batch.completed"]).await;
+    let (stream, _) = half_sent_batch(&app).await;
+    let batch = first_image_screened(&app).await;
+    // The client goes away in the middle of the second image: the request ends, and so does
+    // its hold on the batch, well before the hold's lease (10 s here) would lapse.
+    let gone = std::time::Instant::now();
+    drop(stream);
+    let got = receiver.wait_for(1).await;
+    assert!(
+        gone.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        gone.elapsed()
+    );
+    let data = &got[0].json()["data"];
+    assert_eq!(data["id"], batch["id"]);
+    assert_eq!(data["counts"]["total"], 1);
+    assert_eq!(data["counts"]["succeeded"], 1);
+    app.stop().await;
+}
+
+/// Starts `POST /v1/batches` with the batch's fields and two cell images, written up to the
+/// middle of the second image (the first one's part is then whole); returns the connection and
+/// the rest of the request.
+async fn half_sent_batch(app: &TestApp) -> (TcpStream, Vec<u8>) {
+    let images = cell_images();
+    let boundary = "medinform-test-boundary";
+    let part = |name: &str, file_name: Option<&str>, content: &[u8]| {
+        let file_name = file_name
+            .map(|f| format!("; filename=\"{f}\""))
+            .unwrap_or_default();
+        let mut part = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"{file_name}\r\n\r\n"
+        )
+        .into_bytes();
+        part.extend_from_slice(content);
+        part.extend_from_slice(b"\r\n");
+        part
+    };
+    let body = [
+        part("model", None, b"malaria"),
+        part("image", Some(&images[0].0), &images[0].1),
+        part("image", Some(&images[1].0), &images[1].1),
+        format!("--{boundary}--\r\n").into_bytes(),
+    ]
+    .concat();
+    let mut stream = TcpStream::connect(app.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /v1/batches HTTP/1.1\r\nHost: medinform\r\nConnection: close\r\n\
+         Content-Type: multipart/form-data; boundary={boundary}\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (sent, rest) = body.split_at(body.len() - images[1].1.len() / 2);
+    stream.write_all(sent).await.unwrap();
+    (stream, rest.to_vec())
+}
+
+/// The newest batch, once its first image is screened.
+async fn first_image_screened(app: &TestApp) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, page) = app.get("/v1/batches").await;
+        if let Some(batch) = page["batches"].get(0)
+            && batch["counts"]["succeeded"] == 1
+        {
+            return batch.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first image was not screened: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 crate::on_both_backends!(a_failed_attempt_is_retried_with_the_same_id_and_retry_after_is_honoured);

@@ -1,6 +1,7 @@
 //! Batch store: screening sessions and what their jobs add up to.
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use super::{DbError, NewDelivery};
 use crate::batch::{Batch, NewBatch, TallyRow};
@@ -27,8 +28,18 @@ pub trait BatchStore: Send + Sync + 'static {
     /// Jobs were added: the batch is not complete any more (and will be announced again when
     /// it is).
     async fn reopen_batch(&self, id: BatchId) -> Result<(), DbError>;
-    /// Stamps `completed_at` on every batch that has jobs, none of them queued or processing;
-    /// returns how many.
+    /// A request (or DICOM association) starts adding images to the batch, which does not
+    /// complete until every such holder has let go ([`release_batch`](Self::release_batch)),
+    /// or until `until` passes without [`keep_batch_held`](Self::keep_batch_held): the holder
+    /// is then taken to have died.
+    async fn hold_batch(&self, id: BatchId, until: DateTime<Utc>) -> Result<(), DbError>;
+    /// A holder is still adding images: the hold lasts at least until `until`.
+    async fn keep_batch_held(&self, id: BatchId, until: DateTime<Utc>) -> Result<(), DbError>;
+    /// A holder is done; when it `added` jobs, the batch is reopened as by
+    /// [`reopen_batch`](Self::reopen_batch), in the same statement.
+    async fn release_batch(&self, id: BatchId, added: bool) -> Result<(), DbError>;
+    /// Stamps `completed_at` on every batch that has jobs, none of them queued or processing,
+    /// and no live hold; returns how many.
     async fn complete_batches(&self) -> Result<u64, DbError>;
     /// Completed batches whose `batch.completed` event is not fanned out yet, oldest first.
     async fn batches_awaiting_events(&self, limit: i64) -> Result<Vec<Batch>, DbError>;

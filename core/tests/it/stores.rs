@@ -6,14 +6,14 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{TimeDelta, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use medinform_core::app::Database;
 use medinform_core::batch::NewBatch;
 use medinform_core::db::{
-    Begin, EndpointUpdate, IdempotencyStore, NewDelivery, NewEndpoint, NewIdempotencyKey,
+    Begin, EndpointUpdate, IdempotencyStore, NewDelivery, NewEndpoint, NewIdempotencyKey, NewJob,
     StoredResponse,
 };
-use medinform_core::job::BatchId;
+use medinform_core::job::{BatchId, JobFailure};
 use medinform_core::tenant::TenantId;
 use medinform_core::webhooks::{DeliveryId, EndpointId, EventType, PayloadFormat, Secret};
 
@@ -46,6 +46,7 @@ each_database!(
     an_expired_key_begins_a_new_use,
     a_released_claim_is_taken_at_once,
     a_batch_is_opened_once_per_submission_key,
+    a_held_batch_completes_once_its_holders_let_go_or_lapse,
     concurrent_dispatchers_claim_each_delivery_once,
     an_endpoints_payload_format_is_kept_and_each_delivery_keeps_its_own,
 );
@@ -179,6 +180,89 @@ async fn a_batch_is_opened_once_per_submission_key(db: Arc<dyn Database>) {
     let a = db.insert_batch(&batch(None)).await.unwrap();
     let b = db.insert_batch(&batch(None)).await.unwrap();
     assert_ne!(a.id, b.id);
+}
+
+async fn a_held_batch_completes_once_its_holders_let_go_or_lapse(db: Arc<dyn Database>) {
+    let completed = |batch: BatchId| {
+        let db = db.clone();
+        async move {
+            let batch = db
+                .find_batch(TenantId::LOCAL, batch)
+                .await
+                .unwrap()
+                .unwrap();
+            batch.completed_at.is_some()
+        }
+    };
+    let later = Utc::now() + LEASE;
+    // Two requests add images; the batch's one job is final before either is done.
+    let batch = batch_with_a_final_job(&db, &[later, later]).await;
+    db.keep_batch_held(batch, later + LEASE).await.unwrap();
+    assert_eq!(db.complete_batches().await.unwrap(), 0);
+    db.release_batch(batch, true).await.unwrap();
+    assert_eq!(
+        db.complete_batches().await.unwrap(),
+        0,
+        "one holder is left"
+    );
+    db.release_batch(batch, false).await.unwrap();
+    assert_eq!(db.complete_batches().await.unwrap(), 1);
+    assert!(completed(batch).await);
+
+    // A holder that added jobs reopens the batch when it lets go; one that added none does not.
+    db.hold_batch(batch, later).await.unwrap();
+    db.release_batch(batch, false).await.unwrap();
+    assert!(completed(batch).await);
+    db.hold_batch(batch, later).await.unwrap();
+    assert!(
+        completed(batch).await,
+        "still complete while the holder adds images"
+    );
+    db.release_batch(batch, true).await.unwrap();
+    assert!(!completed(batch).await);
+    assert_eq!(db.complete_batches().await.unwrap(), 1);
+
+    // A holder that died: its hold lapses, and the next hold counts from one again.
+    let batch = batch_with_a_final_job(&db, &[Utc::now() - TimeDelta::seconds(1)]).await;
+    assert_eq!(db.complete_batches().await.unwrap(), 1);
+    db.reopen_batch(batch).await.unwrap();
+    db.hold_batch(batch, later).await.unwrap();
+    assert_eq!(db.complete_batches().await.unwrap(), 0);
+    db.release_batch(batch, false).await.unwrap();
+    assert_eq!(db.complete_batches().await.unwrap(), 1);
+}
+
+/// A new batch, held until each of `holds`, then given one job that is canceled (final) at once.
+async fn batch_with_a_final_job(db: &Arc<dyn Database>, holds: &[DateTime<Utc>]) -> BatchId {
+    let batch = db
+        .insert_batch(&NewBatch {
+            id: BatchId::new(),
+            tenant_id: TenantId::LOCAL,
+            model: "malaria".into(),
+            site: None,
+            campaign: None,
+            operator: None,
+            client_reference: None,
+            tags: Vec::new(),
+            submission_key: None,
+        })
+        .await
+        .unwrap()
+        .id;
+    for until in holds {
+        db.hold_batch(batch, *until).await.unwrap();
+    }
+    let job = NewJob {
+        batch_id: Some(batch),
+        ..new_job("malaria")
+    };
+    db.insert(&job).await.unwrap();
+    let canceled = db
+        .cancel_batch(TenantId::LOCAL, batch, &JobFailure::canceled_by_client())
+        .await
+        .unwrap();
+    assert_eq!(canceled, 1);
+    batch
 }
 
 async fn concurrent_dispatchers_claim_each_delivery_once(db: Arc<dyn Database>) {

@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::auth::Caller;
 use crate::fields::ClientReference;
+use crate::hold::BatchHold;
 use crate::idempotency::SubmissionKey;
 use crate::routes::submit::{self, Metadata};
 use crate::{ApiError, AppState, ErrorCode};
@@ -56,6 +57,8 @@ pub(super) struct Images {
     /// The request's, when it has an `Idempotency-Key`: each image's job is keyed by its index.
     submission: Option<SubmissionKey>,
     in_flight: FuturesOrdered<BoxFuture<'static, Taken>>,
+    /// Keeps the batch from completing until the last image is in; `None` once let go.
+    hold: Option<BatchHold>,
 }
 
 /// An image of the request once it is read: where it stands in the request, and its outcome.
@@ -69,19 +72,22 @@ struct Taken {
 type Read = Result<(Bytes, Option<String>), ApiError>;
 
 impl Images {
-    pub(super) fn new(
+    /// Ready to take images into `batch`, which stays open until [`finish`](Self::finish).
+    pub(super) async fn open(
+        state: &AppState,
         model: (Arc<Model>, String),
         batch: &Batch,
         submission: Option<SubmissionKey>,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, ApiError> {
+        Ok(Self {
             model,
             batch: batch.id,
             site: batch.site.clone(),
             index: 0,
             submission,
             in_flight: FuturesOrdered::new(),
-        }
+            hold: Some(BatchHold::take(state, batch.id).await?),
+        })
     }
 
     /// Every field of the form: a `client_reference` names the next image.
@@ -123,7 +129,7 @@ impl Images {
         if self.in_flight.len() >= IMAGES_IN_FLIGHT
             && let Some(taken) = self.in_flight.next().await
         {
-            list(taken, out)?;
+            self.list(taken, out)?;
         }
         let index = self.index;
         self.index += 1;
@@ -153,10 +159,36 @@ impl Images {
         Ok(())
     }
 
-    /// Waits for the images still in flight and lists them in `out`.
+    /// Waits for the images still in flight, lists them in `out`, and lets go of the batch.
     pub(super) async fn finish(&mut self, out: &mut Submitted) -> Result<(), ApiError> {
         while let Some(taken) = self.in_flight.next().await {
-            list(taken, out)?;
+            self.list(taken, out)?;
+        }
+        match self.hold.take() {
+            Some(hold) => hold.release().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Lists an image's job, or its refusal; errors of the service itself (database, storage
+    /// down) end the request.
+    fn list(&mut self, taken: Taken, out: &mut Submitted) -> Result<(), ApiError> {
+        match taken.outcome {
+            Ok(job) => {
+                if let Some(hold) = &mut self.hold {
+                    hold.added();
+                }
+                out.jobs.push(job.into());
+            }
+            Err(ApiError::Client { code, message, .. }) => out.rejected.push(Rejected {
+                index: taken.index,
+                file_name: taken.file_name,
+                error: crate::ErrorDetail {
+                    code: code.as_str(),
+                    message,
+                },
+            }),
+            Err(e) => return Err(e),
         }
         Ok(())
     }
@@ -209,20 +241,23 @@ impl Images {
     }
 }
 
-/// Lists an image's job, or its refusal; errors of the service itself (database, storage down)
-/// end the request.
-fn list(taken: Taken, out: &mut Submitted) -> Result<(), ApiError> {
-    match taken.outcome {
-        Ok(job) => out.jobs.push(job.into()),
-        Err(ApiError::Client { code, message, .. }) => out.rejected.push(Rejected {
-            index: taken.index,
-            file_name: taken.file_name,
-            error: crate::ErrorDetail {
-                code: code.as_str(),
-                message,
-            },
-        }),
-        Err(e) => return Err(e),
+/// A request that ends before its images are all in (an error, or a client gone) lets go of the
+/// batch once those already being accepted are, so that none of them is left out of it.
+impl Drop for Images {
+    fn drop(&mut self) {
+        let Some(mut hold) = self.hold.take() else {
+            return;
+        };
+        let mut in_flight = std::mem::take(&mut self.in_flight);
+        // The hold, dropped at the end, lets go.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                while let Some(taken) = in_flight.next().await {
+                    if taken.outcome.is_ok() {
+                        hold.added();
+                    }
+                }
+            });
+        }
     }
-    Ok(())
 }

@@ -4,7 +4,7 @@ use std::str::FromStr;
 
 use anyhow::Context;
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use super::{JOB_COLUMNS, JobRow, SqliteJobStore, millis, time};
 use crate::batch::{Batch, NewBatch, TallyRow};
@@ -159,10 +159,55 @@ impl BatchStore for SqliteJobStore {
         Ok(())
     }
 
+    async fn hold_batch(&self, id: BatchId, until: DateTime<Utc>) -> Result<(), DbError> {
+        // A hold whose time has passed is of a holder that died: its count is dropped.
+        sqlx::query(
+            "update batches set \
+                 receivers = case when receiving_until < ?2 then 1 else receivers + 1 end, \
+                 receiving_until = max(coalesce(receiving_until, ?3), ?3) \
+             where id = ?1",
+        )
+        .bind(id.to_string())
+        .bind(millis(Utc::now()))
+        .bind(millis(until))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn keep_batch_held(&self, id: BatchId, until: DateTime<Utc>) -> Result<(), DbError> {
+        sqlx::query(
+            "update batches set receiving_until = max(coalesce(receiving_until, ?2), ?2) \
+             where id = ?1",
+        )
+        .bind(id.to_string())
+        .bind(millis(until))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn release_batch(&self, id: BatchId, added: bool) -> Result<(), DbError> {
+        sqlx::query(
+            "update batches set receivers = max(receivers - 1, 0), \
+                 completed_at = case when ?2 then null else completed_at end, \
+                 events_enqueued_at = case when ?2 then null else events_enqueued_at end, \
+                 updated_at = case when ?2 then ?3 else updated_at end \
+             where id = ?1",
+        )
+        .bind(id.to_string())
+        .bind(added)
+        .bind(millis(Utc::now()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn complete_batches(&self) -> Result<u64, DbError> {
         let done = sqlx::query(
             "update batches set completed_at = ?1, updated_at = ?1 \
              where completed_at is null \
+                 and (receivers = 0 or receiving_until < ?1) \
                  and exists (select 1 from jobs where jobs.batch_id = batches.id) \
                  and not exists (select 1 from jobs where jobs.batch_id = batches.id \
                      and jobs.status in ('queued', 'processing'))",
