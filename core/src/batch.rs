@@ -98,7 +98,8 @@ pub struct BatchView {
     pub client_reference: Option<String>,
     pub tags: Vec<String>,
     pub created_at: DateTime<Utc>,
-    /// When every job was final; `null` while jobs are queued or processing.
+    /// When every job was final; `null` while jobs are queued or processing, or a request is
+    /// still adding images.
     pub completed_at: Option<DateTime<Utc>>,
     pub counts: BatchCounts,
     pub findings: Findings,
