@@ -8,6 +8,7 @@
 //! claim has.
 
 use chrono::{DateTime, Utc};
+use medinform_core::db::DbError;
 use medinform_core::job::BatchId;
 use tokio::task::AbortHandle;
 
@@ -72,12 +73,8 @@ impl BatchHold {
     pub async fn release(mut self) -> Result<(), ApiError> {
         if let Some(renewing) = self.renewing.take() {
             renewing.abort();
+            let_go(&self.state, self.batch, self.added).await?;
         }
-        self.state
-            .backends
-            .batches
-            .release_batch(self.batch, self.added)
-            .await?;
         Ok(())
     }
 }
@@ -94,11 +91,21 @@ impl Drop for BatchHold {
         };
         let (state, batch, added) = (self.state.clone(), self.batch, self.added);
         runtime.spawn(async move {
-            if let Err(e) = state.backends.batches.release_batch(batch, added).await {
+            if let Err(e) = let_go(&state, batch, added).await {
                 tracing::warn!(%batch, error = %e, "could not let go of a batch: its hold lapses with its lease");
             }
         });
     }
+}
+
+/// Lets go of `batch`, reopened first (while still held, so that it cannot complete in
+/// between) when the holder `added` jobs.
+async fn let_go(state: &AppState, batch: BatchId, added: bool) -> Result<(), DbError> {
+    let batches = &state.backends.batches;
+    if added {
+        batches.reopen_batch(batch).await?;
+    }
+    batches.release_batch(batch).await
 }
 
 /// The end of a hold taken or renewed now.

@@ -35,9 +35,9 @@ pub trait BatchStore: Send + Sync + 'static {
     async fn hold_batch(&self, id: BatchId, until: DateTime<Utc>) -> Result<(), DbError>;
     /// A holder is still adding images: the hold lasts at least until `until`.
     async fn keep_batch_held(&self, id: BatchId, until: DateTime<Utc>) -> Result<(), DbError>;
-    /// A holder is done; when it `added` jobs, the batch is reopened as by
-    /// [`reopen_batch`](Self::reopen_batch), in the same statement.
-    async fn release_batch(&self, id: BatchId, added: bool) -> Result<(), DbError>;
+    /// A holder is done. One that added jobs [reopens](Self::reopen_batch) the batch first,
+    /// while it still holds it.
+    async fn release_batch(&self, id: BatchId) -> Result<(), DbError>;
     /// Stamps `completed_at` on every batch that has jobs, none of them queued or processing,
     /// and no live hold; returns how many.
     async fn complete_batches(&self) -> Result<u64, DbError>;

@@ -199,26 +199,28 @@ async fn a_held_batch_completes_once_its_holders_let_go_or_lapse(db: Arc<dyn Dat
     let batch = batch_with_a_final_job(&db, &[later, later]).await;
     db.keep_batch_held(batch, later + LEASE).await.unwrap();
     assert_eq!(db.complete_batches().await.unwrap(), 0);
-    db.release_batch(batch, true).await.unwrap();
+    db.reopen_batch(batch).await.unwrap();
+    db.release_batch(batch).await.unwrap();
     assert_eq!(
         db.complete_batches().await.unwrap(),
         0,
         "one holder is left"
     );
-    db.release_batch(batch, false).await.unwrap();
+    db.release_batch(batch).await.unwrap();
     assert_eq!(db.complete_batches().await.unwrap(), 1);
     assert!(completed(batch).await);
 
-    // A holder that added jobs reopens the batch when it lets go; one that added none does not.
+    // A holder that added jobs reopens the batch before it lets go; one that added none does not.
     db.hold_batch(batch, later).await.unwrap();
-    db.release_batch(batch, false).await.unwrap();
+    db.release_batch(batch).await.unwrap();
     assert!(completed(batch).await);
     db.hold_batch(batch, later).await.unwrap();
     assert!(
         completed(batch).await,
         "still complete while the holder adds images"
     );
-    db.release_batch(batch, true).await.unwrap();
+    db.reopen_batch(batch).await.unwrap();
+    db.release_batch(batch).await.unwrap();
     assert!(!completed(batch).await);
     assert_eq!(db.complete_batches().await.unwrap(), 1);
 
@@ -228,7 +230,7 @@ async fn a_held_batch_completes_once_its_holders_let_go_or_lapse(db: Arc<dyn Dat
     db.reopen_batch(batch).await.unwrap();
     db.hold_batch(batch, later).await.unwrap();
     assert_eq!(db.complete_batches().await.unwrap(), 0);
-    db.release_batch(batch, false).await.unwrap();
+    db.release_batch(batch).await.unwrap();
     assert_eq!(db.complete_batches().await.unwrap(), 1);
 }
 

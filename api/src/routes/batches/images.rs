@@ -249,13 +249,15 @@ impl Drop for Images {
             return;
         };
         let mut in_flight = std::mem::take(&mut self.in_flight);
-        // The hold, dropped at the end, lets go.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 while let Some(taken) = in_flight.next().await {
                     if taken.outcome.is_ok() {
                         hold.added();
                     }
+                }
+                if let Err(e) = hold.release().await {
+                    tracing::warn!(error = %e, "could not let go of a batch: its hold lapses with its lease");
                 }
             });
         }

@@ -183,19 +183,11 @@ impl BatchStore for PostgresJobStore {
         Ok(())
     }
 
-    async fn release_batch(&self, id: BatchId, added: bool) -> Result<(), DbError> {
-        sqlx::query(
-            "update batches set receivers = greatest(receivers - 1, 0), \
-                 completed_at = case when $2 then null else completed_at end, \
-                 events_enqueued_at = case when $2 then null else events_enqueued_at end, \
-                 updated_at = case when $2 then $3 else updated_at end \
-             where id = $1",
-        )
-        .bind(id.0)
-        .bind(added)
-        .bind(Utc::now())
-        .execute(&self.pool)
-        .await?;
+    async fn release_batch(&self, id: BatchId) -> Result<(), DbError> {
+        sqlx::query("update batches set receivers = greatest(receivers - 1, 0) where id = $1")
+            .bind(id.0)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
