@@ -172,7 +172,10 @@ async fn the_start_up_sweep_publishes_every_queued_job(store: StoreKind, queue: 
             .unwrap();
 
     // What a single process with the in-process queue does when it starts: every job that is
-    // not finished was lost with the previous process's queue.
+    // not finished was lost with the previous process's queue. It takes what was stamped before
+    // the millisecond it starts in (what it publishes itself is stamped later, and never taken
+    // twice); the previous process's jobs are that old, and so must these be.
+    tokio::time::sleep(Duration::from_millis(5)).await;
     assert_eq!(d.republisher.sweep(true).await.unwrap(), 3);
     let mut got = Vec::new();
     for _ in 0..3 {
