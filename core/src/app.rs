@@ -10,7 +10,7 @@ use crate::db::{
     WebhookStore,
 };
 use crate::queue::{JobQueue, MemoryQueue, RabbitMqQueue};
-use crate::storage::{BlobStore, LocalBlobStore, S3BlobStore};
+use crate::storage::{BlobStore, EmbeddedBlobStore, LocalBlobStore, S3BlobStore};
 
 /// Job store, blob store and job queue: above this point the code sees only the traits.
 #[derive(Clone)]
@@ -64,25 +64,34 @@ impl Backends {
     pub async fn connect(config: &Config) -> anyhow::Result<Self> {
         let url = config.database_url();
         let pool_size = config.database.max_connections;
-        let blobs: Arc<dyn BlobStore> = match config.storage.backend {
-            StorageBackend::Local => Arc::new(LocalBlobStore::open(config.storage_path()).await?),
-            StorageBackend::S3 => Arc::new(S3BlobStore::connect(&config.storage.s3)?),
-        };
         let queue: Arc<dyn JobQueue> = if config.queue.url.is_empty() {
             Arc::new(MemoryQueue::new())
         } else {
             Arc::new(RabbitMqQueue::connect(&config.queue.url, &config.queue.prefix).await?)
         };
+        let blobs = || async {
+            Ok::<Arc<dyn BlobStore>, anyhow::Error>(match config.storage.backend {
+                StorageBackend::Local => {
+                    Arc::new(LocalBlobStore::open(config.storage_path()).await?)
+                }
+                StorageBackend::S3 => Arc::new(S3BlobStore::connect(&config.storage.s3)?),
+            })
+        };
         let backends = if url.starts_with("sqlite:") {
-            Self::new(
-                SqliteJobStore::connect(&url, pool_size).await?,
-                blobs,
-                queue,
-            )
+            let db = SqliteJobStore::connect(&url, pool_size).await?;
+            let blobs: Arc<dyn BlobStore> = match config.storage.backend {
+                // The embedded mode: small images go into the database with their jobs.
+                StorageBackend::Local => Arc::new(EmbeddedBlobStore::new(
+                    db.clone(),
+                    LocalBlobStore::open(config.storage_path()).await?,
+                )),
+                StorageBackend::S3 => blobs().await?,
+            };
+            Self::new(db, blobs, queue)
         } else {
             Self::new(
                 PostgresJobStore::connect(&url, pool_size).await?,
-                blobs,
+                blobs().await?,
                 queue,
             )
         };

@@ -157,7 +157,9 @@ pub enum StorageBackend {
 #[serde(default, deny_unknown_fields)]
 pub struct StorageConfig {
     pub backend: StorageBackend,
-    /// Folder of the local backend; empty means `<data_dir>/images`.
+    /// Folder of the local backend; empty means `<data_dir>/images`. With a SQLite database,
+    /// images of up to [`crate::storage::INLINE_MAX_BYTES`] are kept in the database instead
+    /// ([`crate::storage::EmbeddedBlobStore`]).
     pub path: PathBuf,
     pub s3: S3Config,
     /// Seconds an image that no job refers to is kept before the orphan sweep deletes it (an

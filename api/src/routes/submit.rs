@@ -176,31 +176,35 @@ async fn record(
     let key = image_key(&sha256);
     let image_bytes = i64::try_from(image.len()).unwrap_or(i64::MAX);
     let metadata_rank = metadata.rank;
-    state.backends.blobs.put(&key, image, content_type).await?;
     let id = JobId::new();
-    let job = state
-        .backends
-        .jobs
-        .insert(&NewJob {
-            id,
-            tenant_id: tenant,
-            batch_id,
-            model,
-            model_version,
-            image_key: key,
-            image_sha256: sha256,
-            image_content_type: content_type.to_owned(),
-            image_bytes,
-            client_reference: metadata.client_reference,
-            site: metadata.site,
-            tags: metadata.tags.into(),
-            deadline: metadata.deadline,
-            webhook_url: metadata.webhook_url,
-            priority: metadata.priority,
-            submission_key,
-            dicom,
-        })
-        .await?;
+    let new_job = NewJob {
+        id,
+        tenant_id: tenant,
+        batch_id,
+        model,
+        model_version,
+        image_key: key,
+        image_sha256: sha256,
+        image_content_type: content_type.to_owned(),
+        image_bytes,
+        client_reference: metadata.client_reference,
+        site: metadata.site,
+        tags: metadata.tags.into(),
+        deadline: metadata.deadline,
+        webhook_url: metadata.webhook_url,
+        priority: metadata.priority,
+        submission_key,
+        dicom,
+    };
+    // The image is durable before, or with, the job that names it.
+    let job = match state.backends.blobs.beside_jobs(image.len()) {
+        Some(db) => db.insert_with_image(&new_job, image).await?,
+        None => {
+            let blobs = &state.backends.blobs;
+            blobs.put(&new_job.image_key, image, content_type).await?;
+            state.backends.jobs.insert(&new_job).await?
+        }
+    };
     if job.id != id {
         // Created by an earlier attempt of this request, which published it or left that to
         // the re-publisher.

@@ -6,7 +6,7 @@ use medinform_api::http::HttpTimeouts;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{Kind, Options, SlowAnsweringBlobs, TestApp, cell_images, files_under, send};
+use crate::support::{Kind, Options, SlowAnsweringBlobs, TestApp, cell_images, send};
 
 const SHORT: HttpTimeouts = HttpTimeouts {
     header_read: Duration::from_secs(1),
@@ -215,12 +215,11 @@ async fn a_client_that_hangs_up_after_its_upload_still_gets_a_job_not_an_orphan_
     tokio::time::sleep(Duration::from_millis(200)).await;
     drop(stream);
 
-    let images = app.image_dir.clone().unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, page) = app.get("/v1/jobs").await;
         let jobs = page["jobs"].as_array().unwrap().len();
-        let stored = files_under(&images).len();
+        let stored = app.stored_keys("images/").await.len();
         if jobs == 1 && stored == 1 {
             break;
         }

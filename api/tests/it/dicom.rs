@@ -19,8 +19,8 @@ use serde_json::Value;
 
 use crate::on_both_backends;
 use crate::support::{
-    Kind, Options, TestApp, add_model, files_under, image_form, send, shared_dir,
-    test_registry_dir, validate_r4_bundle,
+    Kind, Options, TestApp, add_model, image_form, send, shared_dir, test_registry_dir,
+    validate_r4_bundle,
 };
 
 pub const STUDY: &str = "1.2.826.0.1.3680043.8.498.10000000000000000000000001";
@@ -341,8 +341,8 @@ async fn bad_dicom_files_are_refused_and_nothing_is_stored(kind: Kind) {
     let (status, list) = app.get("/v1/jobs").await;
     assert_eq!(status, 200);
     assert_eq!(list["jobs"].as_array().unwrap().len(), 0, "{list}");
-    if let Some(dir) = &app.image_dir {
-        let stored = files_under(dir);
+    if app.image_dir.is_some() {
+        let stored = app.stored_keys("").await;
         assert!(stored.is_empty(), "{stored:?}");
     }
     app.stop().await;

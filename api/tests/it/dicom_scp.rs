@@ -16,7 +16,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::dicom::{STUDY, chest_options, chest_xray, dx_instance, probabilities};
 use crate::on_both_backends;
-use crate::support::{Kind, Options, TestApp, files_under, python};
+use crate::support::{Kind, Options, TestApp, python};
 
 /// The service's AE title (the default of `dicom.ae_title`).
 const AE_TITLE: &str = "MEDINFORM";
@@ -176,11 +176,12 @@ async fn jobs_of(app: &TestApp, key: &str) -> Vec<Value> {
     list["jobs"].as_array().unwrap().clone()
 }
 
-/// The files of the local image folder under `dicom/` (instances no rule routes).
-fn unrouted_files(app: &TestApp) -> Option<usize> {
-    app.image_dir
-        .as_ref()
-        .map(|dir| files_under(&dir.join("dicom")).len())
+/// The objects of an embedded app's blob store under `dicom/` (instances no rule routes).
+async fn unrouted_instances(app: &TestApp) -> Option<usize> {
+    match app.image_dir {
+        Some(_) => Some(app.stored_keys("dicom/").await.len()),
+        None => None,
+    }
 }
 
 async fn a_study_sent_by_a_modality_is_screened_as_one_batch(kind: Kind) {
@@ -240,7 +241,7 @@ async fn a_study_sent_by_a_modality_is_screened_as_one_batch(kind: Kind) {
     );
     let (status, batch_view) = app.get_as(&key, &format!("/v1/batches/{batch}")).await;
     assert_eq!(status, 200, "{batch_view}");
-    if let Some(unrouted) = unrouted_files(&app) {
+    if let Some(unrouted) = unrouted_instances(&app).await {
         assert_eq!(unrouted, 1, "the knee is stored");
     }
 
@@ -322,7 +323,7 @@ async fn unknown_callers_and_undecoded_transfer_syntaxes_are_refused() {
     assert_eq!(answer["rejected"], json!([[DX_STORAGE, 4]]), "{answer}");
 
     assert!(jobs_of(&app, &key).await.is_empty());
-    assert_eq!(unrouted_files(&app), Some(0));
+    assert_eq!(unrouted_instances(&app).await, Some(0));
     app.stop().await;
 }
 

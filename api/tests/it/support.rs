@@ -27,7 +27,7 @@ use medinform_core::job::JobId;
 use medinform_core::queue::{JobMessage, JobQueue, MemoryQueue, QueueError, Subscription};
 use medinform_core::registry::{Registry, RegistryOptions, Stage};
 use medinform_core::storage::{
-    BlobStore, LocalBlobStore, StorageError, StoredObject, image_key, sha256_hex,
+    BlobStore, EmbeddedBlobStore, LocalBlobStore, StorageError, StoredObject, image_key, sha256_hex,
 };
 use medinform_core::tenant::Scope;
 use medinform_core::webhooks::install_crypto_provider;
@@ -308,6 +308,18 @@ pub struct TestApp {
 }
 
 impl TestApp {
+    /// The keys of the objects under `prefix` in the app's blob store (in an embedded app,
+    /// files and the images its database keeps alike).
+    pub async fn stored_keys(&self, prefix: &str) -> Vec<String> {
+        let objects = self
+            .backends
+            .blobs
+            .list(prefix, None, 10_000)
+            .await
+            .unwrap();
+        objects.into_iter().map(|object| object.key).collect()
+    }
+
     pub async fn start(kind: Kind) -> Self {
         Self::start_with(Options::new(kind)).await
     }
@@ -334,9 +346,11 @@ impl TestApp {
                 let queue = Arc::new(MemoryQueue::new());
                 memory_queue = Some(queue.clone());
                 image_dir = Some(images.clone());
+                let db = SqliteJobStore::connect(&db, 4).await.unwrap();
+                let files = LocalBlobStore::open(images).await.unwrap();
                 Backends::new(
-                    SqliteJobStore::connect(&db, 4).await.unwrap(),
-                    Arc::new(LocalBlobStore::open(images).await.unwrap()),
+                    db.clone(),
+                    Arc::new(EmbeddedBlobStore::new(db, files)),
                     queue,
                 )
             }
@@ -945,21 +959,4 @@ pub async fn published_job(app: &TestApp, bytes: Vec<u8>) -> JobId {
         .await
         .unwrap();
     id
-}
-
-/// Every file under `dir`, recursively.
-pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .flat_map(|e| {
-            let path = e.unwrap().path();
-            if path.is_dir() {
-                files_under(&path)
-            } else {
-                vec![path]
-            }
-        })
-        .collect()
 }

@@ -5,7 +5,7 @@ use std::io::Cursor;
 use medinform_core::imaging::ImageLimits;
 use serde_json::Value;
 
-use crate::support::{Kind, Options, TestApp, cell_images, files_under, send};
+use crate::support::{Kind, Options, TestApp, cell_images, send};
 
 fn png(width: u32, height: u32) -> Vec<u8> {
     let img = image::RgbImage::from_pixel(width, height, image::Rgb([200, 120, 160]));
@@ -170,17 +170,16 @@ async fn bad_uploads_are_refused_with_stable_codes_and_nothing_is_stored() {
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "invalid_multipart", "{body}");
 
-    // Nothing was stored: no image file, no job row.
-    let images = app.image_dir.clone().unwrap();
-    let stored: Vec<_> = files_under(&images);
-    assert!(stored.is_empty(), "files left behind: {stored:?}");
+    // Nothing was stored: no image, no job row.
+    let stored = app.stored_keys("").await;
+    assert!(stored.is_empty(), "images left behind: {stored:?}");
 
     // And the service still works.
     let (status, body) = app.submit("malaria", "cell.png", cell).await;
     assert_eq!(status, 202, "{body}");
     let job = app.wait_finished(body["id"].as_str().unwrap()).await;
     assert_eq!(job["status"], "succeeded");
-    assert_eq!(files_under(&images).len(), 1);
+    assert_eq!(app.stored_keys("images/").await.len(), 1);
     app.stop().await;
 }
 

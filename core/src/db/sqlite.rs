@@ -2,6 +2,7 @@
 
 mod batches;
 mod idempotency;
+mod images;
 mod tenants;
 mod webhooks;
 mod writer;

@@ -1,5 +1,6 @@
 //! Blob store: where uploaded images live, under content-addressed keys.
 
+mod embedded;
 mod local;
 mod s3;
 pub mod sweep;
@@ -9,6 +10,9 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
+use crate::db::SqliteJobStore;
+
+pub use embedded::{EmbeddedBlobStore, INLINE_MAX_BYTES};
 pub use local::LocalBlobStore;
 pub use s3::S3BlobStore;
 
@@ -43,6 +47,12 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn check(&self) -> Result<(), StorageError>;
     /// A short description for logs, without secrets.
     fn describe(&self) -> String;
+    /// The job database, where this store keeps an image of this many bytes in it
+    /// ([`EmbeddedBlobStore`]): such an image is stored with its job, in one commit
+    /// ([`SqliteJobStore::insert_with_image`]), not by [`BlobStore::put`] first.
+    fn beside_jobs(&self, _bytes: usize) -> Option<&SqliteJobStore> {
+        None
+    }
 }
 
 /// An object as [`BlobStore::list`] names it.

@@ -1,11 +1,13 @@
-//! The blob store: a local folder and S3 (Garage) held to the same tests.
+//! The blob store: a local folder, the embedded mode's (small images in the SQLite job
+//! database, the rest in a folder) and S3 (Garage) held to the same tests.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use medinform_core::storage::{StorageError, image_key, sha256_hex};
+use medinform_core::db::JobStore;
+use medinform_core::storage::{INLINE_MAX_BYTES, StorageError, image_key, sha256_hex};
 
-use crate::support::{BlobKind, TestBlobStore};
+use crate::support::{BlobKind, TestBlobStore, new_job};
 
 macro_rules! each_blob_store {
     ($($name:ident),* $(,)?) => {
@@ -14,6 +16,14 @@ macro_rules! each_blob_store {
                 #[tokio::test]
                 async fn $name() {
                     super::$name(crate::support::BlobKind::Local).await;
+                }
+            )*
+        }
+        mod embedded {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(crate::support::BlobKind::Embedded).await;
                 }
             )*
         }
@@ -66,8 +76,13 @@ async fn put_then_get_returns_the_bytes_under_their_content_address(kind: BlobKi
         sha,
         "what is read back has the address it was stored at"
     );
-    if let Some(root) = &blobs.root {
-        assert_eq!(std::fs::read(root.join(&key)).unwrap(), bytes.to_vec());
+    match (kind, &blobs.root) {
+        (BlobKind::Local, Some(root)) => {
+            assert_eq!(std::fs::read(root.join(&key)).unwrap(), bytes.to_vec());
+        }
+        // A small image is kept in the database: no file.
+        (BlobKind::Embedded, Some(root)) => assert!(!root.join(&key).exists()),
+        _ => {}
     }
     assert!(!blobs.store.describe().is_empty());
 }
@@ -94,7 +109,7 @@ async fn putting_the_same_key_twice_is_harmless(kind: BlobKind) {
     a.unwrap();
     b.unwrap();
     assert_eq!(blobs.store.get(&key).await.unwrap(), bytes);
-    if let Some(root) = &blobs.root {
+    if let (BlobKind::Local, Some(root)) = (kind, &blobs.root) {
         let dir = root.join(&key);
         let entries: Vec<_> = std::fs::read_dir(dir.parent().unwrap())
             .unwrap()
@@ -265,4 +280,102 @@ async fn putting_an_existing_key_again_renews_its_time(kind: BlobKind) {
     blobs.store.put(&key, bytes, "image/png").await.unwrap();
     let second = blobs.store.list("images/", None, 1).await.unwrap()[0].modified;
     assert!(second > first, "{first} then {second}");
+}
+
+/// The embedded store keeps a small image in the database and a larger one as a file, and
+/// reads, lists (paging across both) and deletes them as one store.
+#[tokio::test]
+async fn the_embedded_store_keeps_small_images_in_the_database_and_large_ones_as_files() {
+    let blobs = TestBlobStore::new(BlobKind::Embedded).await;
+    let root = blobs.root.clone().unwrap();
+    let small = image_bytes(21);
+    let large: Bytes = (0..=INLINE_MAX_BYTES).map(|i| (i % 251) as u8).collect();
+    assert!(blobs.store.beside_jobs(small.len()).is_some());
+    assert!(blobs.store.beside_jobs(large.len()).is_none());
+    let mut keys = Vec::new();
+    for bytes in [&small, &large] {
+        let key = image_key(&sha256_hex(bytes));
+        blobs
+            .store
+            .put(&key, bytes.clone(), "image/png")
+            .await
+            .unwrap();
+        assert_eq!(&blobs.store.get(&key).await.unwrap(), bytes);
+        keys.push(key);
+    }
+    assert!(!root.join(&keys[0]).exists(), "the small image is a file");
+    assert!(root.join(&keys[1]).exists(), "the large image is no file");
+
+    let first = blobs.store.list("images/", None, 1).await.unwrap();
+    assert_eq!(first.len(), 1);
+    let second = blobs
+        .store
+        .list("images/", Some(&first[0].key), 10)
+        .await
+        .unwrap();
+    let mut listed: Vec<_> = first.iter().chain(&second).map(|o| o.key.clone()).collect();
+    keys.sort();
+    assert_eq!(listed, keys);
+    listed = blobs
+        .store
+        .list("images/sha256/", None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    assert_eq!(listed, keys);
+    assert!(
+        blobs
+            .store
+            .list("dicom/", None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    for key in &keys {
+        blobs.store.delete(key).await.unwrap();
+        assert!(matches!(
+            blobs.store.get(key).await,
+            Err(StorageError::NotFound(_))
+        ));
+    }
+    assert!(blobs.store.list("", None, 10).await.unwrap().is_empty());
+    assert!(!root.join(&keys[0]).exists() && !root.join(&keys[1]).exists());
+}
+
+/// A job and its small image are recorded in one write: the job names an image the store
+/// reads back, with no file written; a retried request answers the job it created.
+#[tokio::test]
+async fn the_embedded_store_records_a_small_image_with_its_job() {
+    let blobs = TestBlobStore::new(BlobKind::Embedded).await;
+    let bytes = image_bytes(22);
+    let sha = sha256_hex(&bytes);
+    let mut job = new_job("malaria");
+    job.image_key = image_key(&sha);
+    job.image_sha256 = sha;
+    job.submission_key = Some("request-1".into());
+    let db = blobs.store.beside_jobs(bytes.len()).unwrap();
+    let recorded = db.insert_with_image(&job, bytes.clone()).await.unwrap();
+    assert_eq!(recorded.id, job.id);
+    assert_eq!(recorded.image_key, job.image_key);
+    assert_eq!(blobs.store.get(&job.image_key).await.unwrap(), bytes);
+    let root = blobs.root.clone().unwrap();
+    assert!(!root.join(&job.image_key).exists());
+    assert_eq!(
+        db.referenced_images(std::slice::from_ref(&job.image_key))
+            .await
+            .unwrap(),
+        [job.image_key.clone()]
+    );
+
+    let mut retry = job.clone();
+    retry.id = medinform_core::job::JobId::new();
+    let answered = db.insert_with_image(&retry, bytes.clone()).await.unwrap();
+    assert_eq!(answered.id, job.id, "a retry recorded a second job");
+    assert_eq!(
+        blobs.store.list("images/", None, 10).await.unwrap().len(),
+        1
+    );
 }

@@ -27,7 +27,9 @@ use medinform_core::job::JobId;
 use medinform_core::queue::{
     Delivery, JobMessage, JobQueue, MemoryQueue, RabbitMqQueue, Subscription,
 };
-use medinform_core::storage::{BlobStore, LocalBlobStore, S3BlobStore, image_key, sha256_hex};
+use medinform_core::storage::{
+    BlobStore, EmbeddedBlobStore, LocalBlobStore, S3BlobStore, image_key, sha256_hex,
+};
 
 /// How long a test waits for something that should happen.
 pub const PATIENCE: Duration = Duration::from_secs(10);
@@ -241,6 +243,8 @@ pub fn new_job(model: &str) -> NewJob {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlobKind {
     Local,
+    /// The embedded mode's: small images in a SQLite job database, the rest in a folder.
+    Embedded,
     S3,
 }
 
@@ -309,6 +313,24 @@ impl TestBlobStore {
                     .expect("opening the folder");
                 Self {
                     store: Arc::new(store),
+                    root: Some(root),
+                    _dir: Some(dir),
+                    s3: None,
+                }
+            }
+            BlobKind::Embedded => {
+                let dir = tempfile::tempdir().expect("a temporary folder");
+                let root = dir.path().join("images");
+                let files = LocalBlobStore::open(&root)
+                    .await
+                    .expect("opening the folder");
+                let url = format!("sqlite://{}", dir.path().join("medinform.db").display());
+                let db = SqliteJobStore::connect(&url, 2)
+                    .await
+                    .expect("opening the database");
+                db.migrate().await.expect("migrating the database");
+                Self {
+                    store: Arc::new(EmbeddedBlobStore::new(db, files)),
                     root: Some(root),
                     _dir: Some(dir),
                     s3: None,

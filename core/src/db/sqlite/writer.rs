@@ -10,7 +10,12 @@
 //!
 //! Each write changes the database with one statement at most (it may read besides): SQLite
 //! applies a statement whole or not at all, so a write that fails (a constraint) is undone alone
-//! and reports its own error, and its neighbours in the group commit.
+//! and reports its own error, and its neighbours in the group commit. The one exception is a
+//! job recorded with its image ([`SqliteJobStore::insert_with_image`]): the image's statement
+//! goes first, and should the job's fail, the image stays, an orphan the sweep removes, as an
+//! image file would.
+//!
+//! [`SqliteJobStore::insert_with_image`]: super::SqliteJobStore::insert_with_image
 //!
 //! Under light load a group is one write, as before; under heavy load a commit carries the
 //! writes of every task that arrived meanwhile.
