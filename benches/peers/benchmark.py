@@ -55,7 +55,12 @@ async def run(args: argparse.Namespace, selected: list[str]) -> int:
     log_dir = REPO / "target" / "peers-logs"
     # MedInform's data folders are kept until the whole run ends: deleting thousands of image
     # files between rows would make the next row's file creation slower (ext4 skips inodes freed
-    # in the last seconds), which no real deployment does between uploads.
+    # in the last minutes), which no real deployment does between uploads. `--keep-data` keeps
+    # them after the run too, so that runs back to back do not slow each other down that way.
+    if args.keep_data:
+        data_root = Path(tempfile.mkdtemp(prefix="medinform-peers-", dir=REPO / "target"))
+        print(f"[peers] data folders kept in {data_root}", file=sys.stderr)
+        return await _run(args, selected, models, ort_library, settings, log_dir, data_root)
     with tempfile.TemporaryDirectory(prefix="medinform-peers-", dir=REPO / "target") as data_root:
         return await _run(args, selected, models, ort_library, settings, log_dir, Path(data_root))
 

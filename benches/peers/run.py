@@ -83,6 +83,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--poll-interval-ms", type=int, default=50, help="MedInform status polls")
     parser.add_argument("--venv", type=Path, default=repo / "target" / "peers-venv")
     parser.add_argument("--output", type=Path, default=repo / "target" / "peers-results.json")
+    parser.add_argument(
+        "--keep-data",
+        action="store_true",
+        help="keep MedInform's data folders (under target/) after the run, e.g. for runs back to back",
+    )
     args = parser.parse_args(argv)
     if args.images is not None and args.images < 1:
         parser.error("--images must be at least 1")
